@@ -1,0 +1,123 @@
+"""`medvoice` console script (Typer): serve, worker, flower, migrate, users, demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+from enum import Enum
+
+import typer
+
+from app.cli import demo, users
+from workers.settings import POOLS, get_settings
+
+cli = typer.Typer(
+    name="medvoice",
+    help="Offline voice knowledge assistant for clinics.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+cli.add_typer(users.app, name="users")
+cli.add_typer(demo.app, name="demo")
+
+
+class Pool(str, Enum):
+    asr = "asr"
+    rag = "rag"
+    llm = "llm"
+    tts = "tts"
+    all = "all"
+
+
+def _offline_env() -> None:
+    # Offline by construction: no library may try a model hub or phone home.
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(key, "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, help="Uvicorn worker processes."),
+) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    _offline_env()
+    settings = get_settings()
+    _logging(settings.log_level)
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@cli.command()
+def worker(
+    pool: Pool = typer.Option(..., help="Which queue(s) this worker consumes; `all` runs every stage."),
+    concurrency: int = typer.Option(0, help="Worker processes; 0 takes MEDVOICE_<POOL>_CONCURRENCY."),
+    name: str = typer.Option("", help="Celery node name (default <pool>@<host>)."),
+    loglevel: str = typer.Option("INFO"),
+) -> None:
+    """Run one Celery worker pool (its model engine loads once per child process)."""
+    _offline_env()
+    settings = get_settings()
+    queues = list(POOLS) if pool is Pool.all else [pool.value]
+    if concurrency <= 0:
+        concurrency = max(settings.pool_concurrency(q) for q in queues)
+    os.environ["MEDVOICE_WORKER_POOLS"] = ",".join(queues)
+    from workers.celery_app import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            "--queues", ",".join(queues),
+            "--hostname", name or f"{pool.value}@%h",
+            "--concurrency", str(concurrency),
+            "--pool", "prefork",
+            "--loglevel", loglevel,
+            "--task-events",
+        ]
+    )
+
+
+@cli.command()
+def flower(
+    host: str = typer.Option("", help="Interface (default MEDVOICE_FLOWER_HOST)."),
+    port: int = typer.Option(0, help="Port (default MEDVOICE_FLOWER_PORT)."),
+) -> None:
+    """Run Flower against the same broker, to watch the pools."""
+    settings = get_settings()
+    host = host or settings.flower_host
+    port = port or settings.flower_port
+    argv = ["flower", f"--address={host}", f"--port={port}"]
+    if settings.flower_basic_auth:
+        argv.append(f"--basic_auth={settings.flower_basic_auth}")
+    elif host in ("127.0.0.1", "localhost", "::1"):
+        # Flower 2 closes its HTTP API unless auth is set; on loopback only, open it for local tooling.
+        os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
+    else:
+        raise typer.BadParameter("set MEDVOICE_FLOWER_BASIC_AUTH=user:password before binding beyond loopback")
+    from workers.celery_app import celery_app
+
+    celery_app.start(argv=argv)
+
+
+@cli.command()
+def migrate(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Upgrade the database schema (Alembic) to REVISION."""
+    from app.migrate import upgrade
+
+    upgrade(get_settings().resolved_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+def main() -> None:
+    cli()

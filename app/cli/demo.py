@@ -1,0 +1,106 @@
+"""`medvoice demo up|down`: bring the whole service up on this machine and show it working."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app import users as svc
+from app.cli import procs
+from app.migrate import upgrade
+from workers.db import session_scope
+from workers.records import Role
+from workers.settings import POOLS, get_settings
+
+app = typer.Typer(help="Run the demo deployment in the background.", no_args_is_help=True)
+console = Console()
+
+DEMO_USERS = {"demo-admin": Role.admin, "demo-clinician": Role.clinician}
+DEMO_PASSWORD = "medvoice-demo"  # printed on screen: a demo on a developer's machine, not a clinic
+
+
+def _ensure_user(db, username: str, role: Role) -> None:  # noqa: ANN001
+    user = svc.get_by_username(db, username)
+    if user is None:
+        svc.create_user(db, username, DEMO_PASSWORD, role)
+    else:
+        user.role, user.is_active = role, True
+        svc.set_password(db, username, DEMO_PASSWORD)
+
+
+def _wait_ready(base: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    body: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base}/readyz", timeout=5)
+            body = r.json()
+            if r.status_code == 200:
+                return body
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"services not ready after {timeout_s:.0f}s: {json.dumps(body)}")
+
+
+def _token(base: str, username: str) -> str:
+    r = httpx.post(f"{base}/v1/auth/token", data={"username": username, "password": DEMO_PASSWORD}, timeout=10)
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+@app.command()
+def up(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    ready_timeout: float = typer.Option(120.0, help="Seconds to wait for every pool."),
+) -> None:
+    """Start API + four pools + Flower, create demo users, and run a round trip through every queue."""
+    s = get_settings()
+    run_dir = s.data_dir / "run"
+    stopped = procs.stop_all(run_dir)
+    if stopped:
+        console.print(f"stopped the previous demo's {', '.join(stopped)}")
+    upgrade(s.resolved_database_url)
+    with session_scope(s.resolved_database_url) as db:
+        for username, role in DEMO_USERS.items():
+            _ensure_user(db, username, role)
+
+    procs.start(run_dir, "api", procs.medvoice_cmd("serve", "--host", host, "--port", str(port)))
+    for pool in POOLS:
+        procs.start(run_dir, f"worker-{pool}", procs.medvoice_cmd("worker", "--pool", pool))
+    procs.start(run_dir, "flower", procs.medvoice_cmd("flower"))
+
+    base = f"http://{host}:{port}"
+    t0 = time.perf_counter()
+    ready = _wait_ready(base, ready_timeout)
+    console.print(f"[green]ready[/green] in {time.perf_counter() - t0:.1f}s; /readyz said:")
+    console.print_json(data=ready)
+
+    admin_token = _token(base, "demo-admin")
+    pings = httpx.get(f"{base}/v1/admin/pools", headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
+    pings.raise_for_status()
+    table = Table("pool", "answered by", "round trip ms", title="a round trip through every queue")
+    for p in pings.json():
+        table.add_row(p["pool"], p["worker"] or f"[red]{p['error']}[/red]", str(p["round_trip_ms"]))
+    console.print(table)
+
+    token = _token(base, "demo-clinician")
+    console.print(f"\nAPI        {base}   (OpenAPI docs: {base}/docs)")
+    console.print(f"Flower     http://{s.flower_host}:{s.flower_port}")
+    console.print(f"logs       {run_dir.resolve()}/*.log   stop with: make stop")
+    console.print(f"users      demo-admin / demo-clinician, password {DEMO_PASSWORD}\n")
+    console.print("Try it (token valid for %d min):" % s.jwt_lifetime_minutes, soft_wrap=True)
+    console.print(f"curl -s -H 'Authorization: Bearer {token}' {base}/v1/auth/me", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `demo up` started."""
+    stopped = procs.stop_all(get_settings().data_dir / "run")
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")

@@ -1,0 +1,72 @@
+"""Consultations: a clinician's own records; admins may read any, and every access is audited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from app.audit import audit
+from app.deps import CurrentUser, DbSession
+from workers.records import Consultation, Role, User
+
+router = APIRouter(prefix="/v1/consultations", tags=["consultations"])
+
+
+class ConsultationIn(BaseModel):
+    title: str | None = Field(default=None, max_length=200)
+
+
+class ConsultationOut(BaseModel):
+    id: str
+    owner_id: str
+    title: str | None
+    status: str
+    created_at: datetime
+    turns: int
+
+
+def _out(c: Consultation) -> ConsultationOut:
+    return ConsultationOut(
+        id=c.id, owner_id=c.owner_id, title=c.title, status=c.status.value, created_at=c.created_at,
+        turns=len(c.turns),
+    )
+
+
+def load_consultation(db: DbSession, user: User, consultation_id: str) -> Consultation:
+    """The consultation if this user may see it; 404 otherwise, so ids of others' records don't leak."""
+    c = db.get(Consultation, consultation_id)
+    if c is None or (c.owner_id != user.id and user.role != Role.admin):
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="consultation not found")
+    return c
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ConsultationOut)
+def create_consultation(body: ConsultationIn, user: CurrentUser, db: DbSession) -> ConsultationOut:
+    c = Consultation(owner_id=user.id, title=body.title)
+    db.add(c)
+    db.flush()
+    audit(db, user, "consultation.create", "consultation", c.id)
+    db.commit()  # before the response: a client's next request must see the record
+    return _out(c)
+
+
+@router.get("", response_model=list[ConsultationOut])
+def list_consultations(user: CurrentUser, db: DbSession) -> list[ConsultationOut]:
+    query = select(Consultation).order_by(Consultation.created_at.desc())
+    if user.role != Role.admin:
+        query = query.where(Consultation.owner_id == user.id)
+    rows = list(db.scalars(query))
+    audit(db, user, "consultation.list", "consultation", None, count=len(rows))
+    db.commit()
+    return [_out(c) for c in rows]
+
+
+@router.get("/{consultation_id}", response_model=ConsultationOut)
+def get_consultation(consultation_id: str, user: CurrentUser, db: DbSession) -> ConsultationOut:
+    c = load_consultation(db, user, consultation_id)
+    audit(db, user, "consultation.read", "consultation", c.id, owner_id=c.owner_id)
+    db.commit()
+    return _out(c)

@@ -1,0 +1,49 @@
+"""The Celery application: one queue per pool (asr, rag, llm, tts), routed by task-name prefix.
+
+The API sends work by task name only (`send_task("asr.transcribe", ...)`), so importing this module
+never loads a model: engines are loaded per worker process at `worker_process_init` (workers/engines).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from workers.settings import POOLS, get_settings
+
+TASK_MODULES = ["workers.tasks.ping"]
+
+
+def make_celery() -> Celery:
+    s = get_settings()
+    app = Celery("medvoice", broker=s.redis_url, backend=s.redis_url, include=TASK_MODULES)
+    app.conf.update(
+        task_queues=[Queue(pool, routing_key=pool) for pool in POOLS],
+        task_default_queue="rag",
+        task_routes=[{f"{pool}.*": {"queue": pool, "routing_key": pool}} for pool in POOLS],
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # A task is acknowledged only after it ran, and re-queued if its worker process dies mid-task;
+        # with prefetch 1 a busy model worker never hoards jobs another process could start.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=s.task_time_limit_s,
+        task_soft_time_limit=s.task_soft_time_limit_s,
+        task_track_started=True,
+        result_expires=3600,
+        result_extended=True,
+        # Flower sees workers and tasks through these events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        # Must exceed the longest task, or Redis re-delivers an unacknowledged task to a second worker.
+        broker_transport_options={"visibility_timeout": max(3600, 2 * s.task_time_limit_s)},
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    return app
+
+
+celery_app = make_celery()

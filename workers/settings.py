@@ -1,0 +1,96 @@
+"""All configuration in one pydantic-settings object (env prefix MEDVOICE_, optional .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Known so that production mode can refuse it; fine for a developer's laptop, never for a clinic.
+DEFAULT_JWT_SECRET = "medvoice-development-secret-change-me"
+
+POOLS = ("asr", "rag", "llm", "tts")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MEDVOICE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./var")
+    database_url: str | None = None  # default: SQLite file in data_dir
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    log_level: str = "INFO"
+
+    # Auth
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    jwt_issuer: str = "medvoice"
+    jwt_lifetime_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+
+    # Celery pools: worker processes (concurrency) and threads each model engine may use.
+    asr_concurrency: int = Field(default=1, ge=1)
+    rag_concurrency: int = Field(default=1, ge=1)
+    llm_concurrency: int = Field(default=1, ge=1)
+    tts_concurrency: int = Field(default=1, ge=1)
+    asr_threads: int = Field(default=2, ge=1)
+    rag_threads: int = Field(default=1, ge=1)
+    llm_threads: int = Field(default=2, ge=1)
+    tts_threads: int = Field(default=1, ge=1)
+    task_time_limit_s: int = Field(default=300, ge=1)
+    task_soft_time_limit_s: int = Field(default=240, ge=1)
+    readiness_timeout_s: float = Field(default=1.0, gt=0)
+
+    # Flower
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_basic_auth: str | None = None  # "user:password"; required when Flower binds beyond loopback
+
+    # Model files: empty means "the assembled default under data_dir/models" (see `medvoice models`).
+    asr_model_path: Path | None = None
+    llm_model_path: Path | None = None
+    embed_model_path: Path | None = None
+    tts_model_path: Path | None = None
+    tts_config_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> "Settings":
+        if self.env == "production" and self.jwt_secret == DEFAULT_JWT_SECRET:
+            raise ValueError(
+                "MEDVOICE_JWT_SECRET is the built-in development secret; set a long random secret "
+                "before running with MEDVOICE_ENV=production"
+            )
+        if self.env == "production" and len(self.jwt_secret) < 32:
+            raise ValueError("MEDVOICE_JWT_SECRET must be at least 32 characters in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'medvoice.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.data_dir / "audio"
+
+    def pool_concurrency(self, pool: str) -> int:
+        return int(getattr(self, f"{pool}_concurrency"))
+
+    def pool_threads(self, pool: str) -> int:
+        return int(getattr(self, f"{pool}_threads"))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
