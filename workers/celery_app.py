@@ -7,6 +7,7 @@ never loads a model: engines are loaded per worker process at `worker_process_in
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Queue
 
 from workers.settings import POOLS, get_settings
@@ -47,3 +48,11 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+
+
+@worker_process_init.connect
+def _load_engines(**_: object) -> None:
+    # Runs in each pool child after fork: models are never loaded in the parent and shared by fork.
+    from workers import engines
+
+    engines.load_for_pools(engines.served_pools())

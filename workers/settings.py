@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     flower_port: int = 5555
     flower_basic_auth: str | None = None  # "user:password"; required when Flower binds beyond loopback
 
+    models_dir: Path | None = None  # default: data_dir/models, where `medvoice models prepare` assembles
     # Model files: empty means "the assembled default under data_dir/models" (see `medvoice models`).
     asr_model_path: Path | None = None
     llm_model_path: Path | None = None
@@ -77,8 +78,8 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'medvoice.db').resolve()}"
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def model_root(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def audio_dir(self) -> Path:

