@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _session_dir = Path(tempfile.mkdtemp(prefix="medvoice-tests-"))
     _redis_proc, url = start_redis(_session_dir)
     os.environ["MEDVOICE_REDIS_URL"] = url
+    # Models stay where `make test` assembled them (`medvoice models prepare`); all else is per session.
+    models = Path(os.environ.get("MEDVOICE_DATA_DIR", ROOT / "var")) / "models"
+    os.environ.setdefault("MEDVOICE_MODELS_DIR", str(models))
     os.environ["MEDVOICE_DATA_DIR"] = str(_session_dir / "data")
-    os.environ.setdefault("MEDVOICE_MODELS_DIR", str(ROOT / "var" / "models"))
     os.environ["MEDVOICE_DATABASE_URL"] = f"sqlite:///{_session_dir / 'session.db'}"
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["ANONYMIZED_TELEMETRY"] = "False"
@@ -108,26 +111,28 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-def postgres_admin_url() -> str | None:
-    """A server URL with CREATEDB rights, from MEDVOICE_TEST_POSTGRES_URL (set by .ci/run and make test)."""
-    return os.environ.get("MEDVOICE_TEST_POSTGRES_URL") or None
+DEFAULT_TEST_POSTGRES_URL = "postgresql+psycopg://medvoice:medvoice@127.0.0.1:5432/postgres"
+
+
+def postgres_admin_url() -> str:
+    """A server URL with CREATEDB rights: MEDVOICE_TEST_POSTGRES_URL (.ci/run sets it), else the local
+    role that .ci/run creates; tests skip when neither answers."""
+    return os.environ.get("MEDVOICE_TEST_POSTGRES_URL") or DEFAULT_TEST_POSTGRES_URL
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL database (created and dropped here); skipped when no server answers."""
     admin = postgres_admin_url()
-    if not admin:
-        pytest.skip("no PostgreSQL: set MEDVOICE_TEST_POSTGRES_URL (make test does when a server answers)")
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     try:
-        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+        engine = create_engine(admin, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL at MEDVOICE_TEST_POSTGRES_URL does not answer: {type(exc).__name__}")
+        pytest.skip(f"no PostgreSQL answers at {make_url(admin).render_as_string()}: {type(exc).__name__}")
     name = f"medvoice_test_{uuid.uuid4().hex[:10]}"
     with engine.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -208,21 +213,36 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Factory: start_worker("asr", MEDVOICE_X="y") → a ready worker process, stopped at teardown."""
+@contextmanager
+def _worker_factory(log_dir: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def _start(pool: str, timeout_s: float = 60, **env: str) -> WorkerProcess:
         full_env = {**os.environ, **env}
-        w = WorkerProcess(pool, full_env, tmp_path / f"worker-{pool}-{len(started)}.log")
+        w = WorkerProcess(pool, full_env, log_dir / f"worker-{pool}-{len(started)}.log")
         started.append(w)
         w.wait_ready(timeout_s)
         return w
 
-    yield _start
-    for w in started:
-        w.stop()
+    try:
+        yield _start
+    finally:
+        for w in started:
+            w.stop()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory: start_worker("asr", MEDVOICE_X="y") → a ready worker process, stopped at teardown."""
+    with _worker_factory(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_module_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., WorkerProcess]]:
+    """Like start_worker, but the workers serve every test of the module (model loads are slow)."""
+    with _worker_factory(tmp_path_factory.mktemp("workers")) as start:
+        yield start
 
 
 def eval_data(*parts: str) -> Path:
