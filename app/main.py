@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from app.routes import admin, auth, consultations, health
+from app.routes import admin, auth, consultations, health, knowledge
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger("medvoice.api")
@@ -24,4 +24,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(consultations.router)
     app.include_router(admin.router)
+    app.include_router(knowledge.router)
     return app

@@ -12,7 +12,7 @@ from kombu import Queue
 
 from workers.settings import POOLS, get_settings
 
-TASK_MODULES = ["workers.tasks.ping"]
+TASK_MODULES = ["workers.tasks.ping", "workers.tasks.rag"]
 
 
 def make_celery() -> Celery:

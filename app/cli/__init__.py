@@ -9,6 +9,7 @@ from enum import Enum
 import typer
 
 from app.cli import demo, users
+from app.cli import kb  # knowledge base admin (issue 4)
 from workers.settings import POOLS, get_settings
 
 cli = typer.Typer(
@@ -19,6 +20,7 @@ cli = typer.Typer(
 )
 cli.add_typer(users.app, name="users")
 cli.add_typer(demo.app, name="demo")
+cli.add_typer(kb.app, name="kb")
 
 
 class Pool(str, Enum):

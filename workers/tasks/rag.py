@@ -1,0 +1,94 @@
+"""rag.* tasks: search, ingest, list, show, delete and stats on the rag pool's knowledge base.
+
+The API and the admin CLI send these by name; the engine (embedder + store + BM25) is loaded once per
+worker process (workers/engines/rag.py). Results are plain JSON. Bad input comes back as
+{"error": {"code", "message"}} rather than an exception, so the caller can answer with a clear 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from workers import engines
+from workers.celery_app import celery_app
+from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
+
+log = logging.getLogger("medvoice.tasks.rag")
+
+MAX_K = 50
+
+
+def _kb():  # noqa: ANN202
+    return engines.get("rag")
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+@celery_app.task(name="rag.search")
+def search(query: str, k: int = 5, language: str | None = None, filters: dict | None = None) -> dict[str, Any]:
+    """{query, k, language?, filters?: {source, tags}} → {hits: [...], nothing_relevant, ...}."""
+    if not isinstance(query, str) or not query.strip():
+        return _error("empty_query", "query is empty")
+    if len(query) > 4000:
+        return _error("query_too_long", "query longer than 4000 characters")
+    if language not in (None, "", "en", "zh"):
+        return _error("bad_language", "language must be en or zh")
+    k = max(1, min(int(k), MAX_K))
+    res = _kb().search(query, k=k, language=language or None, filters=filters or None)
+    log.info("rag.search: %d hits, nothing_relevant=%s, %.1f ms", len(res.hits), res.nothing_relevant,
+             res.timings_ms.get("total", 0.0))
+    return res.as_dict()
+
+
+@celery_app.task(name="rag.ingest")
+def ingest(paths: list[str], source: str | None = None, date: str | None = None,
+           tags: list[str] | None = None, doc_id: str | None = None) -> dict[str, Any]:
+    """Ingest files/folders by path (on a filesystem this worker shares); returns the ingest summary."""
+    from knowledge.loaders import LoadError, load_file
+
+    kb = _kb()
+    if doc_id is not None:
+        # One uploaded file under a caller-chosen id.
+        from knowledge.base import IngestItem, IngestReport
+
+        t0 = time.perf_counter()
+        report = IngestReport()
+        p = Path(paths[0])
+        try:
+            if p.suffix.lower() == ".jsonl":
+                raise LoadError("an explicit id applies to one document; .jsonl carries its own ids")
+            report.items.append(kb.ingest_document(load_file(p, source=source, date_override=date, tags=tags,
+                                                             doc_id=doc_id)))
+        except LoadError as exc:
+            report.items.append(IngestItem("", "failed", 0, str(p), str(exc)))
+        report.seconds = time.perf_counter() - t0
+        return report.summary()
+    report = kb.ingest_paths([Path(p) for p in paths], source=source, date=date, tags=tags)
+    return report.summary()
+
+
+@celery_app.task(name="rag.list")
+def list_documents() -> list[dict[str, Any]]:
+    return [d.as_dict() for d in _kb().list_documents()]
+
+
+@celery_app.task(name="rag.show")
+def show(doc_id: str) -> dict[str, Any] | None:
+    return _kb().get_document(doc_id)
+
+
+@celery_app.task(name="rag.delete")
+def delete(doc_id: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    n = _kb().delete(doc_id)
+    return {"doc_id": doc_id, "deleted": n > 0, "chunks": n, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+
+@celery_app.task(name="rag.stats")
+def stats() -> dict[str, Any]:
+    return _kb().stats()
