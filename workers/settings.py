@@ -85,6 +85,42 @@ class Settings(BaseSettings):
     tts_model_path: Path | None = None
     tts_config_path: Path | None = None
 
+    # ---- Model engines (workers/engines, issue 3) ------------------------------------------------------
+    # A `*_sha256` makes a deployer's own file verified like the shipped ones (refused on mismatch).
+    asr_model_sha256: str | None = None  # of <asr_model_path>/model.bin
+    asr_device: Literal["cpu", "cuda"] = "cpu"
+    asr_compute_type: str | None = None  # default: int8 on CPU, float16 on CUDA
+    asr_beam_size: int = Field(default=1, ge=1, le=10)
+    asr_vad_filter: bool = True
+    asr_language: str | None = None  # None: detect; "zh"/"en" forces it (detection is weak on short Chinese)
+    asr_initial_prompt: str | None = None
+    asr_hotwords: str | None = None
+    asr_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    asr_max_duration_s: float = Field(default=600.0, gt=0)
+    llm_model_sha256: str | None = None
+    llm_n_ctx: int = Field(default=4096, ge=256)
+    llm_n_gpu_layers: int = 0
+    llm_use_mlock: bool = False
+    llm_max_tokens: int = Field(default=384, ge=1)
+    llm_temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    llm_seed: int = 1234
+    llm_prefix_cache: bool = True  # evaluate the fixed system prompt once per process, restore its state
+    llm_system_prompt: str = (
+        "You are medvoice, a careful assistant for clinicians. Answer briefly in plain sentences that "
+        "read well aloud, using the numbered context passages when they are given and citing them as "
+        "[1], [2]. If the context does not contain the answer, say so. Always answer in the language "
+        "of the question. 请用提问所用的语言回答。"
+    )
+    # rag.embed uses the knowledge base's embedder (kb_embedder / kb_embedder_path) so vectors match the KB.
+    embed_batch_size: int = Field(default=32, ge=1)
+    embed_max_texts: int = Field(default=512, ge=1)
+    tts_backend: Literal["piper", "coqui"] = "piper"  # piper: optional GPL extra; coqui: needs a model path
+    tts_model_sha256: str | None = None  # of tts_model_path (or of tts_piper_voice_path)
+    tts_piper_voice_path: Path | None = None  # a .onnx voice (its .onnx.json beside it); default: joe-us
+    tts_speed: float = Field(default=1.3, gt=0.2, le=4.0)
+    tts_max_chars: int = Field(default=600, ge=1)
+    # ---- end of model engines ------------------------------------------------------------------------
+
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> "Settings":
         if self.env == "production" and self.jwt_secret == DEFAULT_JWT_SECRET:

@@ -8,7 +8,7 @@ from enum import Enum
 
 import typer
 
-from app.cli import demo, users
+from app.cli import demo, models, users
 from app.cli import kb  # knowledge base admin (issue 4)
 from workers.settings import POOLS, get_settings
 
@@ -21,6 +21,7 @@ cli = typer.Typer(
 cli.add_typer(users.app, name="users")
 cli.add_typer(demo.app, name="demo")
 cli.add_typer(kb.app, name="kb")
+cli.add_typer(models.app, name="models")
 
 
 class Pool(str, Enum):

@@ -1,0 +1,113 @@
+"""ASR engine: faster-whisper (CTranslate2) from a local model directory.
+
+Decoding goes through faster-whisper's own PyAV decoder (any container/codec FFmpeg knows, resampled to
+16 kHz mono); a file it cannot decode raises AudioUnreadable. Silero VAD ships inside faster-whisper, so
+`vad_filter` works offline. `faster_whisper` is imported only when the engine is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers import engines
+from workers.errors import AudioTooLong, AudioUnreadable, EmptyInput, EngineUnavailable
+from workers.settings import Settings
+
+log = logging.getLogger("medvoice.engines.asr")
+SAMPLE_RATE = 16000
+
+
+class AsrEngine:
+    def __init__(self, settings: Settings, model_dir: Path) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:  # pragma: no cover
+            raise EngineUnavailable(f"faster-whisper is not installed: {exc}") from exc
+        self.settings = settings
+        self.model_dir = Path(model_dir)
+        device = settings.asr_device
+        compute_type = settings.asr_compute_type or ("int8" if device == "cpu" else "float16")
+        t0 = time.perf_counter()
+        # local_files_only: a path is never looked up on a hub.
+        self.model = WhisperModel(str(self.model_dir), device=device, compute_type=compute_type,
+                                  cpu_threads=settings.asr_threads, num_workers=1, local_files_only=True)
+        self.load_s = time.perf_counter() - t0
+        self.device, self.compute_type = device, compute_type
+
+    @staticmethod
+    def decode(path: Path) -> np.ndarray:
+        from faster_whisper.audio import decode_audio
+
+        try:
+            audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+        except Exception as exc:  # noqa: BLE001 - PyAV raises many types for bad input
+            raise AudioUnreadable(f"cannot decode audio: {type(exc).__name__}", {"error": type(exc).__name__}) from None
+        if audio is None or audio.size == 0:
+            raise AudioUnreadable("the file holds no audio samples", {})
+        return audio
+
+    def transcribe(
+        self,
+        audio: np.ndarray | Path | str,
+        language: str | None = None,
+        initial_prompt: str | None = None,
+        hotwords: str | None = None,
+        beam_size: int | None = None,
+        vad_filter: bool | None = None,
+    ) -> dict[str, Any]:
+        s = self.settings
+        t0 = time.perf_counter()
+        if not isinstance(audio, np.ndarray):
+            audio = self.decode(Path(audio))
+        t_decoded = time.perf_counter()
+        duration = float(audio.shape[0]) / SAMPLE_RATE
+        if duration <= 0.05:
+            raise EmptyInput("the audio is too short to transcribe", {"duration_s": duration})
+        if duration > s.asr_max_duration_s:
+            raise AudioTooLong(f"audio of {duration:.0f}s exceeds the limit of {s.asr_max_duration_s:.0f}s",
+                               {"duration_s": round(duration, 2), "max_s": s.asr_max_duration_s})
+        if not np.isfinite(audio).all():
+            raise AudioUnreadable("the audio holds non-finite samples", {})
+        segments_iter, info = self.model.transcribe(
+            audio,
+            language=language or s.asr_language or None,
+            beam_size=beam_size or s.asr_beam_size,
+            vad_filter=s.asr_vad_filter if vad_filter is None else vad_filter,
+            initial_prompt=initial_prompt if initial_prompt is not None else s.asr_initial_prompt,
+            hotwords=hotwords if hotwords is not None else s.asr_hotwords,
+            condition_on_previous_text=False,
+        )
+        segments = []
+        for seg in segments_iter:  # the generator does the decoding work
+            segments.append({"start": round(seg.start, 3), "end": round(seg.end, 3), "text": seg.text.strip(),
+                             "avg_logprob": round(seg.avg_logprob, 4),
+                             "no_speech_prob": round(seg.no_speech_prob, 4)})
+        t_done = time.perf_counter()
+        sep = "" if (info.language or "") in ("zh", "ja", "yue") else " "
+        text = sep.join(seg["text"] for seg in segments).strip()
+        transcribe_s = t_done - t_decoded
+        return {
+            "text": text,
+            "language": info.language,
+            "language_probability": round(float(info.language_probability or 0.0), 4),
+            "duration_s": round(duration, 3),
+            "segments": segments,
+            "timings": {
+                "decode_s": round(t_decoded - t0, 4),
+                "transcribe_s": round(transcribe_s, 4),
+                "total_s": round(t_done - t0, 4),
+                "rtf": round(transcribe_s / duration, 4),
+            },
+        }
+
+
+@engines.register("asr", pool="asr")
+def load(settings: Settings) -> AsrEngine:
+    from workers.modelfiles import resolve_asr
+
+    return AsrEngine(settings, resolve_asr(settings))

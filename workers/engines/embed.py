@@ -1,0 +1,65 @@
+"""Embeddings engine for `rag.embed`: the knowledge base's embedder (knowledge/embedders.py), batched,
+L2-normalised vectors.
+
+It shares the rag pool's KnowledgeBase embedder when this process has one (one model in memory, and
+query vectors that match the indexed ones); otherwise it loads the same embedder itself through
+`knowledge.embedders.load_embedder` with the verified model path. No second implementation lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from workers import engines
+from workers.errors import EngineUnavailable
+from workers.settings import Settings
+
+log = logging.getLogger("medvoice.engines.embed")
+
+
+class EmbedEngine:
+    def __init__(self, settings: Settings, embedder: Any, shared: bool) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.shared = shared
+        self.name = embedder.name
+        self.dim = int(embedder.dim)
+
+    def embed(self, texts: list[str], kind: str = "passage", batch_size: int | None = None) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        if kind == "query":
+            vecs = np.stack([self.embedder.embed_query(t) for t in texts]) if texts else \
+                np.zeros((0, self.dim), np.float32)
+        else:
+            vecs = self.embedder.embed_passages(list(texts), batch_size=batch_size or self.settings.embed_batch_size)
+        return np.asarray(vecs, dtype=np.float32), time.perf_counter() - t0
+
+
+def _own_embedder(settings: Settings) -> Any:
+    from workers.modelfiles import resolve_embed
+
+    path = resolve_embed(settings)
+    try:
+        from knowledge.embedders import load_embedder
+    except ImportError as exc:  # pragma: no cover
+        raise EngineUnavailable(f"knowledge.embedders is not available: {exc}") from exc
+    return load_embedder(settings.kb_embedder, str(path) if path else None, settings.rag_threads)
+
+
+@engines.register("embed", pool="rag")
+def load(settings: Settings) -> EmbedEngine:
+    from workers.modelfiles import resolve_embed
+
+    resolve_embed(settings)  # the shipped model's files are verified whoever loads them
+    try:
+        kb = engines.get("rag")  # KeyError: this process registered no rag engine
+        return EmbedEngine(settings, kb.embedder, shared=True)
+    except KeyError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the KB may fail to open (its store); embeddings still work
+        log.warning("knowledge base unavailable (%s); loading the embedder on its own", type(exc).__name__)
+    return EmbedEngine(settings, _own_embedder(settings), shared=False)

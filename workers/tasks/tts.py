@@ -1,0 +1,59 @@
+"""tts.synthesize: one sentence → a 16-bit PCM WAV under the data dir; returns its reference.
+
+Input: {text, turn_id?, index?, speed?}. The clip is written to <data_dir>/audio/tts/<turn_id>/<index>.wav
+(ad-hoc calls: audio/tts/adhoc/<task id>.wav) and, for a turn, announced on its stream as
+{type: "audio", index, audio_ref, duration_s, sample_rate}. A cancelled turn's queued sentences are
+dropped: the task returns {cancelled: true, audio_ref: null} without synthesising.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from workers import engines, events
+from workers.celery_app import celery_app
+from workers.engines import tts as _tts_engine  # noqa: F401 - registers the "tts" engine loader
+from workers.engines.refs import to_ref
+from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.settings import get_settings
+
+log = logging.getLogger("medvoice.tasks.tts")
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@celery_app.task(name="tts.synthesize", bind=True, throws=(MedvoiceError,))
+def synthesize(self, text: str, turn_id: str | None = None, index: int | None = None,  # noqa: ANN001
+               speed: float | None = None) -> dict[str, Any]:
+    s = get_settings()
+    if not isinstance(text, str):
+        raise InputError("text must be a string", {"field": "text"})
+    if not text.strip():
+        raise EmptyInput("text is empty", {"field": "text"})
+    if len(text) > s.tts_max_chars:
+        raise InputTooLarge(f"text longer than {s.tts_max_chars} characters", {"max_chars": s.tts_max_chars})
+    if index is not None and (not isinstance(index, int) or index < 0):
+        raise InputError("index must be a non-negative integer", {"field": "index"})
+    if speed is not None and (not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4):
+        raise InputError("speed must be between 0.25 and 4", {"field": "speed"})
+    if turn_id is not None:
+        turn_id = events.check_turn_id(turn_id)
+        if events.is_cancelled(turn_id):
+            log.info("tts.synthesize task=%s turn=%s index=%s dropped: turn cancelled", self.request.id, turn_id, index)
+            return {"turn_id": turn_id, "index": index, "cancelled": True, "audio_ref": None}
+    engine = engines.get("tts")
+    wav, timings = engine.synthesize(text, speed=speed)
+    folder = _SAFE.sub("_", turn_id) if turn_id else "adhoc"
+    name = f"{index:04d}.wav" if index is not None and turn_id else f"{_SAFE.sub('_', self.request.id or 'local')}.wav"
+    path = s.audio_dir / "tts" / folder / name
+    engine.write_wav(wav, path)
+    ref = to_ref(s, path)
+    out = {"turn_id": turn_id, "index": index, "cancelled": False, "audio_ref": ref, "backend": engine.name,
+           "sample_rate": engine.sample_rate, "duration_s": timings["audio_s"], "timings": timings}
+    if turn_id is not None:
+        events.append(turn_id, "audio", index=index, audio_ref=ref, duration_s=timings["audio_s"],
+                      sample_rate=engine.sample_rate)
+    log.info("tts.synthesize task=%s turn=%s index=%s audio=%.2fs rtf=%s", self.request.id, turn_id, index,
+             timings["audio_s"], timings["rtf"])
+    return out
