@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help install models redis-server redis migrate test demo stop clean
+.PHONY: help install models system-deps redis migrate test demo stop clean
 
 help:
 	@echo "make demo   - set up, start API + pools + Flower, show a round trip (stop with: make stop)"
@@ -36,16 +36,21 @@ install: $(STAMP)
 models: install
 	$(BIN)/medvoice models prepare
 
-# The Redis binary: Debian's package where apt-get is available; elsewhere install it yourself
-# (macOS: `brew install redis`; any host: `docker run -p 6379:6379 redis:7`).
-redis-server:
-	@command -v redis-server >/dev/null || { \
+# Debian packages the services and tests need: Redis, and espeak-ng + sox to synthesize test speech.
+# Elsewhere install them yourself (macOS: `brew install redis espeak-ng sox`; Redis in a container:
+# `docker run -p 6379:6379 redis:7`).
+SYSTEM_TOOLS := redis-server:redis-server espeak-ng:espeak-ng sox:sox
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server not found: install Redis (see README)" >&2; exit 1; fi; }
+	    echo "installing:$$missing"; (apt-get update -qq || true); \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing system packages:$$missing (see README)" >&2; exit 1; fi; fi
 
 # A Redis at MEDVOICE_REDIS_URL: use the one that answers, else start a local one.
-redis: redis-server
+redis: system-deps
 	@if $(BIN)/python -c "import redis,os; redis.Redis.from_url(os.environ['MEDVOICE_REDIS_URL'], socket_connect_timeout=1).ping()" 2>/dev/null; then \
 	  echo "redis answers at $$MEDVOICE_REDIS_URL"; \
 	else \
@@ -60,7 +65,7 @@ redis: redis-server
 migrate: install
 	$(BIN)/medvoice migrate
 
-test: models redis-server
+test: models system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: models redis migrate

@@ -1,0 +1,55 @@
+"""docker-compose.yml: validated by the Docker Compose client (no engine runs here) and by structure."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+ENV = {**os.environ, "MEDVOICE_JWT_SECRET": "x" * 40, "MEDVOICE_FLOWER_BASIC_AUTH": "ops:secret"}
+
+
+def compose_cmd() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.mark.parametrize("profile", [None, "postgres"])
+def test_compose_client_validates(profile):
+    cmd = compose_cmd()
+    if cmd is None:
+        pytest.skip("no Docker Compose client (`docker compose` plugin or Debian's docker-compose) installed")
+    args = [*cmd, "-f", str(COMPOSE)] + (["--profile", profile] if profile else []) + ["config", "-q"]
+    r = subprocess.run(args, env=ENV, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_compose_refuses_missing_secret():
+    cmd = compose_cmd()
+    if cmd is None:
+        pytest.skip("no Docker Compose client installed")
+    env = {k: v for k, v in ENV.items() if k != "MEDVOICE_JWT_SECRET"}
+    r = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and "MEDVOICE_JWT_SECRET" in r.stderr
+
+
+def test_compose_shape():
+    spec = yaml.safe_load(COMPOSE.read_text())
+    services = spec["services"]
+    for name in ("redis", "api", "worker-asr", "worker-rag", "worker-llm", "worker-tts", "flower", "postgres"):
+        assert name in services, name
+        assert "healthcheck" in services[name], f"{name} has no healthcheck"
+    assert services["postgres"]["profiles"] == ["postgres"]
+    for pool in ("asr", "rag", "llm", "tts"):
+        svc = services[f"worker-{pool}"]
+        assert f"--pool {pool}" in " ".join(svc["command"])
+        assert "medvoice-data:/data" in svc["volumes"]
+    assert "medvoice-data:/data" in services["api"]["volumes"]
+    assert {"medvoice-data", "redis-data", "postgres-data"} <= set(spec["volumes"])
