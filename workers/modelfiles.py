@@ -241,9 +241,10 @@ def _assemble(settings: Settings, dest: Path, spec: FileSpec) -> None:
     _remember(settings, dest, digest)
 
 
-def prepare(settings: Settings, roles: list[str] | None = None, force: bool = False) -> list[FileStatus]:
+def prepare(settings: Settings, roles: list[str] | None = None, force: bool = False,
+            manifest: dict[str, Role] | None = None) -> list[FileStatus]:
     """Assemble missing or wrong files and verify every file of the selected roles. Idempotent."""
-    manifest = load_manifest()
+    manifest = manifest if manifest is not None else load_manifest()
     out: list[FileStatus] = []
     for role in manifest.values():
         if roles and role.name not in roles:
@@ -287,10 +288,10 @@ def _status(settings: Settings, role: Role, spec: FileSpec, path: Path, use_cach
     return FileStatus(role.name, spec.name, path, size, "ok")
 
 
-def status(settings: Settings) -> list[FileStatus]:
+def status(settings: Settings, manifest: dict[str, Role] | None = None) -> list[FileStatus]:
     """Every manifest file's status, without writing anything but the hash cache."""
     out: list[FileStatus] = []
-    for role in load_manifest().values():
+    for role in (manifest if manifest is not None else load_manifest()).values():
         try:
             base = role_dir(settings, role)
         except ModelFileMissing as exc:
