@@ -85,7 +85,9 @@ def write_tiny_gguf(path: Path, n_layer: int = 2, n_embd: int = 64, n_head: int 
 
 
 def write_tiny_vits(directory: Path, seed: int = 0) -> tuple[Path, Path]:
-    """A random-weight Coqui VITS (character input, no phonemizer): (model.pth, config.json)."""
+    """A random-weight Coqui VITS (character input, no phonemizer): (model.pth, config.json).
+
+    Vits.init_from_config is the constructor that also builds the tokenizer and audio processor."""
     import torch
     from TTS.config.shared_configs import BaseAudioConfig
     from TTS.tts.configs.vits_config import VitsArgs, VitsConfig
@@ -95,14 +97,14 @@ def write_tiny_vits(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     audio = BaseAudioConfig(sample_rate=16000, num_mels=40, fft_size=512, win_length=512, hop_length=128,
-                            mel_fmin=0, mel_fmax=None)
+                            mel_fmin=0, mel_fmax=None, do_trim_silence=False)
     args = VitsArgs(
         hidden_channels=32, hidden_channels_ffn_text_encoder=64, num_heads_text_encoder=2,
         num_layers_text_encoder=1, kernel_size_text_encoder=3, resblock_kernel_sizes_decoder=[3],
         resblock_dilation_sizes_decoder=[[1, 3, 5]], upsample_rates_decoder=[8, 4, 4],
         upsample_initial_channel_decoder=32, upsample_kernel_sizes_decoder=[16, 8, 8],
         num_layers_flow=1, num_layers_posterior_encoder=1, spec_segment_size=16, out_channels=257,
-        init_discriminator=False,
+        init_discriminator=False, use_sdp=False,
     )
     characters = CharactersConfig(
         characters_class="TTS.tts.utils.text.characters.Graphemes",
@@ -114,6 +116,11 @@ def write_tiny_vits(directory: Path, seed: int = 0) -> tuple[Path, Path]:
                      characters=characters, add_blank=True, run_name="medvoice-tiny-vits")
     model = Vits.init_from_config(cfg)
     model.eval()
+    # A deterministic duration predictor (3 frames per input symbol at length_scale 1), so that speaking
+    # rate settings have a measurable effect on the random-weight model.
+    with torch.no_grad():
+        model.duration_predictor.proj.weight.zero_()
+        model.duration_predictor.proj.bias.fill_(float(np.log(3.0)))
     model_path, config_path = directory / "model.pth", directory / "config.json"
     torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, model_path)
     cfg.save_json(str(config_path))
