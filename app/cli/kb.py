@@ -229,12 +229,14 @@ def search(
     if res.nothing_relevant:
         console.print("[yellow]nothing relevant[/yellow] (no chunk reaches the relevance floor)")
         return
-    t = Table("#", "score", "similarity", "decay", "dense", "bm25", "date", "source", "chunk", "text")
     for i, h in enumerate(res.hits, 1):
-        t.add_row(str(i), f"{h.score:.3f}", f"{h.similarity:.3f}", f"{h.decay:.3f}",
-                  "-" if h.dense is None else f"{h.dense:.3f}", f"{h.lexical:.3f}", h.date, h.source, h.chunk_id,
-                  h.text[:120].replace("\n", " "))
-    console.print(t)
+        dense = "-" if h.dense is None else f"{h.dense:.3f}"
+        console.print(
+            f"[bold]{i}.[/bold] score [bold]{h.score:.3f}[/bold] = similarity {h.similarity:.3f} × decay {h.decay:.3f} "
+            f"[dim](dense {dense}, bm25 {h.lexical:.3f})[/dim]  {h.date}  source [cyan]{h.source}[/cyan]  "
+            f"[dim]{h.chunk_id}[/dim]"
+        )
+        console.print(f"   [italic]{h.context}[/italic]: {h.text[:300]}", highlight=False)
     console.print(f"[dim]{res.query_language}, fusion {res.fusion}, {res.timings_ms['total']:.1f} ms[/dim]")
 
 

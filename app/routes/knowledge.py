@@ -41,7 +41,7 @@ def _call(task: str, settings: Settings, timeout: float | None = None, **kwargs:
     except Exception as exc:  # noqa: BLE001 - a worker-side failure is a 502 to the client, details in logs
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"knowledge service failed: {type(exc).__name__}") from exc
     if isinstance(out, dict) and "error" in out:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, out["error"])
+        raise HTTPException(422, out["error"])
     return out
 
 
@@ -116,7 +116,7 @@ def upload_document(
     stem = re.sub(r"[^a-z0-9]+", "-", Path(name).stem.lower()).strip("-")[:60] or "document"
     doc_id = doc_id or f"upload-{stem}"
     if not _ID_RE.match(doc_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "doc_id: letters, digits, _ . : - (at most 128)")
+        raise HTTPException(422, "doc_id: letters, digits, _ . : - (at most 128)")
     kb_root = Path(settings.kb_dir) if settings.kb_dir else settings.data_dir / "knowledge"
     upload_dir = (kb_root / "uploads").resolve()
     upload_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def upload_document(
             out.write(chunk)
     if size == 0:
         tmp.unlink(missing_ok=True)
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "empty file")
+        raise HTTPException(422, "empty file")
     final = upload_dir / f"{doc_id}{ext}"
     tmp.replace(final)
     tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
@@ -141,7 +141,7 @@ def upload_document(
                     source=source or name, date=date, tags=tag_list, doc_id=doc_id)
     if summary["failed"]:
         final.unlink(missing_ok=True)
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, summary["failures"][0]["reason"])
+        raise HTTPException(422, summary["failures"][0]["reason"])
     item = summary["documents"][0]
     audit(db, admin, "knowledge.upload", "document", item["doc_id"], status=item["status"], chunks=item["chunks"])
     db.commit()
