@@ -1,0 +1,32 @@
+"""Integration: the Coqui backend serving tts.synthesize in a real tts pool (tiny random-weight VITS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tiny_models import write_tiny_vits
+from workers.settings import Settings
+
+
+def test_coqui_pool_returns_audio_of_plausible_length(start_worker, tmp_path: Path) -> None:  # noqa: ANN001
+    pytest.importorskip("TTS", reason="coqui-tts is in the engines extra")
+    from workers.celery_app import celery_app
+
+    model, config = write_tiny_vits(tmp_path / "vits")
+    start_worker("tts", timeout_s=120, MEDVOICE_TTS_BACKEND="coqui", MEDVOICE_TTS_MODEL_PATH=str(model),
+                 MEDVOICE_TTS_CONFIG_PATH=str(config))
+    text = "Take two tablets every six hours."
+    out = celery_app.send_task("tts.synthesize", args=[text], kwargs={"speed": 1.0}).get(timeout=300)
+    assert out["backend"] == "coqui" and out["sample_rate"] == 16000
+    path = Settings().data_dir / out["audio_ref"]
+    audio, sr = sf.read(str(path), dtype="int16")
+    assert sf.info(str(path)).subtype == "PCM_16" and sr == 16000
+    # 67 symbols (characters + blanks) x 3 frames x 128 samples, plus Coqui's 10,000-sample pad
+    assert audio.size == 67 * 3 * 128 + 10_000
+    assert abs(audio).max() > 0
+    # speed 2: 1.5 -> 2 frames a symbol (the tiny model's durations are whole frames)
+    faster = celery_app.send_task("tts.synthesize", args=[text], kwargs={"speed": 2.0}).get(timeout=300)
+    assert faster["duration_s"] == pytest.approx((67 * 2 * 128 + 10_000) / 16000, abs=1e-3)
