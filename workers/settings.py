@@ -121,6 +121,24 @@ class Settings(BaseSettings):
     tts_max_chars: int = Field(default=600, ge=1)
     # ---- end of model engines ------------------------------------------------------------------------
 
+    # ---- Consultations (issue 5) ---------------------------------------------------------------------
+    # Uploads are checked in the API process (PyAV decode, no model library) before anything is stored.
+    consult_max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    consult_max_audio_s: float = Field(default=300.0, gt=0)
+    consult_min_audio_s: float = Field(default=0.1, ge=0)  # shorter than this counts as empty
+    consult_audio_formats: str = "wav,flac,ogg,oga,opus,mp3,m4a,webm"  # accepted file extensions
+    consult_max_text_chars: int = Field(default=2000, ge=1)  # a typed question
+    consult_top_k: int = Field(default=4, ge=1, le=20)  # passages given to the LLM as [1]..[k]
+    consult_max_tokens: int | None = Field(default=None, ge=1, le=4096)  # default: llm_max_tokens
+    consult_history_turns: int = Field(default=4, ge=0)  # earlier turns of the consultation in the prompt
+    consult_history_tokens: int = Field(default=600, ge=0)  # ...bounded by this many LLM tokens
+    consult_numbers_guard: bool = True  # doses/units/durations must appear in a cited passage
+    consult_stage_retries: int = Field(default=3, ge=0)  # transient broker/DB errors, per stage
+    consult_sse_timeout_s: float = Field(default=600.0, gt=0)  # an SSE stream ends after this long
+    consult_sse_heartbeat_s: float = Field(default=15.0, gt=0)
+    consult_reply_gap_s: float = Field(default=0.15, ge=0)  # silence between sentences in the reply WAV
+    # ---- end of consultations ------------------------------------------------------------------------
+
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> "Settings":
         if self.env == "production" and self.jwt_secret == DEFAULT_JWT_SECRET:

@@ -1,0 +1,81 @@
+"""workers/grounding.py: numbered passages, citation markers, and the numbers guard."""
+
+from __future__ import annotations
+
+from workers.grounding import (
+    NO_ANSWER,
+    NumbersGuard,
+    cited_numbers,
+    context_texts,
+    no_answer,
+    passages_from_hits,
+    quantities,
+)
+
+HITS = [
+    {"chunk_id": "c1", "doc_id": "amox", "title": "Amoxicillin", "source": "formulary.md", "score": 0.81,
+     "text": "Adults with acute otitis media take amoxicillin 500 mg three times daily for 5 to 7 days. "
+             "Children receive 40 mg/kg per day split into 2 doses."},
+    {"chunk_id": "c2", "doc_id": "ibu", "title": "Ibuprofen", "source": "formulary.md", "score": 0.52,
+     "text": "Ibuprofen 400 mg may be taken every 6 hours. Do not exceed 1,200 mg per day without advice."},
+    {"chunk_id": "c3", "doc_id": "x", "title": "", "source": "", "score": 0.4, "text": "   "},
+]
+
+
+def test_passages_are_numbered_from_one_and_skip_empty_text():
+    ps = passages_from_hits(HITS, k=5)
+    assert [p["n"] for p in ps] == [1, 2]
+    assert ps[0]["doc_id"] == "amox" and ps[0]["score"] == 0.81
+    assert passages_from_hits(HITS, k=1)[0]["chunk_id"] == "c1" and len(passages_from_hits(HITS, k=1)) == 1
+    assert context_texts(ps)[0].startswith("(Amoxicillin) Adults")
+
+
+def test_cited_numbers_in_order_and_only_known():
+    assert cited_numbers("Take 500 mg [2]. See also [1] and [2] and [9].", known=[1, 2]) == [2, 1]
+    assert cited_numbers("no markers") == []
+
+
+def test_no_answer_follows_the_language():
+    assert no_answer("en") == NO_ANSWER["en"] and no_answer(None) == NO_ANSWER["en"]
+    assert no_answer("zh") == NO_ANSWER["zh"]
+
+
+def test_quantities_normalise_units_and_ranges():
+    assert quantities("500 mg three times daily for 5 to 7 days") == {(500.0, "mg"), (5.0, "d"), (7.0, "d")}
+    assert quantities("500mg, 2 tablets, 10 milligrams, every 6 hrs") == {
+        (500.0, "mg"), (2.0, "tablet"), (10.0, "mg"), (6.0, "h")}
+    assert quantities("40 mg/kg per day") == {(40.0, "mg/kg")}
+    assert quantities("每次10毫克，每日3次，连用7天") == {(10.0, "mg"), (3.0, "times"), (7.0, "d")}
+    assert quantities("1,200 mg") == {(1200.0, "mg")}
+    assert quantities("Section 4 and page 12 say nothing dosed.") == set()
+
+
+def test_guard_keeps_supported_numbers():
+    guard = NumbersGuard(passages_from_hits(HITS, 5))
+    r = guard.check("Adults take 500 mg three times daily for 5 to 7 days [1].")
+    assert r.text == "Adults take 500 mg three times daily for 5 to 7 days [1]." and not r.fired
+    assert guard.check("Amoxicillin is a penicillin [1].").fired is False
+    assert guard.fired is False
+
+
+def test_guard_replaces_an_unsupported_dose_with_the_passage_sentence():
+    guard = NumbersGuard(passages_from_hits(HITS, 5))
+    r = guard.check("Adults with otitis media take amoxicillin 875 mg for 10 days [1].")
+    assert r.fired and guard.fired
+    assert r.text == ("Adults with acute otitis media take amoxicillin 500 mg three times daily for 5 to 7 days. [1]")
+    assert sorted(r.unsupported) == ["10 d", "875 mg"]
+
+
+def test_guard_checks_against_the_cited_passage_only():
+    guard = NumbersGuard(passages_from_hits(HITS, 5))
+    # 400 mg is in passage 2, but the sentence cites passage 1 only.
+    r = guard.check("Amoxicillin 400 mg every 6 hours [1].")
+    assert r.fired
+    # Without a marker, any given passage may support it.
+    assert guard.check("Ibuprofen 400 mg every 6 hours.").fired is False
+
+
+def test_guard_drops_an_unsupported_sentence_nothing_matches():
+    guard = NumbersGuard(passages_from_hits(HITS, 5))
+    r = guard.check("Metformin 2 g nightly helps sleep [2].")
+    assert r.fired and r.text is None
