@@ -169,6 +169,14 @@ def test_piper_speech_is_transcribed_back_by_the_asr_pool(worker, data_dir: Path
                     "sample_rate": out["sample_rate"]}]
 
 
+def test_worker_log_holds_no_transcript_or_answer_text(worker) -> None:  # noqa: ANN001
+    """Runs after the tests above: ids and timings only at INFO."""
+    log = worker.log().lower()
+    assert "asr.transcribe" in log and "succeeded" in log
+    for text in ("ask not what your country", "every six hours", "resting heart rate", "静息心率"):
+        assert text not in log
+
+
 def test_rag_embed_returns_normalized_vectors(worker) -> None:  # noqa: ANN001
     out = run("rag.embed", ["Aspirin reduces fever.", "Insulin lowers blood glucose."])
     assert out["dim"] == 384 and len(out["vectors"]) == 2
