@@ -127,6 +127,7 @@ class KnowledgeBase:
         self.store = store
         self._lex = LexicalIndex()
         self._lex_gen = -1
+        self._dirty = False
         self._checked_at = 0.0
         self._rebuild_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -147,7 +148,11 @@ class KnowledgeBase:
     # -- lexical index freshness ----------------------------------------------------------------------------
 
     def refresh(self, force: bool = False) -> bool:
-        """Rebuild BM25 when the store's generation moved (another process wrote). Returns True if rebuilt."""
+        """Rebuild BM25 when the store's generation moved (another process, or this one, wrote).
+
+        With an index already in place the rebuild runs in a background thread and queries keep using the
+        previous index until the new one is swapped in; the first build (or force=True) is synchronous.
+        Returns True when a rebuild was done or started."""
         now = time.monotonic()
         if not force and now - self._checked_at < self.cfg.refresh_interval_s:
             return False
@@ -155,9 +160,19 @@ class KnowledgeBase:
         gen = self.store.generation()
         if not force and gen == self._lex_gen:
             return False
+        if force or self._dirty or self._lex_gen < 0:
+            self._dirty = False
+            self._rebuild(gen)
+            return True
+        if self._rebuild_lock.locked():
+            return False  # a rebuild is under way; it will be checked again after it lands
+        threading.Thread(target=self._rebuild, args=(gen,), name="kb-bm25-rebuild", daemon=True).start()
+        return True
+
+    def _rebuild(self, gen: int) -> None:
         with self._rebuild_lock:
-            if not force and gen == self._lex_gen:
-                return False
+            if gen == self._lex_gen:
+                return
             ids, texts, sources, tags = [], [], [], []
             for got in self.store.iter_chunks():
                 for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"]):
@@ -168,7 +183,7 @@ class KnowledgeBase:
                     tags.append(list(meta.get("tags") or []))
             self._lex = LexicalIndex.build(ids, texts, sources, tags)
             self._lex_gen = gen
-        return True
+            self._checked_at = 0.0  # look again at once: writes may have landed while this ran
 
     # -- ingestion ------------------------------------------------------------------------------------------
 
@@ -186,7 +201,7 @@ class KnowledgeBase:
             if vectors is None:
                 vectors = self.embedder.embed_passages([c.indexed_text for c in chunks], self.cfg.embed_batch)
             self.store.upsert_document(doc, chunks, vectors, h)
-            self._checked_at = 0.0  # our own write: the next search rebuilds BM25
+            self._checked_at, self._dirty = 0.0, True  # our own write: the next search rebuilds BM25 first
         return IngestItem(doc.doc_id, "updated" if old is not None else "added", len(chunks), doc.path)
 
     def iter_documents(
@@ -232,7 +247,7 @@ class KnowledgeBase:
     def delete(self, doc_id: str) -> int:
         with self._write_lock:
             n = self.store.delete_document(doc_id)
-            self._checked_at = 0.0
+            self._checked_at, self._dirty = 0.0, True
         log.info("deleted document %s (%d chunks)", doc_id, n)
         return n
 
