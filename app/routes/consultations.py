@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
@@ -10,7 +11,8 @@ from sqlalchemy import select
 
 from app.audit import audit
 from app.deps import CurrentUser, DbSession
-from workers.records import Consultation, Role, User
+from workers.grounding import cited_numbers
+from workers.records import Consultation, Role, Turn, User
 
 router = APIRouter(prefix="/v1/consultations", tags=["consultations"])
 
@@ -25,13 +27,58 @@ class ConsultationOut(BaseModel):
     title: str | None
     status: str
     created_at: datetime
-    turns: int
+    turn_count: int
+
+
+class CitationOut(BaseModel):
+    n: int  # the [n] marker in the answer
+    title: str | None
+    source: str | None
+    score: float
+    document_id: str
+    chunk_id: str
+    cited: bool  # the answer uses this [n] marker (otherwise: retrieved and shown to the model only)
+
+
+class TurnOut(BaseModel):
+    id: str
+    consultation_id: str
+    index: int
+    status: str
+    input_kind: str
+    question: str | None  # the typed question (text turns)
+    transcript: str | None  # what ASR heard (audio turns)
+    language: str | None
+    answer: str | None
+    citations: list[CitationOut]
+    timings: dict[str, Any]
+    guard_fired: bool
+    error: str | None
+    has_reply_audio: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConsultationDetail(ConsultationOut):
+    turns: list[TurnOut]
+
+
+def turn_out(t: Turn) -> TurnOut:
+    used = set(cited_numbers(t.answer or ""))
+    return TurnOut(
+        id=t.id, consultation_id=t.consultation_id, index=t.index, status=t.status.value, input_kind=t.input_kind,
+        question=t.question_text, transcript=t.transcript, language=t.language, answer=t.answer,
+        citations=[CitationOut(n=c.n, title=c.title, source=c.source, score=c.score, document_id=c.document_id,
+                               chunk_id=c.chunk_id, cited=c.n in used) for c in t.citations],
+        timings=t.timings or {}, guard_fired=bool(t.guard_fired), error=t.error,
+        has_reply_audio=bool(t.reply_audio_ref), created_at=t.created_at, updated_at=t.updated_at,
+    )
 
 
 def _out(c: Consultation) -> ConsultationOut:
     return ConsultationOut(
         id=c.id, owner_id=c.owner_id, title=c.title, status=c.status.value, created_at=c.created_at,
-        turns=len(c.turns),
+        turn_count=len(c.turns),
     )
 
 
@@ -64,9 +111,10 @@ def list_consultations(user: CurrentUser, db: DbSession) -> list[ConsultationOut
     return [_out(c) for c in rows]
 
 
-@router.get("/{consultation_id}", response_model=ConsultationOut)
-def get_consultation(consultation_id: str, user: CurrentUser, db: DbSession) -> ConsultationOut:
+@router.get("/{consultation_id}", response_model=ConsultationDetail)
+def get_consultation(consultation_id: str, user: CurrentUser, db: DbSession) -> ConsultationDetail:
+    """The consultation with every turn: transcript, language, answer, citations, stage timings, status."""
     c = load_consultation(db, user, consultation_id)
     audit(db, user, "consultation.read", "consultation", c.id, owner_id=c.owner_id)
     db.commit()
-    return _out(c)
+    return ConsultationDetail(**_out(c).model_dump(), turns=[turn_out(t) for t in c.turns])

@@ -1,0 +1,304 @@
+"""Consultation turns over REST: submit audio or text, read the turn, fetch the reply audio, follow its events.
+
+POST /v1/consultations/{id}/turns   multipart `file` (audio) or JSON {"text": ...} → 202 {turn_id, ...}
+GET  /v1/turns/{id}                 the turn: status, transcript, answer, citations, timings
+GET  /v1/turns/{id}/audio           the reply WAV (409 while the turn is still running)
+GET  /v1/turns/{id}/events          Server-Sent Events from the turn's Redis stream, ending at done/error
+
+The upload is decoded here (app/audio.py, PyAV only) before anything is stored or recorded, so bad input
+gets a 4xx and leaves no row and no file. The pipeline is sent by task name (workers/tasks/turns.py builds
+the chain of signatures without importing an engine). A clinician sees only turns of their own
+consultations (404 otherwise); an admin may read any; every read and write is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+
+from app.audio import AudioInfo, extension_of, validate_audio
+from app.audit import audit
+from app.deps import AppSettings, CurrentUser, DbSession
+from app.routes.consultations import TurnOut, load_consultation, turn_out
+from workers import events
+from workers.engines.refs import resolve_ref, to_ref
+from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.records import ConsultationStatus, Role, Turn, TurnStatus, User, new_id
+from workers.settings import Settings
+
+log = logging.getLogger("medvoice.api.turns")
+router = APIRouter(tags=["turns"])
+
+MULTIPART_OVERHEAD = 64 * 1024
+TERMINAL_EVENTS = ("done", "error")
+
+
+def http_error(exc: MedvoiceError) -> HTTPException:
+    payload = exc.to_payload()
+    payload.pop("http_status", None)
+    return HTTPException(status_code=exc.http_status, detail=payload)
+
+
+def load_turn(db: Session, user: User, turn_id: str) -> Turn:
+    """The turn if this user may see it (owner of its consultation, or admin); 404 otherwise."""
+    turn = db.get(Turn, turn_id)
+    if turn is None or (turn.consultation.owner_id != user.id and user.role != Role.admin):
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="turn not found")
+    return turn
+
+
+# ---- submit ---------------------------------------------------------------------------------------------
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await upload.read(1024 * 1024)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise InputTooLarge(f"audio larger than the limit of {limit} bytes", {"max_bytes": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
+    """{"kind": "audio", "data", "filename"} or {"kind": "text", "text"}; typed errors for bad input."""
+    ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    length = request.headers.get("content-length")
+    if ctype == "multipart/form-data":
+        if length and length.isdigit() and int(length) > settings.consult_max_audio_bytes + MULTIPART_OVERHEAD:
+            raise InputTooLarge(f"audio larger than the limit of {settings.consult_max_audio_bytes} bytes",
+                                {"max_bytes": settings.consult_max_audio_bytes})
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception as exc:  # noqa: BLE001 - starlette raises for malformed or too many parts
+            raise InputError(f"malformed multipart body: {getattr(exc, 'detail', None) or type(exc).__name__}",
+                             {"field": "file"}) from None
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InputError("multipart upload needs the audio in a part named 'file'", {"field": "file"})
+        extension_of(upload.filename, settings)  # 415 before reading a byte of an unsupported format
+        data = await _read_upload(upload, settings.consult_max_audio_bytes)
+        await upload.close()
+        return {"kind": "audio", "data": data, "filename": upload.filename}
+    if ctype == "application/json":
+        if length and length.isdigit() and int(length) > 16 * settings.consult_max_text_chars + 1024:
+            raise InputTooLarge("JSON body too large", {"max_chars": settings.consult_max_text_chars})
+        raw = await request.body()
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InputError("the JSON body is not valid UTF-8", {"field": "body"}) from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                             {"field": "body"}) from None
+        if not isinstance(body, dict) or set(body) - {"text"}:
+            raise InputError('the JSON body must be {"text": "<question>"}', {"field": "body"})
+        text = body.get("text")
+        if not isinstance(text, str):
+            raise InputError('"text" must be a string', {"field": "text"})
+        if not text.strip():
+            raise EmptyInput('"text" is empty', {"field": "text"})
+        if len(text) > settings.consult_max_text_chars:
+            raise InputTooLarge(f'"text" longer than {settings.consult_max_text_chars} characters',
+                                {"max_chars": settings.consult_max_text_chars})
+        return {"kind": "text", "text": text.strip()}
+    raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                        {"code": "unsupported_media_type",
+                         "message": "send multipart/form-data with an audio 'file', or application/json "
+                                    '{"text": ...}'})
+
+
+def _store_audio(settings: Settings, consultation_id: str, turn_id: str, info: AudioInfo, data: bytes) -> Path:
+    path = settings.audio_dir / "in" / consultation_id / f"{turn_id}.{info.extension}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _create_turn(db: Session, user: User, settings: Settings, consultation_id: str,
+                 body: dict[str, Any]) -> Turn:
+    c = load_consultation(db, user, consultation_id)
+    if c.owner_id != user.id:
+        # Admins read others' records; only the owning clinician adds to a consultation.
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the consultation's owner may add turns")
+    if c.status != ConsultationStatus.open:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the consultation is closed")
+    turn_id = new_id()
+    info: AudioInfo | None = None
+    path: Path | None = None
+    if body["kind"] == "audio":
+        info = validate_audio(body["data"], body["filename"], settings)
+        path = _store_audio(settings, c.id, turn_id, info, body["data"])
+    try:
+        for attempt in range(5):
+            index = (db.scalar(select(func.max(Turn.index)).where(Turn.consultation_id == c.id)) or 0) + 1
+            turn = Turn(
+                id=turn_id, consultation_id=c.id, index=index, status=TurnStatus.queued, input_kind=body["kind"],
+                audio_ref=to_ref(settings, path) if path else None,
+                question_text=body.get("text"),
+                timings={"input": {"audio_s": info.duration_s, "bytes": info.bytes, "codec": info.codec,
+                                   "sample_rate": info.sample_rate}} if info else {},
+            )
+            db.add(turn)
+            audit(db, user, "turn.create", "turn", turn_id, consultation_id=c.id, index=index,
+                  input_kind=body["kind"], **({"audio_s": info.duration_s, "bytes": info.bytes} if info else {}))
+            try:
+                db.commit()  # before the pipeline starts: the worker must find the row
+                return turn
+            except IntegrityError:
+                db.rollback()  # another turn took this index at the same moment
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+    except BaseException:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
+
+
+# The pipeline's stages by task name (workers/tasks/turns.py); a typed question skips asr.turn.
+PIPELINE = ("asr.turn", "rag.turn", "llm.turn", "tts.turn")
+
+
+def turn_chain(turn_id: str, input_kind: str):  # noqa: ANN201 - celery.canvas._chain
+    from celery import chain
+
+    from workers.celery_app import celery_app
+
+    first, *rest = PIPELINE if input_kind == "audio" else PIPELINE[1:]
+    return chain(celery_app.signature(first, args=({"turn_id": turn_id},)),
+                 *(celery_app.signature(name) for name in rest))
+
+
+def _enqueue(db: Session, turn: Turn) -> None:
+    try:
+        turn_chain(turn.id, turn.input_kind).apply_async(
+            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+    except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep the record
+        turn.status = TurnStatus.error
+        turn.error = f"enqueue: broker_unavailable: {type(exc).__name__}"
+        db.commit()
+        log.warning("turn=%s could not be queued: %s", turn.id, type(exc).__name__)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            {"code": "broker_unavailable", "message": "the pipeline queue is unavailable",
+                             "turn_id": turn.id}) from None
+
+
+@router.post("/v1/consultations/{consultation_id}/turns", status_code=status.HTTP_202_ACCEPTED)
+async def create_turn(consultation_id: str, request: Request, user: CurrentUser, db: DbSession,
+                      settings: AppSettings) -> dict[str, Any]:
+    # Ownership first: no upload is read for someone else's (or an unknown) consultation.
+    await run_in_threadpool(load_consultation, db, user, consultation_id)
+    try:
+        body = await _parse_body(request, settings)
+        turn = await run_in_threadpool(_create_turn, db, user, settings, consultation_id, body)
+    except MedvoiceError as exc:
+        log.info("turn rejected for consultation=%s: %s", consultation_id, exc.code)
+        raise http_error(exc) from None
+    await run_in_threadpool(_enqueue, db, turn)
+    log.info("turn=%s queued consultation=%s index=%d kind=%s", turn.id, consultation_id, turn.index,
+             turn.input_kind)
+    return {
+        "turn_id": turn.id, "consultation_id": consultation_id, "index": turn.index, "status": turn.status.value,
+        "input_kind": turn.input_kind,
+        "links": {"turn": f"/v1/turns/{turn.id}", "events": f"/v1/turns/{turn.id}/events",
+                  "audio": f"/v1/turns/{turn.id}/audio", "consultation": f"/v1/consultations/{consultation_id}"},
+    }
+
+
+# ---- read -----------------------------------------------------------------------------------------------
+@router.get("/v1/turns/{turn_id}", response_model=TurnOut)
+def get_turn(turn_id: str, user: CurrentUser, db: DbSession) -> TurnOut:
+    turn = load_turn(db, user, turn_id)
+    audit(db, user, "turn.read", "turn", turn.id, consultation_id=turn.consultation_id,
+          owner_id=turn.consultation.owner_id)
+    db.commit()
+    return turn_out(turn)
+
+
+@router.get("/v1/turns/{turn_id}/audio", response_class=FileResponse)
+def get_turn_audio(turn_id: str, user: CurrentUser, db: DbSession, settings: AppSettings) -> FileResponse:
+    turn = load_turn(db, user, turn_id)
+    audit(db, user, "turn.audio", "turn", turn.id, consultation_id=turn.consultation_id,
+          owner_id=turn.consultation.owner_id)
+    db.commit()
+    if turn.status not in (TurnStatus.done, TurnStatus.error):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the turn is still {turn.status.value}; no reply audio yet")
+    if not turn.reply_audio_ref:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this turn has no reply audio")
+    try:
+        path = resolve_ref(settings, turn.reply_audio_ref)
+    except MedvoiceError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "the reply audio file is gone") from None
+    return FileResponse(path, media_type="audio/wav", filename=f"turn-{turn.id}.wav")
+
+
+def _sse(event_id: str | None, type_: str, data: dict[str, Any]) -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {type_}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] | None,
+                  settings: Settings) -> Iterator[str]:
+    """Replay the turn's stream after `after`, then follow it until done/error or the timeout."""
+    r = events.client(settings.redis_url)
+    deadline = time.monotonic() + settings.consult_sse_timeout_s
+    heartbeat_ms = int(settings.consult_sse_heartbeat_s * 1000)
+    yield "retry: 2000\n\n"
+    seen_any = False
+    while time.monotonic() < deadline:
+        got = events.read(turn_id, after=after, block_ms=heartbeat_ms, count=100, r=r)
+        if not got:
+            if final is not None and not seen_any:
+                # Finished before its stream expired or without one: the record says how it ended.
+                status_, error = final
+                yield _sse(None, "done" if status_ == "done" else "error",
+                           {"status": status_, **({"message": error} if error else {}), "from": "record"})
+                return
+            yield ": keep-alive\n\n"
+            continue
+        for event_id, event in got:
+            seen_any = True
+            after = event_id
+            type_ = event.pop("type", "message")
+            yield _sse(event_id, type_, event)
+            if type_ in TERMINAL_EVENTS:
+                return
+    yield _sse(None, "timeout", {"message": "the event stream ended before the turn finished"})
+
+
+@router.get("/v1/turns/{turn_id}/events")
+def turn_events(turn_id: str, request: Request, user: CurrentUser, db: DbSession,
+                settings: AppSettings) -> StreamingResponse:
+    turn = load_turn(db, user, turn_id)
+    audit(db, user, "turn.events", "turn", turn.id, consultation_id=turn.consultation_id,
+          owner_id=turn.consultation.owner_id)
+    db.commit()
+    after = request.headers.get("last-event-id") or request.query_params.get("after") or "0-0"
+    if not _valid_stream_id(after):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must be a stream id such as 0-0")
+    final = (turn.status.value, turn.error) if turn.status in (TurnStatus.done, TurnStatus.error) else None
+    return StreamingResponse(_event_stream(turn.id, after, final, settings), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _valid_stream_id(value: str) -> bool:
+    head, _, tail = value.partition("-")
+    return head.isdigit() and (tail == "" or tail.isdigit()) and len(value) <= 40

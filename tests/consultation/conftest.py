@@ -1,0 +1,109 @@
+"""Fixtures for the consultation tests: one migrated database, data dir and API client per module, users,
+and one `all`-pools worker process (ASR + RAG + LLM + TTS, the real small models) serving the module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.settings import Settings
+
+PASSWORD = "password-1234"
+USERS = {"ann": "clinician", "ben": "clinician", "root": "admin"}
+
+KB_DOC = """---
+title: Otitis media in adults
+date: 2025-01-10
+---
+# Otitis media in adults
+
+Acute otitis media in adults is treated with amoxicillin 500 mg three times daily for 5 to 7 days.
+Patients allergic to penicillin receive azithromycin 500 mg once daily for 3 days instead.
+Paracetamol 1 g every 6 hours relieves ear pain; do not exceed 4 g per day.
+"""
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Module-wide: the API and the worker process share this database and data directory."""
+    from app.migrate import upgrade
+
+    root = tmp_path_factory.mktemp("consult")
+    url = f"sqlite:///{root / 'medvoice.db'}"
+    upgrade(url)
+    return Settings(database_url=url, data_dir=root / "data", kb_dir=root / "data" / "knowledge",
+                    consult_max_audio_s=30.0, consult_max_audio_bytes=2_000_000, consult_sse_timeout_s=400.0,
+                    consult_sse_heartbeat_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tokens(api, settings: Settings) -> dict[str, dict[str, str]]:
+    from app import users as svc
+    from workers.db import session_scope
+    from workers.records import Role
+
+    with session_scope(settings.resolved_database_url) as db:
+        for name, role in USERS.items():
+            svc.create_user(db, name, PASSWORD, Role(role))
+    out = {}
+    for name in USERS:
+        r = api.post("/v1/auth/token", data={"username": name, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        out[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return out
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return {
+        "MEDVOICE_DATABASE_URL": settings.resolved_database_url,
+        "MEDVOICE_DATA_DIR": str(settings.data_dir),
+        "MEDVOICE_KB_DIR": str(settings.kb_dir),
+        "MEDVOICE_KB_REFRESH_INTERVAL_S": "0",
+        "MEDVOICE_LLM_N_CTX": "2048",
+        "MEDVOICE_CONSULT_MAX_TOKENS": "64",
+        "MEDVOICE_ASR_LANGUAGE": "en",
+        "MEDVOICE_CONSULT_STAGE_RETRIES": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline_worker(start_module_worker, settings: Settings):  # noqa: ANN201
+    """One worker consuming every pool (asr, rag, llm, tts): memory for one set of models, not four."""
+    return start_module_worker("all", timeout_s=240, **worker_env(settings))
+
+
+@pytest.fixture(scope="module")
+def knowledge(pipeline_worker, settings: Settings) -> dict:
+    """The knowledge base holds one short formulary page, ingested through the worker's rag.ingest."""
+    from workers.celery_app import celery_app
+
+    src = Path(settings.data_dir) / "kb-src" / "otitis.md"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_text(KB_DOC, encoding="utf-8")
+    summary = celery_app.send_task("rag.ingest", args=[[str(src)]], kwargs={"source": "formulary"}).get(timeout=180)
+    assert summary["added"] == 1 and summary["failed"] == 0, summary
+    return summary
+
+
+@pytest.fixture(scope="module")
+def speech(pipeline_worker, settings: Settings):  # noqa: ANN201
+    """speech(text) → WAV bytes of a Piper voice saying it, made by the worker's own tts.synthesize."""
+    from workers.celery_app import celery_app
+
+    def make(text: str) -> bytes:
+        out = celery_app.send_task("tts.synthesize", kwargs={"text": text, "speed": 1.0}).get(timeout=120)
+        return (Path(settings.data_dir) / out["audio_ref"]).read_bytes()
+
+    return make

@@ -1,0 +1,355 @@
+"""The consultation turn pipeline: a Celery chain asr.turn → rag.turn → llm.turn → tts.turn.
+
+The API creates the Turn row, stores the upload and sends the chain by task name; a typed
+question starts at rag.turn. Each stage runs on its own pool's queue, reads what it needs from the Turn in
+SQL, does its work with the pool's engine (loaded once per worker process), then records its result and
+timing on the Turn and appends an event to the turn's Redis stream (workers/events.py):
+
+    asr.turn   queued → transcribing; transcript, language, timings.asr            event `transcribed`
+    rag.turn   → retrieving; Citation rows [1]..[k], timings.rag                    event `retrieved`
+    llm.turn   → generating; answer (numbers-guarded), guard_fired, timings.llm     events `sentence`…, `answered`
+    tts.turn   → speaking; one WAV per sentence (`audio` events), the joined reply WAV,
+               reply_audio_ref, timings.tts → done                                  events `audio_ready`, `done`
+
+A failing stage marks the turn `error` with "<stage>: <code>: <reason>", appends an `error` event and stops
+the chain. Transient broker/database errors are retried (settings.consult_stage_retries) and every stage
+write is idempotent — fields are overwritten, a turn's citations are replaced, files are replaced
+atomically — so a retried or re-delivered stage never duplicates rows. A turn already `done` or `error`
+is left alone by a late stage. Logs carry ids, codes and timings only, never clinical text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task
+from sqlalchemy import delete, select
+
+from workers import engines, events
+from workers.celery_app import celery_app
+from workers.db import session_scope
+from workers.engines.refs import to_ref
+from workers.errors import EmptyInput, EngineFailure, InputError, MedvoiceError, TurnCancelled, from_exception
+from workers.grounding import (
+    NumbersGuard,
+    answer_language,
+    cited_numbers,
+    context_texts,
+    no_answer,
+    passages_from_hits,
+)
+from workers.records import Citation, Turn, TurnStatus
+from workers.settings import get_settings
+from workers.tasks import asr as asr_tasks
+from workers.tasks import llm as llm_tasks
+from workers.tasks import rag as rag_tasks
+from workers.tasks import tts as tts_tasks
+
+log = logging.getLogger("medvoice.tasks.turns")
+
+TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+    sqlalchemy.exc.OperationalError,
+)
+FINISHED = (TurnStatus.done, TurnStatus.error)
+STAGES = ("asr.turn", "rag.turn", "llm.turn", "tts.turn")  # the API chains them by name (app/routes/turns.py)
+
+
+class StageSkipped(Exception):
+    """The turn is already finished (done or error): a late or re-delivered stage does nothing."""
+
+
+def _db_url() -> str:
+    return get_settings().resolved_database_url
+
+
+def _begin(turn_id: str, status: TurnStatus) -> Turn:
+    """Move the turn to this stage's status; a detached copy of the row for reading."""
+    with session_scope(_db_url()) as db:
+        turn = db.get(Turn, turn_id)
+        if turn is None:
+            raise InputError("no such turn", {"turn_id": turn_id})
+        if turn.status in FINISHED:
+            raise StageSkipped(turn.status.value)
+        turn.status = status
+        db.flush()
+        db.expunge(turn)
+        return turn
+
+
+def _record(turn_id: str, stage: str, timing: dict[str, Any], **fields: Any) -> None:
+    with session_scope(_db_url()) as db:
+        turn = db.get(Turn, turn_id)
+        if turn is None:
+            raise InputError("no such turn", {"turn_id": turn_id})
+        for name, value in fields.items():
+            setattr(turn, name, value)
+        turn.timings = {**(turn.timings or {}), stage: timing}  # a new dict: JSON columns track assignment
+
+
+def _fail(turn_id: str, stage: str, exc: BaseException) -> None:
+    err = from_exception(exc)
+    reason = f"{stage}: {err.code}: {err.message or type(exc).__name__}"
+    try:
+        with session_scope(_db_url()) as db:
+            turn = db.get(Turn, turn_id)
+            if turn is not None and turn.status != TurnStatus.done:
+                turn.status = TurnStatus.error
+                turn.error = reason[:2000]
+    except Exception:  # noqa: BLE001 - the event below still tells the client
+        log.exception("turn=%s could not record the %s failure", turn_id, stage)
+    try:
+        events.append(turn_id, "error", stage=stage, code=err.code, message=err.message,
+                      http_status=err.http_status)
+    except Exception:  # noqa: BLE001
+        log.exception("turn=%s could not publish the %s failure", turn_id, stage)
+    log.warning("turn=%s stage=%s failed: %s", turn_id, stage, err.code)
+
+
+def _run_stage(task: Task, stage: str, state: dict[str, Any], body: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    if not isinstance(state, dict):
+        raise InputError("a pipeline stage takes {turn_id, ...}", {"field": "state"})
+    turn_id = events.check_turn_id(state.get("turn_id") or "")
+    if state.get("skipped"):
+        return state
+    try:
+        return body(turn_id)
+    except StageSkipped as exc:
+        log.info("turn=%s stage=%s skipped: turn already %s", turn_id, stage, exc)
+        return {"turn_id": turn_id, "skipped": True}
+    except TRANSIENT as exc:
+        retries = get_settings().consult_stage_retries
+        if task.request.called_directly or task.request.retries >= retries:
+            _fail(turn_id, stage, EngineFailure(f"{type(exc).__name__} after {retries} retries"))
+            raise
+        log.warning("turn=%s stage=%s transient %s, retry %d/%d", turn_id, stage, type(exc).__name__,
+                    task.request.retries + 1, retries)
+        raise task.retry(exc=exc, countdown=min(2 ** task.request.retries, 10)) from exc
+    except BaseException as exc:
+        _fail(turn_id, stage, exc)
+        raise
+
+
+# ---- asr ------------------------------------------------------------------------------------------------
+@celery_app.task(name="asr.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
+def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+    def body(turn_id: str) -> dict[str, Any]:
+        turn = _begin(turn_id, TurnStatus.transcribing)
+        if not turn.audio_ref:
+            raise InputError("this turn has no audio", {"turn_id": turn_id})
+        result = asr_tasks.transcribe(turn.audio_ref, turn_id=turn_id)
+        text = (result.get("text") or "").strip()
+        if not text:
+            raise EmptyInput("no speech was recognised in the audio", {"duration_s": result.get("duration_s")})
+        timing = {**result["timings"], "audio_s": result["duration_s"],
+                  "language_probability": result.get("language_probability")}
+        _record(turn_id, "asr", timing, transcript=text, language=result.get("language"))
+        events.append(turn_id, "transcribed", language=result.get("language"), text=text,
+                      duration_s=result["duration_s"], timings=result["timings"])
+        return {"turn_id": turn_id}
+
+    return _run_stage(self, "asr", state, body)
+
+
+# ---- rag ------------------------------------------------------------------------------------------------
+@celery_app.task(name="rag.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
+def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+    def body(turn_id: str) -> dict[str, Any]:
+        s = get_settings()
+        turn = _begin(turn_id, TurnStatus.retrieving)
+        question = (turn.transcript or turn.question_text or "").strip()
+        if not question:
+            raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
+        language = turn.language
+        if not language:
+            from workers.engines.llm import question_language
+
+            language = question_language(question)
+        t0 = time.perf_counter()
+        res = rag_tasks.search(question, k=s.consult_top_k, language=answer_language(language))
+        if "error" in res:
+            raise InputError(res["error"]["message"], {"code": res["error"]["code"]})
+        hits = [] if res.get("nothing_relevant") else res.get("hits") or []
+        passages = passages_from_hits(hits, s.consult_top_k)
+        seconds = round(time.perf_counter() - t0, 4)
+        with session_scope(s.resolved_database_url) as db:
+            t = db.get(Turn, turn_id)
+            if t is None:
+                raise InputError("no such turn", {"turn_id": turn_id})
+            # Replace, never append: a retried stage leaves exactly one set of citations.
+            db.execute(delete(Citation).where(Citation.turn_id == turn_id))
+            for p in passages:
+                db.add(Citation(turn_id=turn_id, n=p["n"], chunk_id=p["chunk_id"][:128], document_id=p["doc_id"][:128],
+                                title=(p["title"] or None) and p["title"][:300],
+                                source=(p["source"] or None) and p["source"][:300], score=round(p["score"], 6)))
+            if not t.language:
+                t.language = language
+            t.timings = {**(t.timings or {}), "rag": {"total_s": seconds, "hits": len(passages),
+                                                      "nothing_relevant": not passages,
+                                                      "search_ms": res.get("timings_ms", {})}}
+        events.append(turn_id, "retrieved", count=len(passages), nothing_relevant=not passages,
+                      citations=[{k: p[k] for k in ("n", "title", "source", "score")} for p in passages])
+        log.info("turn=%s rag: %d passages in %.3fs", turn_id, len(passages), seconds)
+        return {"turn_id": turn_id, "language": language, "passages": passages}
+
+    return _run_stage(self, "rag", state, body)
+
+
+# ---- llm ------------------------------------------------------------------------------------------------
+def history_messages(turn: Turn, max_turns: int, max_tokens: int, count_tokens: Callable[[list], int]) -> list[dict[str, str]]:
+    """Earlier finished turns of the consultation as user/assistant pairs, newest kept, within max_tokens."""
+    if max_turns <= 0 or max_tokens <= 0:
+        return []
+    with session_scope(_db_url()) as db:
+        rows = list(db.scalars(
+            select(Turn).where(Turn.consultation_id == turn.consultation_id, Turn.index < turn.index,
+                               Turn.status == TurnStatus.done).order_by(Turn.index.desc()).limit(max_turns)
+        ))
+        pairs = [(r.transcript or r.question_text or "", r.answer or "") for r in rows]
+    kept: list[dict[str, str]] = []
+    for question, answer in pairs:  # newest first
+        if not question.strip() or not answer.strip():
+            continue
+        candidate = [{"role": "user", "content": question.strip()}, {"role": "assistant", "content": answer.strip()},
+                     *kept]
+        if count_tokens(candidate) > max_tokens:
+            break
+        kept = candidate
+    return kept
+
+
+@celery_app.task(name="llm.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
+def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+    def body(turn_id: str) -> dict[str, Any]:
+        s = get_settings()
+        turn = _begin(turn_id, TurnStatus.generating)
+        question = (turn.transcript or turn.question_text or "").strip()
+        language = state.get("language") or turn.language
+        passages = state.get("passages") or []
+        r = events.client()
+        sentences: list[str] = []
+        guard = NumbersGuard(passages)
+        t0 = time.perf_counter()
+
+        def emit(text: str) -> None:
+            events.append(turn_id, "sentence", r=r, index=len(sentences), text=text)
+            sentences.append(text)
+
+        if not passages:
+            emit(no_answer(language))
+            timing: dict[str, Any] = {"skipped": "nothing relevant in the knowledge base", "total_s": 0.0}
+        else:
+            engine = engines.get("llm")
+            history = history_messages(turn, s.consult_history_turns, s.consult_history_tokens,
+                                       lambda msgs: len(engine.tokens_for(msgs)))
+            msgs = llm_tasks.build_prompt(question=question, context=context_texts(passages), history=history,
+                                          language=answer_language(language))
+
+            def on_sentence(_index: int, text: str) -> None:
+                if not s.consult_numbers_guard:
+                    emit(text)
+                    return
+                checked = guard.check(text)
+                if checked.fired:
+                    log.info("turn=%s numbers guard fired (%s)", turn_id,
+                             "replaced" if checked.text else "dropped")
+                if checked.text:
+                    emit(checked.text)
+
+            result = engine.generate(msgs, max_tokens=s.consult_max_tokens or s.llm_max_tokens,
+                                     cancel=events.CancelCheck(turn_id, r=r), on_sentence=on_sentence,
+                                     first_chunk_comma=False)
+            if result["cancelled"]:
+                raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn_id})
+            if not sentences:
+                emit(no_answer(language))
+            timing = {**result["timings"], "history_turns": len(history) // 2,
+                      "finish_reason": result["finish_reason"]}
+        timing["total_s"] = round(time.perf_counter() - t0, 4)
+        sep = "" if answer_language(language) == "zh" else " "
+        answer = sep.join(sentences)
+        _record(turn_id, "llm", timing, answer=answer, guard_fired=guard.fired)
+        events.append(turn_id, "answered", r=r, sentences=len(sentences), guard_fired=guard.fired,
+                      citations=cited_numbers(answer, [p["n"] for p in passages]), timings=timing)
+        log.info("turn=%s llm: %d sentences in %.3fs guard=%s", turn_id, len(sentences), timing["total_s"],
+                 guard.fired)
+        return {"turn_id": turn_id, "sentences": sentences}
+
+    return _run_stage(self, "llm", state, body)
+
+
+# ---- tts ------------------------------------------------------------------------------------------------
+@celery_app.task(name="tts.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
+def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+    def body(turn_id: str) -> dict[str, Any]:
+        import numpy as np
+        import soundfile as sf
+
+        s = get_settings()
+        _begin(turn_id, TurnStatus.speaking)
+        t0 = time.perf_counter()
+        clips = []
+        for index, sentence in enumerate(state.get("sentences") or []):
+            try:
+                out = tts_tasks.synthesize(sentence, turn_id=turn_id, index=index)
+            except EmptyInput:
+                continue  # nothing speakable (a lone citation marker): no clip
+            if out.get("cancelled"):
+                raise TurnCancelled("the turn was cancelled before its reply was spoken", {"turn_id": turn_id})
+            clips.append(out["audio_ref"])
+        reply_ref = None
+        duration = 0.0
+        if clips:
+            parts = []
+            rate = None
+            for ref in clips:
+                wav, sr = sf.read(str(s.data_dir / ref), dtype="int16", always_2d=False)
+                if rate is not None and sr != rate:
+                    raise EngineFailure("TTS clips differ in sample rate", {"rates": [rate, sr]})
+                rate = sr
+                if parts:
+                    parts.append(np.zeros(int(rate * s.consult_reply_gap_s), dtype=np.int16))
+                parts.append(wav)
+            joined = np.concatenate(parts)
+            path = s.audio_dir / "tts" / turn_id / "reply.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".reply.{os.getpid()}.tmp.wav")
+            sf.write(str(tmp), joined, rate, subtype="PCM_16", format="WAV")
+            os.replace(tmp, path)  # atomic: a retried stage replaces, never half-writes
+            reply_ref = to_ref(s, path)
+            duration = round(joined.shape[0] / rate, 3)
+        timing = {"total_s": round(time.perf_counter() - t0, 4), "clips": len(clips), "audio_s": duration}
+        with session_scope(s.resolved_database_url) as db:
+            turn = db.get(Turn, turn_id)
+            if turn is None:
+                raise InputError("no such turn", {"turn_id": turn_id})
+            turn.reply_audio_ref = reply_ref
+            timings = {**(turn.timings or {}), "tts": timing}
+            stage_total = sum(float(v.get("total_s") or 0) for v in timings.values() if isinstance(v, dict))
+            created = turn.created_at
+            timings["pipeline_s"] = round(stage_total, 4)
+            if created is not None:
+                from datetime import timezone
+
+                from workers.records import utcnow
+
+                created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+                timings["wall_s"] = round((utcnow() - created).total_seconds(), 3)
+            turn.timings = timings
+            turn.status = TurnStatus.done
+        if reply_ref:
+            events.append(turn_id, "audio_ready", audio_ref=reply_ref, duration_s=duration)
+        events.append(turn_id, "done", status="done", timings=timings)
+        log.info("turn=%s done: %d clips, %.2fs of reply audio", turn_id, len(clips), duration)
+        return {"turn_id": turn_id, "reply_audio_ref": reply_ref}
+
+    return _run_stage(self, "tts", state, body)
