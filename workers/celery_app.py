@@ -12,7 +12,7 @@ from kombu import Queue
 
 from workers.settings import POOLS, get_settings
 
-TASK_MODULES = ["workers.tasks.ping", "workers.tasks.rag", "workers.tasks.asr", "workers.tasks.embed", "workers.tasks.llm", "workers.tasks.tts"]
+TASK_MODULES = ["workers.tasks.ping", "workers.tasks.rag", "workers.tasks.asr", "workers.tasks.embed", "workers.tasks.llm", "workers.tasks.tts", "workers.tasks.turns"]
 
 
 def make_celery() -> Celery:
