@@ -6,6 +6,8 @@ Pure functions (stdlib only), used by the turn pipeline (workers/tasks/turns.py)
   passage becomes one Citation row with the same `n`.
 - `no_answer` is what the turn answers when retrieval finds nothing relevant (the LLM is not asked).
 - `cited_numbers` reads the [n] markers of an answer (only those that name a given passage).
+- `attribute` adds the marker a small model left out: a sentence without one that shares enough of its
+  words with exactly one best passage gets that passage's [n] (post-hoc attribution by word overlap).
 - `NumbersGuard.check(sentence)`: every quantity in a sentence (a number with a unit, dose, frequency or
   duration: "500 mg", "3 times", "7–10 days", "每日3次") must appear in a passage the sentence cites (all
   passages when it cites none); otherwise the sentence is replaced by the passage sentence that best
@@ -149,6 +151,27 @@ def _words(text: str) -> set[str]:
 
 def passage_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text or "") if s and s.strip()]
+
+
+def attribute(sentence: str, passages: list[dict[str, Any]], min_overlap: float = 0.34) -> str:
+    """`sentence` with a [n] marker for the passage it most overlaps with, when it has no marker yet."""
+    if not passages or _MARKER.search(sentence):
+        return sentence
+    words = _words(sentence)
+    if len(words) < 3:
+        return sentence
+    best_n, best = None, 0.0
+    for p in passages:
+        overlap = len(words & _words(p["text"])) / len(words)
+        if overlap > best:
+            best_n, best = p["n"], overlap
+    if best_n is None or best < min_overlap:
+        return sentence
+    body = sentence.rstrip()
+    end = len(body)
+    while end and body[end - 1] in ".!?。！？;；":
+        end -= 1
+    return f"{body[:end]} [{best_n}]{body[end:]}"
 
 
 @dataclass

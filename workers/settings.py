@@ -133,6 +133,7 @@ class Settings(BaseSettings):
     consult_history_turns: int = Field(default=4, ge=0)  # earlier turns of the consultation in the prompt
     consult_history_tokens: int = Field(default=600, ge=0)  # ...bounded by this many LLM tokens
     consult_numbers_guard: bool = True  # doses/units/durations must appear in a cited passage
+    consult_attribute_citations: bool = True  # add the [n] a small model leaves out (word overlap)
     consult_stage_retries: int = Field(default=3, ge=0)  # transient broker/DB errors, per stage
     consult_sse_timeout_s: float = Field(default=600.0, gt=0)  # an SSE stream ends after this long
     consult_sse_heartbeat_s: float = Field(default=15.0, gt=0)

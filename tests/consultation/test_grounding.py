@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from workers.grounding import (
     NO_ANSWER,
+    attribute,
     NumbersGuard,
     cited_numbers,
     context_texts,
@@ -79,3 +80,14 @@ def test_guard_drops_an_unsupported_sentence_nothing_matches():
     guard = NumbersGuard(passages_from_hits(HITS, 5))
     r = guard.check("Metformin 2 g nightly helps sleep [2].")
     assert r.fired and r.text is None
+
+
+def test_attribution_adds_the_best_passage_marker_before_the_full_stop():
+    ps = passages_from_hits(HITS, 5)
+    assert attribute("Amoxicillin treats acute otitis media in adults.", ps) == (
+        "Amoxicillin treats acute otitis media in adults [1].")
+    assert attribute("Ibuprofen may be taken every few hours!", ps) == "Ibuprofen may be taken every few hours [2]!"
+    assert attribute("Already cited [2].", ps) == "Already cited [2]."  # a model's own marker is kept
+    assert attribute("The weather on Mars is cold and dusty.", ps) == "The weather on Mars is cold and dusty."
+    assert attribute("Yes.", ps) == "Yes."
+    assert attribute("Amoxicillin treats otitis.", []) == "Amoxicillin treats otitis."

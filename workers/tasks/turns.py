@@ -7,7 +7,8 @@ timing on the Turn and appends an event to the turn's Redis stream (workers/even
 
     asr.turn   queued → transcribing; transcript, language, timings.asr            event `transcribed`
     rag.turn   → retrieving; Citation rows [1]..[k], timings.rag                    event `retrieved`
-    llm.turn   → generating; answer (numbers-guarded), guard_fired, timings.llm     events `sentence`…, `answered`
+    llm.turn   → generating; answer (numbers-guarded, [n]-attributed), guard_fired,
+               timings.llm (history from earlier turns, token-bounded)               events `sentence`…, `answered`
     tts.turn   → speaking; one WAV per sentence (`audio` events), the joined reply WAV,
                reply_audio_ref, timings.tts → done                                  events `audio_ready`, `done`
 
@@ -40,6 +41,7 @@ from workers.errors import EmptyInput, EngineFailure, InputError, MedvoiceError,
 from workers.grounding import (
     NumbersGuard,
     answer_language,
+    attribute,
     cited_numbers,
     context_texts,
     no_answer,
@@ -238,6 +240,7 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         r = events.client()
         sentences: list[str] = []
         guard = NumbersGuard(passages)
+        attributed = [0]  # sentences given a [n] marker the model left out
         t0 = time.perf_counter()
 
         def emit(text: str) -> None:
@@ -255,15 +258,19 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
                                           language=answer_language(language))
 
             def on_sentence(_index: int, text: str) -> None:
-                if not s.consult_numbers_guard:
-                    emit(text)
+                if s.consult_numbers_guard:
+                    checked = guard.check(text)
+                    if checked.fired:
+                        log.info("turn=%s numbers guard fired (%s)", turn_id,
+                                 "replaced" if checked.text else "dropped")
+                    text = checked.text
+                if not text:
                     return
-                checked = guard.check(text)
-                if checked.fired:
-                    log.info("turn=%s numbers guard fired (%s)", turn_id,
-                             "replaced" if checked.text else "dropped")
-                if checked.text:
-                    emit(checked.text)
+                if s.consult_attribute_citations:
+                    marked = attribute(text, passages)
+                    attributed[0] += marked != text
+                    text = marked
+                emit(text)
 
             result = engine.generate(msgs, max_tokens=s.consult_max_tokens or s.llm_max_tokens,
                                      cancel=events.CancelCheck(turn_id, r=r), on_sentence=on_sentence,
@@ -272,7 +279,7 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
                 raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn_id})
             if not sentences:
                 emit(no_answer(language))
-            timing = {**result["timings"], "history_turns": len(history) // 2,
+            timing = {**result["timings"], "history_turns": len(history) // 2, "attributed": attributed[0],
                       "finish_reason": result["finish_reason"]}
         timing["total_s"] = round(time.perf_counter() - t0, 4)
         sep = "" if answer_language(language) == "zh" else " "
