@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
+import time
 
 import pytest
 import soundfile as sf
@@ -14,7 +16,7 @@ import soundfile as sf
 from tests.consultation.audio_fixtures import bad_uploads, silence, tone
 from workers.db import session_scope
 from workers.grounding import NO_ANSWER
-from workers.records import AuditEvent, Citation, Turn
+from workers.records import AuditEvent, Citation, Turn, TurnStatus
 
 pytestmark = pytest.mark.slow
 
@@ -209,3 +211,66 @@ def test_isolation_admin_reads_and_everything_is_audited(api, tokens, settings, 
     assert ("turn.audio", "admin") in rows
     assert not any(role is None for _, role in rows)
 
+
+
+def stage(name: str, state: dict, timeout: float = 240) -> dict:
+    from workers.celery_app import celery_app
+
+    return celery_app.send_task(name, args=[state]).get(timeout=timeout)
+
+
+def recorded_text_turn(settings, cid: str, question: str) -> str:
+    """A turn row as the API records it, left for the test to drive stage by stage."""
+    with session_scope(settings.resolved_database_url) as db:
+        n = db.query(Turn).filter_by(consultation_id=cid).count()
+        t = Turn(consultation_id=cid, index=n + 1, input_kind="text", question_text=question)
+        db.add(t)
+        db.flush()
+        return t.id
+
+
+def citations_of(settings, tid: str) -> list[tuple]:
+    with session_scope(settings.resolved_database_url) as db:
+        return sorted((c.n, c.chunk_id) for c in db.query(Citation).filter_by(turn_id=tid))
+
+
+def test_redelivered_stages_do_not_duplicate_records(api, tokens, settings, knowledge):
+    cid = new_consultation(api, tokens["ann"], "redelivery")
+    tid = recorded_text_turn(settings, cid, "How many days of amoxicillin for otitis media in adults?")
+    first = stage("rag.turn", {"turn_id": tid})
+    again = stage("rag.turn", {"turn_id": tid})  # a re-delivered stage runs a second time
+    assert first["passages"] and again["passages"] == first["passages"]
+    assert citations_of(settings, tid) == sorted((p["n"], p["chunk_id"]) for p in first["passages"])
+    stage("llm.turn", first)
+    answer = stage("llm.turn", first)
+    stage("tts.turn", answer)
+    reply = stage("tts.turn", answer)  # the turn is done: a late stage leaves it alone
+    assert reply == {"turn_id": tid, "skipped": True}
+    assert stage("rag.turn", {"turn_id": tid}) == {"turn_id": tid, "skipped": True}
+    turn = api.get(f"/v1/turns/{tid}", headers=tokens["ann"]).json()
+    assert turn["status"] == "done" and turn["answer"] == " ".join(answer["sentences"])
+    assert [c["n"] for c in turn["citations"]] == [p["n"] for p in first["passages"]]
+    assert api.get(f"/v1/turns/{tid}/audio", headers=tokens["ann"]).status_code == 200
+
+
+def test_a_transient_database_outage_is_retried(api, tokens, settings, knowledge, pipeline_worker):
+    cid = new_consultation(api, tokens["ann"], "outage")
+    tid = recorded_text_turn(settings, cid, "What relieves ear pain in otitis media?")
+    db_path = settings.resolved_database_url.removeprefix("sqlite:///")
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # every writer waits; the worker's busy timeout (30 s) runs out
+    try:
+        from workers.celery_app import celery_app
+
+        pending = celery_app.send_task("rag.turn", args=[{"turn_id": tid}])
+        time.sleep(33)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    out = pending.get(timeout=120)
+    assert out["passages"], out
+    assert "stage=rag transient OperationalError, retry 1/" in pipeline_worker.log()
+    with session_scope(settings.resolved_database_url) as db:
+        turn = db.get(Turn, tid)
+        assert turn.status == TurnStatus.retrieving and turn.error is None and "rag" in turn.timings
+    assert citations_of(settings, tid) == sorted((p["n"], p["chunk_id"]) for p in out["passages"])
