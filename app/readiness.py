@@ -43,7 +43,10 @@ def check_redis(settings: Settings) -> dict[str, Any]:
 
 
 def check_pools(settings: Settings) -> dict[str, Any]:
-    from workers.celery_app import celery_app
+    """Every queue needs a consumer whose model engines have finished loading (a child has loaded)."""
+    import redis
+
+    from workers.celery_app import ENGINES_READY_PREFIX, celery_app
 
     consumers: dict[str, list[str]] = {pool: [] for pool in POOLS}
     try:
@@ -54,10 +57,22 @@ def check_pools(settings: Settings) -> dict[str, Any]:
         for q in queues or []:
             if q.get("name") in consumers:
                 consumers[q["name"]].append(worker)
+    r = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
+    loaded = {w for w in replies if r.scard(ENGINES_READY_PREFIX + w) > 0}
     missing = [pool for pool, workers in consumers.items() if not workers]
-    result: dict[str, Any] = {"ok": not missing, "consumers": {k: sorted(v) for k, v in consumers.items()}}
+    loading = [pool for pool, workers in consumers.items() if workers and not loaded & set(workers)]
+    result: dict[str, Any] = {
+        "ok": not missing and not loading,
+        "consumers": {k: sorted(v) for k, v in consumers.items()},
+        "loading_models": sorted(set(replies) - loaded),
+    }
+    problems = []
     if missing:
-        result["detail"] = f"no worker consuming: {', '.join(missing)}"
+        problems.append(f"no worker consuming: {', '.join(missing)}")
+    if loading:
+        problems.append(f"models still loading: {', '.join(loading)}")
+    if problems:
+        result["detail"] = "; ".join(problems)
     return result
 
 

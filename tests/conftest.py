@@ -186,8 +186,10 @@ class WorkerProcess:
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        from workers.celery_app import celery_app
+    def wait_ready(self, timeout_s: float = 240) -> None:
+        import redis
+
+        from workers.celery_app import ENGINES_READY_PREFIX, celery_app
 
         def answers() -> bool:
             if self.proc.poll() is not None:
@@ -195,7 +197,14 @@ class WorkerProcess:
             replies = celery_app.control.ping(destination=[self.name], timeout=0.5)
             return any(self.name in r for r in replies)
 
+        def engines_loaded() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited: {self.log_path.read_text()[-3000:]}")
+            return bool(redis.Redis.from_url(os.environ["MEDVOICE_REDIS_URL"]).scard(ENGINES_READY_PREFIX + self.name))
+
         wait_for(answers, timeout_s, f"worker {self.name}")
+        # Ready means a pool child has its models loaded, as /readyz defines it.
+        wait_for(engines_loaded, timeout_s, f"worker {self.name} to load its models")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -217,7 +226,7 @@ class WorkerProcess:
 def _worker_factory(log_dir: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def _start(pool: str, timeout_s: float = 60, **env: str) -> WorkerProcess:
+    def _start(pool: str, timeout_s: float = 240, **env: str) -> WorkerProcess:
         full_env = {**os.environ, **env}
         w = WorkerProcess(pool, full_env, log_dir / f"worker-{pool}-{len(started)}.log")
         started.append(w)

@@ -7,7 +7,7 @@ never loads a model: engines are loaded per worker process at `worker_process_in
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_shutdown
 from kombu import Queue
 
 from workers.settings import POOLS, get_settings
@@ -50,9 +50,42 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
+# A pool is ready only once a child has its model loaded: `/readyz` reads this Redis set per node.
+ENGINES_READY_PREFIX = "medvoice:engines-ready:"
+
+
+def _redis():  # noqa: ANN202
+    import redis
+
+    return redis.Redis.from_url(get_settings().redis_url)
+
+
+@worker_init.connect
+def _forget_old_readiness(sender=None, **_: object) -> None:  # noqa: ANN001
+    # Runs in the worker's parent before it forks: children inherit the node name through the env.
+    import os
+
+    os.environ["MEDVOICE_WORKER_NAME"] = sender.hostname
+    _redis().delete(ENGINES_READY_PREFIX + sender.hostname)
+
+
 @worker_process_init.connect
 def _load_engines(**_: object) -> None:
     # Runs in each pool child after fork: models are never loaded in the parent and shared by fork.
+    import os
+
     from workers import engines
 
     engines.load_for_pools(engines.served_pools())
+    node = os.environ.get("MEDVOICE_WORKER_NAME")
+    if node:
+        key = ENGINES_READY_PREFIX + node
+        r = _redis()
+        r.sadd(key, os.getpid())
+        r.expire(key, 7 * 24 * 3600)
+
+
+@worker_shutdown.connect
+def _clear_readiness(sender=None, **_: object) -> None:  # noqa: ANN001
+    if sender is not None:
+        _redis().delete(ENGINES_READY_PREFIX + sender.hostname)
