@@ -73,7 +73,7 @@ demo: models redis migrate
 
 stop:
 	-$(BIN)/medvoice demo down
-	-test -f "$$MEDVOICE_DATA_DIR/redis/redis.pid" && kill "$$(cat "$$MEDVOICE_DATA_DIR/redis/redis.pid")"
+	@if [ -f "$$MEDVOICE_DATA_DIR/redis/redis.pid" ]; then kill "$$(cat "$$MEDVOICE_DATA_DIR/redis/redis.pid")" && echo "stopped redis-server"; fi
 
 clean: stop
 	rm -rf $(VENV) var .pytest_cache

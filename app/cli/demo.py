@@ -13,6 +13,7 @@ from rich.table import Table
 from app import users as svc
 from app.cli import procs
 from app.migrate import upgrade
+from app.security import verify_password
 from workers.db import session_scope
 from workers.records import Role
 from workers.settings import POOLS, get_settings
@@ -28,7 +29,8 @@ def _ensure_user(db, username: str, role: Role) -> None:  # noqa: ANN001
     user = svc.get_by_username(db, username)
     if user is None:
         svc.create_user(db, username, DEMO_PASSWORD, role)
-    else:
+    elif user.role != role or not user.is_active or not verify_password(user.password_hash, DEMO_PASSWORD):
+        # Only repair what differs: resetting on every run would revoke tokens printed by the last run.
         user.role, user.is_active = role, True
         svc.set_password(db, username, DEMO_PASSWORD)
 
