@@ -27,6 +27,17 @@ NO_ANSWER = {
 }
 
 
+# When the numbers guard dropped every sentence: say so, and point at the sources instead of guessing.
+UNVERIFIED = {
+    "en": "I could not state an answer that matches the knowledge base; please read passage [1].",
+    "zh": "我无法给出与知识库一致的回答，请查看资料 [1]。",
+}
+
+
+def unverified(language: str | None) -> str:
+    return UNVERIFIED[answer_language(language)]
+
+
 def answer_language(language: str | None) -> str:
     return "zh" if (language or "").lower().startswith(("zh", "yue")) else "en"
 

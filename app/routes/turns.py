@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,7 @@ async def create_turn(consultation_id: str, request: Request, user: CurrentUser,
                       settings: AppSettings) -> dict[str, Any]:
     # Ownership first: no upload is read for someone else's (or an unknown) consultation.
     await run_in_threadpool(load_consultation, db, user, consultation_id)
+    await run_in_threadpool(db.rollback)  # hold no read transaction open while the upload is read and decoded
     try:
         body = await _parse_body(request, settings)
         turn = await run_in_threadpool(_create_turn, db, user, settings, consultation_id, body)
@@ -255,33 +256,47 @@ def _sse(event_id: str | None, type_: str, data: dict[str, Any]) -> str:
     return f"{head}event: {type_}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] | None,
-                  settings: Settings) -> Iterator[str]:
-    """Replay the turn's stream after `after`, then follow it until done/error or the timeout."""
-    r = events.client(settings.redis_url)
+async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] | None,
+                        settings: Settings) -> AsyncIterator[str]:
+    """Replay the turn's stream after `after`, then follow it until done/error or the timeout.
+
+    Async (redis.asyncio): a waiting client holds no thread, and a client that goes away cancels it.
+    """
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    key = events.stream_key(turn_id)
     deadline = time.monotonic() + settings.consult_sse_timeout_s
     heartbeat_ms = int(settings.consult_sse_heartbeat_s * 1000)
-    yield "retry: 2000\n\n"
-    seen_any = False
-    while time.monotonic() < deadline:
-        got = events.read(turn_id, after=after, block_ms=heartbeat_ms, count=100, r=r)
-        if not got:
-            if final is not None and not seen_any:
-                # Finished before its stream expired or without one: the record says how it ended.
-                status_, error = final
-                yield _sse(None, "done" if status_ == "done" else "error",
-                           {"status": status_, **({"message": error} if error else {}), "from": "record"})
-                return
-            yield ": keep-alive\n\n"
-            continue
-        for event_id, event in got:
-            seen_any = True
-            after = event_id
-            type_ = event.pop("type", "message")
-            yield _sse(event_id, type_, event)
-            if type_ in TERMINAL_EVENTS:
-                return
-    yield _sse(None, "timeout", {"message": "the event stream ended before the turn finished"})
+    try:
+        yield "retry: 2000\n\n"
+        seen_any = False
+        while time.monotonic() < deadline:
+            got = await r.xread({key: after}, count=100, block=heartbeat_ms)
+            entries = [entry for _key, batch in got or [] for entry in batch]
+            if not entries:
+                if final is not None and not seen_any:
+                    # Finished, and its stream expired (or it never had one): the record says how it ended.
+                    status_, error = final
+                    yield _sse(None, "done" if status_ == "done" else "error",
+                               {"status": status_, **({"message": error} if error else {}), "from": "record"})
+                    return
+                yield ": keep-alive\n\n"
+                continue
+            for event_id, fields in entries:
+                seen_any = True
+                after = event_id
+                type_ = fields.get("type") or "message"
+                try:
+                    data = json.loads(fields.get("data") or "{}")
+                except ValueError:
+                    data = {}
+                yield _sse(event_id, type_, data)
+                if type_ in TERMINAL_EVENTS:
+                    return
+        yield _sse(None, "timeout", {"message": "the event stream ended before the turn finished"})
+    finally:
+        await r.aclose()
 
 
 @router.get("/v1/turns/{turn_id}/events")

@@ -11,6 +11,7 @@ from workers.grounding import (
     no_answer,
     passages_from_hits,
     quantities,
+    unverified,
 )
 
 HITS = [
@@ -39,6 +40,7 @@ def test_cited_numbers_in_order_and_only_known():
 def test_no_answer_follows_the_language():
     assert no_answer("en") == NO_ANSWER["en"] and no_answer(None) == NO_ANSWER["en"]
     assert no_answer("zh") == NO_ANSWER["zh"]
+    assert unverified("zh-CN").endswith("[1]。") and unverified("en").endswith("[1].")
 
 
 def test_quantities_normalise_units_and_ranges():

@@ -46,6 +46,7 @@ from workers.grounding import (
     context_texts,
     no_answer,
     passages_from_hits,
+    unverified,
 )
 from workers.records import Citation, Turn, TurnStatus
 from workers.settings import get_settings
@@ -241,6 +242,7 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         sentences: list[str] = []
         guard = NumbersGuard(passages)
         attributed = [0]  # sentences given a [n] marker the model left out
+        counts = {"generated": 0, "replaced": 0, "dropped": 0}  # sentences from the model / the guard
         t0 = time.perf_counter()
 
         def emit(text: str) -> None:
@@ -258,9 +260,11 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
                                           language=answer_language(language))
 
             def on_sentence(_index: int, text: str) -> None:
+                counts["generated"] += 1
                 if s.consult_numbers_guard:
                     checked = guard.check(text)
                     if checked.fired:
+                        counts["replaced" if checked.text else "dropped"] += 1
                         log.info("turn=%s numbers guard fired (%s)", turn_id,
                                  "replaced" if checked.text else "dropped")
                     text = checked.text
@@ -278,9 +282,11 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
             if result["cancelled"]:
                 raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn_id})
             if not sentences:
-                emit(no_answer(language))
+                # Nothing generated, or every sentence stated a number no passage supports.
+                emit(unverified(language) if counts["dropped"] else no_answer(language))
             timing = {**result["timings"], "history_turns": len(history) // 2, "attributed": attributed[0],
-                      "finish_reason": result["finish_reason"]}
+                      "sentences_generated": counts["generated"], "guard_replaced": counts["replaced"],
+                      "guard_dropped": counts["dropped"], "finish_reason": result["finish_reason"]}
         timing["total_s"] = round(time.perf_counter() - t0, 4)
         sep = "" if answer_language(language) == "zh" else " "
         answer = sep.join(sentences)
