@@ -192,17 +192,44 @@ class KnowledgeBase:
 
     def ingest_document(self, doc: Document, vectors: np.ndarray | None = None) -> IngestItem:
         """Add or replace one document (idempotent by content hash). `vectors` skips embedding (benchmarks)."""
-        h = doc.content_hash()
+        return self.ingest_documents([doc], None if vectors is None else [vectors])[0]
+
+    def ingest_documents(self, docs: list[Document], vectors: list[np.ndarray] | None = None) -> list[IngestItem]:
+        """Add or replace documents in one write (one embedding batch, one generation bump); unchanged
+        documents (same content hash) are skipped. `vectors` (one array per document) skips embedding."""
+        hashes = [d.content_hash() for d in docs]
         with self._write_lock:
-            old = self.store.get_document(doc.doc_id)
-            if old is not None and old.content_hash == h:
-                return IngestItem(doc.doc_id, "unchanged", old.chunks, doc.path)
-            chunks = self.chunk(doc)
-            if vectors is None:
-                vectors = self.embedder.embed_passages([c.indexed_text for c in chunks], self.cfg.embed_batch)
-            self.store.upsert_document(doc, chunks, vectors, h)
-            self._checked_at, self._dirty = 0.0, True  # our own write: the next search rebuilds BM25 first
-        return IngestItem(doc.doc_id, "updated" if old is not None else "added", len(chunks), doc.path)
+            old = self.store.get_documents(list(dict.fromkeys(d.doc_id for d in docs)))
+            items: list[IngestItem | None] = [None] * len(docs)
+            todo: list[tuple[int, list[Chunk]]] = []
+            seen: set[str] = set()
+            for i, (d, h) in enumerate(zip(docs, hashes)):
+                prev = old.get(d.doc_id)
+                if d.doc_id in seen:  # the same id twice in one batch: the first one wins
+                    items[i] = IngestItem(d.doc_id, "failed", 0, d.path, f"duplicate document id {d.doc_id}")
+                elif prev is not None and prev.content_hash == h:
+                    items[i] = IngestItem(d.doc_id, "unchanged", prev.chunks, d.path)
+                else:
+                    todo.append((i, self.chunk(d)))
+                seen.add(d.doc_id)
+            if todo:
+                if vectors is None:
+                    texts = [c.indexed_text for _, cs in todo for c in cs]
+                    allv = self.embedder.embed_passages(texts, self.cfg.embed_batch)
+                    per, k = [], 0
+                    for _, cs in todo:
+                        per.append(allv[k : k + len(cs)])
+                        k += len(cs)
+                else:
+                    per = [vectors[i] for i, _ in todo]
+                batch = []
+                for (i, cs), v in zip(todo, per):
+                    prev = old.get(docs[i].doc_id)
+                    batch.append((docs[i], cs, v, hashes[i], prev.chunks if prev else 0))
+                    items[i] = IngestItem(docs[i].doc_id, "updated" if prev else "added", len(cs), docs[i].path)
+                self.store.upsert_documents(batch)
+                self._checked_at, self._dirty = 0.0, True  # our own write: the next search rebuilds BM25 first
+        return [it for it in items if it is not None]
 
     def iter_documents(
         self, paths: list[Path], source: str | None = None, date: str | None = None, tags: list[str] | None = None
@@ -225,18 +252,44 @@ class KnowledgeBase:
         """Ingest files and folders; a bad file is reported (with its reason) and the rest goes in."""
         t0 = time.perf_counter()
         report = IngestReport()
-        for item in self.iter_documents(paths, source, date, tags):
-            if isinstance(item, LoadFailure):
-                res = IngestItem("", "failed", 0, item.path, item.reason)
-            else:
-                try:
-                    res = self.ingest_document(item)
-                except Exception as exc:  # noqa: BLE001 - one document's failure must not stop the batch
-                    log.exception("ingest failed for %s", item.doc_id)
-                    res = IngestItem(item.doc_id, "failed", 0, item.path, f"{type(exc).__name__}: {exc}")
+        pending: list[Document] = []
+        pending_tokens = 0
+
+        def emit(res: IngestItem) -> None:
             report.items.append(res)
             if progress:
                 progress(res)
+
+        def flush() -> None:
+            nonlocal pending_tokens
+            if not pending:
+                return
+            try:
+                results = self.ingest_documents(pending)
+            except Exception:  # noqa: BLE001 - isolate the document that fails; the rest still goes in
+                results = []
+                for d in pending:
+                    try:
+                        results.extend(self.ingest_documents([d]))
+                    except Exception as exc:  # noqa: BLE001
+                        log.exception("ingest failed for %s", d.doc_id)
+                        results.append(IngestItem(d.doc_id, "failed", 0, d.path, f"{type(exc).__name__}: {exc}"))
+            for r in results:
+                emit(r)
+            pending.clear()
+            pending_tokens = 0
+
+        for item in self.iter_documents(paths, source, date, tags):
+            if isinstance(item, LoadFailure):
+                emit(IngestItem("", "failed", 0, item.path, item.reason))
+                continue
+            if any(p.doc_id == item.doc_id for p in pending):
+                flush()
+            pending.append(item)
+            pending_tokens += len(item.text) // 4 + 1
+            if len(pending) >= self.cfg.ingest_batch_docs or pending_tokens >= self.cfg.ingest_batch_tokens:
+                flush()
+        flush()
         report.seconds = time.perf_counter() - t0
         log.info(
             "ingest: %d added, %d updated, %d unchanged, %d failed, %d chunks in %.2fs", report.count("added"),

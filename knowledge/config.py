@@ -44,4 +44,7 @@ class KBConfig:
     # How often a reader checks whether another process changed the store (BM25 refresh), seconds
     refresh_interval_s: float = 1.0
     embed_batch: int = 32
+    # Ingestion writes documents in batches (one embedding call, one Chroma upsert, one generation bump)
+    ingest_batch_docs: int = 64
+    ingest_batch_tokens: int = 50_000
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])

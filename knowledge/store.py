@@ -178,40 +178,56 @@ class ChromaStore:
 
     # -- writes -----------------------------------------------------------------------------------------
 
+    def get_documents(self, doc_ids: list[str]) -> dict[str, DocRecord]:
+        out: dict[str, DocRecord] = {}
+        for i in range(0, len(doc_ids), self.max_batch):
+            got = self.docs.get(ids=doc_ids[i : i + self.max_batch], include=["metadatas"])
+            out.update({d: _record(d, m) for d, m in zip(got["ids"], got["metadatas"])})
+        return out
+
     def upsert_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray, content_hash: str) -> int:
-        """Write a document's chunks (same ids are overwritten), drop chunks it no longer has, record it."""
         old = self.get_document(doc.doc_id)
-        date_ord = date_ordinal(doc.date)
-        metas = []
-        for c in chunks:
-            m: dict[str, Any] = {
-                "doc_id": doc.doc_id, "chunk_index": c.index, "title": doc.title, "source": doc.source,
-                "date": doc.date, "date_ord": date_ord, "content_hash": content_hash, "language": c.language,
-                "context": c.context,
-            }
-            if doc.tags:
-                m["tags"] = list(doc.tags)
-            metas.append(m)
-        for i in range(0, len(chunks), self.max_batch):
-            sl = slice(i, i + self.max_batch)
-            self.chunks.upsert(
-                ids=[c.chunk_id for c in chunks[sl]],
-                embeddings=np.asarray(vectors[sl], dtype=np.float32),
-                documents=[c.text for c in chunks[sl]],
-                metadatas=metas[sl],
-            )
-        if old is not None and old.chunks > len(chunks):
-            self.chunks.delete(where={"$and": [{"doc_id": doc.doc_id}, {"chunk_index": {"$gte": len(chunks)}}]})
-        self.docs.upsert(
-            ids=[doc.doc_id],
-            embeddings=[[1.0]],
-            metadatas=[{
+        return self.upsert_documents([(doc, chunks, vectors, content_hash, old.chunks if old else 0)])
+
+    def upsert_documents(self, batch: list[tuple[Document, list[Chunk], np.ndarray, str, int]]) -> int:
+        """Write documents' chunks (same ids are overwritten), drop chunks a document no longer has, record
+        the documents, and bump the generation once. batch: (doc, chunks, vectors, content_hash, old_chunks)."""
+        ids: list[str] = []
+        texts: list[str] = []
+        metas: list[dict[str, Any]] = []
+        vecs: list[np.ndarray] = []
+        records: list[tuple[str, dict[str, Any]]] = []
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for doc, chunks, vectors, content_hash, _ in batch:
+            date_ord = date_ordinal(doc.date)
+            for c in chunks:
+                m: dict[str, Any] = {
+                    "doc_id": doc.doc_id, "chunk_index": c.index, "title": doc.title, "source": doc.source,
+                    "date": doc.date, "date_ord": date_ord, "content_hash": content_hash, "language": c.language,
+                    "context": c.context,
+                }
+                if doc.tags:
+                    m["tags"] = list(doc.tags)
+                ids.append(c.chunk_id)
+                texts.append(c.text)
+                metas.append(m)
+            vecs.append(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1))
+            records.append((doc.doc_id, {
                 "kind": "doc", "title": doc.title, "source": doc.source, "date": doc.date,
                 "tags": ",".join(doc.tags), "language": doc.language, "content_hash": content_hash,
-                "chunks": len(chunks), "path": doc.path,
-                "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }],
-        )
+                "chunks": len(chunks), "path": doc.path, "ingested_at": now,
+            }))
+        if ids:
+            allv = np.concatenate(vecs, axis=0)
+            for i in range(0, len(ids), self.max_batch):
+                sl = slice(i, i + self.max_batch)
+                self.chunks.upsert(ids=ids[sl], embeddings=allv[sl], documents=texts[sl], metadatas=metas[sl])
+        for doc, chunks, _, _, old_chunks in batch:
+            if old_chunks > len(chunks):
+                self.chunks.delete(where={"$and": [{"doc_id": doc.doc_id}, {"chunk_index": {"$gte": len(chunks)}}]})
+        for i in range(0, len(records), self.max_batch):
+            part = records[i : i + self.max_batch]
+            self.docs.upsert(ids=[r[0] for r in part], embeddings=[[1.0]] * len(part), metadatas=[r[1] for r in part])
         return self._bump()
 
     def delete_document(self, doc_id: str) -> int:
