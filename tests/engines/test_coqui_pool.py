@@ -30,3 +30,28 @@ def test_coqui_pool_returns_audio_of_plausible_length(start_worker, tmp_path: Pa
     # speed 2: 1.5 -> 2 frames a symbol (the tiny model's durations are whole frames)
     faster = celery_app.send_task("tts.synthesize", args=[text], kwargs={"speed": 2.0}).get(timeout=300)
     assert faster["duration_s"] == pytest.approx((67 * 2 * 128 + 10_000) / 16000, abs=1e-3)
+
+
+def test_a_missing_model_file_is_a_typed_error_naming_it(tmp_path: Path) -> None:
+    """The engine cannot load: the pool never reports ready, still answers, and each task fails with
+    ModelFileMissing (503) naming the file."""
+    import os
+
+    from conftest import WorkerProcess, wait_for
+    from workers import errors
+    from workers.celery_app import celery_app
+
+    missing = tmp_path / "no-such-voice" / "model.pth"
+    env = {**os.environ, "MEDVOICE_TTS_BACKEND": "coqui", "MEDVOICE_TTS_MODEL_PATH": str(missing)}
+    w = WorkerProcess("tts", env, tmp_path / "worker-tts.log")
+    try:
+        wait_for(lambda: any(w.name in r for r in celery_app.control.ping(destination=[w.name], timeout=0.5)),
+                 120, "worker")
+        for _ in range(2):
+            with pytest.raises(errors.ModelFileMissing, match="no-such-voice") as info:
+                celery_app.send_task("tts.synthesize", args=["Hello there."]).get(timeout=120)
+            assert info.value.http_status == 503
+        assert celery_app.send_task("tts.ping").get(timeout=60)["pool"] == "tts"
+        assert w.proc.poll() is None
+    finally:
+        w.stop()

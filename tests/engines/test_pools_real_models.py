@@ -83,6 +83,14 @@ def test_asr_transcribes_the_jfk_clip(worker, data_dir: Path) -> None:  # noqa: 
     assert 10.5 < r["duration_s"] < 11.5 and r["timings"]["rtf"] < 2.0
 
 
+def test_asr_with_forced_chinese_and_hotwords(worker, data_dir: Path) -> None:  # noqa: ANN001
+    ref = put_audio(data_dir, eval_data("speech", "funasr_example_0.wav"))
+    r = run("asr.transcribe", ref, language="zh", hotwords="达摩院 语音识别", initial_prompt="以下是普通话的句子。")
+    assert r["language"] == "zh"
+    assert sum(1 for c in r["text"] if "\u4e00" <= c <= "\u9fff") >= 10, r["text"]
+    assert "欢迎" in r["text"] and "模型" in r["text"]
+
+
 def test_corrupt_audio_fails_typed_and_the_worker_keeps_serving(worker, data_dir: Path) -> None:  # noqa: ANN001
     bad = data_dir / "audio" / "in" / "corrupt.wav"
     bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(2000))

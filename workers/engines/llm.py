@@ -152,6 +152,7 @@ class LlmEngine:
         cancel: Callable[[], bool] | None = None,
         on_sentence: Callable[[int, str], None] | None = None,
         first_chunk_comma: bool = True,
+        use_prefix_cache: bool | None = None,
     ) -> dict[str, Any]:
         s = self.settings
         max_tokens = int(max_tokens or s.llm_max_tokens)
@@ -165,7 +166,9 @@ class LlmEngine:
                     {"prompt_tokens": len(tokens), "n_ctx": self.llm.n_ctx()},
                 )
             max_tokens = self.llm.n_ctx() - len(tokens)
-        restored = self._restore_prefix(tokens) if s.llm_prefix_cache else False
+        if use_prefix_cache is None:
+            use_prefix_cache = s.llm_prefix_cache
+        restored = self._restore_prefix(tokens) if use_prefix_cache else False
         splitter = SentenceSplitter(first_chunk_comma=first_chunk_comma)
         sentences: list[str] = []
         pieces: list[str] = []
@@ -196,6 +199,9 @@ class LlmEngine:
             for chunk in stream:
                 choice = chunk["choices"][0]
                 text = choice.get("text") or ""
+                if choice.get("finish_reason") and not text:
+                    finish_reason = choice["finish_reason"]
+                    break  # the closing chunk carries no token
                 n_tokens += 1
                 if t_first is None:
                     t_first = time.perf_counter()

@@ -1,0 +1,371 @@
+"""Engine benchmark: load time, peak RSS and speed of each model engine on this machine, in-process and
+through its Celery pool (same run, same settings), so queue overhead shows as a ratio.
+
+    python bench/engines.py                 # all engines, 5 runs each, medians
+    python bench/engines.py --runs 3 --engines asr,llm --no-pool
+
+Figures (medians of --runs runs, after one warm-up):
+- ASR (faster-whisper): real-time factor on ../shared/eval-data/speech/en_jfk_16k_mono.wav (11 s).
+- LLM (llama.cpp): time to first token / first sentence and tokens per second on a RAG-sized prompt
+  (~700 tokens: system prompt + MedQuAD passages + question); first sentence with the system-prefix state
+  restored vs a cold context, and with the prefix already in the KV cache (consecutive turns).
+- TTS: real-time factor and time to the first sentence's audio of a three-sentence answer.
+- Embeddings: passages per second (batches of 32), and one query's latency.
+Each engine loads in its own subprocess, so its peak RSS (VmHWM) is its own. The pool phase starts a
+real worker consuming all four queues (a private redis-server when none answers) and times the same
+work through `send_task` (LLM: the client-observed first sentence on the turn's Redis stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+EVAL = ROOT.parent / "shared" / "eval-data"
+JFK = EVAL / "speech" / "en_jfk_16k_mono.wav"
+QUESTION = "What are the signs and symptoms of adult acute lymphoblastic leukemia, and how is it treated?"
+ANSWER = ("Paracetamol is usually taken every four to six hours. Do not take more than four grams in a day. "
+          "Ask your doctor if the pain lasts longer than three days.")
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def vm_hwm_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rag_context(target_tokens: int, count_tokens) -> list[str]:  # noqa: ANN001
+    """MedQuAD passages (eval data) until the prompt reaches ~target_tokens; synthetic text without it."""
+    passages: list[str] = []
+    path = EVAL / "rag" / "medquad" / "subset_passages.jsonl"
+    source = ([json.loads(line)["text"] for line in path.open()][:40] if path.exists()
+              else [f"Passage {i}: adults with a fever may take 500 mg of paracetamol every six hours, "
+                    "with no more than four grams a day; children need a weight-based dose." * 3 for i in range(40)])
+    for text in source:
+        passages.append(" ".join(text.split())[:1200])
+        if count_tokens(passages) >= target_tokens:
+            break
+    return passages
+
+
+# ---------------------------------------------------------------------------------------------------
+# child: one engine, in-process
+# ---------------------------------------------------------------------------------------------------
+def child(engine: str, runs: int) -> dict:
+    from workers import engines
+    from workers.settings import get_settings
+
+    s = get_settings()
+    base_rss = vm_hwm_mb()
+    t0 = time.perf_counter()
+    if engine == "asr":
+        from workers.engines import asr  # noqa: F401
+    elif engine == "llm":
+        from workers.engines import llm  # noqa: F401
+    elif engine == "tts":
+        from workers.engines import tts  # noqa: F401
+    elif engine == "embed":
+        from workers.engines import embed  # noqa: F401
+    eng = engines.get(engine)
+    load_s = time.perf_counter() - t0
+    out: dict = {"engine": engine, "load_s": load_s, "rss_after_load_mb": vm_hwm_mb(), "rss_base_mb": base_rss}
+
+    if engine == "asr":
+        audio = eng.decode(JFK)
+        eng.transcribe(audio)  # warm-up
+        rtfs, secs = [], []
+        for _ in range(runs):
+            r = eng.transcribe(audio)
+            rtfs.append(r["timings"]["rtf"])
+            secs.append(r["timings"]["transcribe_s"])
+        out.update(rtf=median(rtfs), transcribe_s=median(secs), audio_s=r["duration_s"],
+                   detail=f"beam {s.asr_beam_size}, {eng.compute_type}, {s.asr_threads} threads")
+    elif engine == "llm":
+        from workers.engines.llm import build_messages
+
+        def prompt_tokens(ctx: list[str]) -> int:
+            return len(eng.tokens_for(build_messages(s.llm_system_prompt, QUESTION, ctx)))
+
+        ctx = rag_context(650, prompt_tokens)
+        msgs = build_messages(s.llm_system_prompt, QUESTION, ctx)
+        n_prompt = prompt_tokens(ctx)
+
+        def one(mode: str) -> dict:
+            # cold: nothing cached, the whole prompt is evaluated; prefix: an empty context restored from
+            # the system-prefix state; warm: the previous turn's KV cache (same prefix) is reused as is.
+            if mode in ("cold", "prefix"):
+                eng.llm.reset()
+            r = eng.generate(msgs, max_tokens=96, temperature=0, use_prefix_cache=(mode != "cold"))
+            return r["timings"]
+
+        one("cold")  # warm-up
+        res = {m: [one(m) for _ in range(runs)] for m in ("cold", "prefix", "warm")}
+        for mode, ts in res.items():
+            out[mode] = {k: median([t[k] for t in ts if t[k] is not None])
+                         for k in ("first_token_s", "first_sentence_s", "total_s", "tokens", "tokens_per_s")}
+        out.update(prompt_tokens=n_prompt, prefix_tokens=len(eng.prefix_tokens), prefix_eval_s=eng.prefix_eval_s,
+                   prefix_restored=[t["prefix_restored"] for t in res["prefix"]], context_passages=len(ctx),
+                   messages=msgs)
+    elif engine == "tts":
+        from workers.engines.splitter import split_sentences
+
+        sentences = split_sentences(ANSWER)
+        eng.synthesize(sentences[0])  # warm-up
+        first, rtfs = [], []
+        for _ in range(runs):
+            t = time.perf_counter()
+            eng.synthesize(sentences[0])
+            first.append(time.perf_counter() - t)
+            synth = audio = 0.0
+            for sent in sentences:
+                _, tm = eng.synthesize(sent)
+                synth += tm["synth_s"]
+                audio += tm["audio_s"]
+            rtfs.append(synth / audio)
+        out.update(rtf=median(rtfs), first_sentence_audio_s=median(first), backend=eng.name,
+                   sentences=sentences, detail=f"{eng.name}, speed {s.tts_speed}")
+    elif engine == "embed":
+        ctx = rag_context(10**9, lambda p: 0)[:32] * 4  # 128 passages
+        eng.embed(ctx[:8])
+        rates, q = [], []
+        for _ in range(runs):
+            _, secs = eng.embed(ctx)
+            rates.append(len(ctx) / secs)
+            _, qs = eng.embed([QUESTION], kind="query")
+            q.append(qs)
+        out.update(passages_per_s=median(rates), query_s=median(q), n=len(ctx), model=eng.name,
+                   passages=ctx)
+    out["rss_peak_mb"] = vm_hwm_mb()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# parent: subprocess per engine, then the pool
+# ---------------------------------------------------------------------------------------------------
+def run_child(engine: str, runs: int, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", engine, "--runs", str(runs)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} bench failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
+    import redis
+
+    procs = []
+    url = env.get("MEDVOICE_REDIS_URL", "")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception:  # noqa: BLE001 - start a private one
+        port = free_port()
+        procs.append(subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
+                                       "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except Exception:  # noqa: BLE001
+                time.sleep(0.1)
+    env = {**env, "MEDVOICE_REDIS_URL": url}
+    os.environ.update({"MEDVOICE_REDIS_URL": url, "MEDVOICE_DATA_DIR": env["MEDVOICE_DATA_DIR"]})
+    from workers import events
+    from workers.celery_app import celery_app
+
+    log = open(tmp / "worker.log", "wb")  # noqa: SIM115
+    name = f"bench-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--pool", "all", "--concurrency", "1",
+                               "--name", name, "--loglevel", "WARNING"], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    out: dict = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not any(name in r for r in celery_app.control.ping(destination=[name], timeout=0.5)):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError((tmp / "worker.log").read_text()[-3000:])
+
+        def call(task: str, *args, **kwargs) -> tuple[dict, float]:  # noqa: ANN002, ANN003
+            t = time.perf_counter()
+            r = celery_app.send_task(task, args=args, kwargs=kwargs).get(timeout=600)
+            return r, time.perf_counter() - t
+
+        t = time.perf_counter()
+        call("asr.ping")  # answers once the pool process has loaded every engine
+        out["ready_s"] = time.perf_counter() - t
+        data = Path(env["MEDVOICE_DATA_DIR"])
+        if "asr" in results:
+            (data / "audio").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(JFK, data / "audio" / "jfk.wav")
+            call("asr.transcribe", "audio/jfk.wav")
+            rt = [call("asr.transcribe", "audio/jfk.wav")[1] for _ in range(runs)]
+            out["asr"] = {"round_trip_s": median(rt), "rtf": median(rt) / results["asr"]["audio_s"]}
+        if "llm" in results:
+            msgs = results["llm"]["messages"]
+            r = events.client(url)
+            firsts, totals, inner = [], [], []
+            for i in range(runs + 1):
+                turn = f"bench-{uuid.uuid4().hex[:8]}"
+                t = time.perf_counter()
+                res = celery_app.send_task("llm.generate", args=[turn],
+                                           kwargs={"messages": msgs, "max_tokens": 96, "temperature": 0})
+                first = None
+                while first is None and time.perf_counter() - t < 600:
+                    got = events.read(turn, block_ms=1000, r=r)
+                    if any(e["type"] == "sentence" for _, e in got):
+                        first = time.perf_counter() - t
+                result = res.get(timeout=600)
+                if i:  # the first was a warm-up
+                    firsts.append(first)
+                    totals.append(time.perf_counter() - t)
+                    inner.append(result["timings"]["first_sentence_s"])
+            out["llm"] = {"first_sentence_s": median(firsts), "total_s": median(totals),
+                          "worker_first_sentence_s": median(inner)}
+        if "tts" in results:
+            sent = results["tts"]["sentences"][0]
+            call("tts.synthesize", sent)
+            out["tts"] = {"first_sentence_audio_s": median([call("tts.synthesize", sent)[1] for _ in range(runs)])}
+        if "embed" in results:
+            passages = results["embed"]["passages"]
+            call("rag.embed", passages[:8])
+            secs = [call("rag.embed", passages)[1] for _ in range(runs)]
+            out["embed"] = {"passages_per_s": len(passages) / median(secs),
+                            "query_s": median([call("rag.embed", QUESTION, kind="query")[1] for _ in range(runs)])}
+        children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
+        out["pool_rss_peak_mb"] = max((vm_hwm_mb(c) for c in children), default=float("nan"))
+    finally:
+        import signal
+
+        try:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(worker.pid, signal.SIGKILL)
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        log.close()
+    return out
+
+
+def fmt(x: float | None, unit: str = "", digits: int = 3) -> str:
+    if x is None or x != x:
+        return "-"
+    return f"{x:.{digits}f}{unit}"
+
+
+def report(results: dict, pool: dict | None) -> str:
+    rows = [("engine", "load", "peak RSS", "figure", "in-process", "via pool", "pool/in-proc")]
+
+    def add(engine: str, figure: str, local: float | None, via: float | None, unit: str = "s",
+            first: bool = False, higher_better: bool = False) -> None:
+        r = results[engine]
+        ratio = None
+        if local and via:
+            ratio = (local / via) if higher_better else (via / local)
+        rows.append((engine if first else "", fmt(r["load_s"], " s", 2) if first else "",
+                     f"{r['rss_peak_mb']:.0f} MB" if first else "", figure, fmt(local, unit), fmt(via, unit),
+                     fmt(ratio, "x", 2)))
+
+    p = pool or {}
+    if "asr" in results:
+        r = results["asr"]
+        add("asr", f"RTF ({r['audio_s']:.1f}s clip; {r['detail']})", r["rtf"], p.get("asr", {}).get("rtf"), "",
+            first=True)
+    if "llm" in results:
+        r = results["llm"]
+        add("llm", f"first token, cold ({r['prompt_tokens']}-token prompt)", r["cold"]["first_token_s"], None, first=True)
+        add("llm", "first sentence, cold context", r["cold"]["first_sentence_s"], None)
+        add("llm", f"first sentence, prefix state restored ({r['prefix_tokens']} tok)",
+            r["prefix"]["first_sentence_s"], None)
+        add("llm", "first sentence, consecutive turn", r["warm"]["first_sentence_s"],
+            p.get("llm", {}).get("first_sentence_s"))
+        add("llm", "tokens per second (decode)", r["warm"]["tokens_per_s"], None, " tok/s", higher_better=True)
+        add("llm", f"answer total ({r['warm']['tokens']:.0f} tokens)", r["warm"]["total_s"],
+            p.get("llm", {}).get("total_s"))
+    if "tts" in results:
+        r = results["tts"]
+        add("tts", f"RTF ({r['detail']})", r["rtf"], None, "", first=True)
+        add("tts", "first sentence audio", r["first_sentence_audio_s"],
+            p.get("tts", {}).get("first_sentence_audio_s"))
+    if "embed" in results:
+        r = results["embed"]
+        add("embed", f"passages/s ({r['model']}, {r['n']} passages)", r["passages_per_s"],
+            p.get("embed", {}).get("passages_per_s"), "/s", first=True, higher_better=True)
+        add("embed", "one query", r["query_s"], p.get("embed", {}).get("query_s"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if pool:
+        lines.append(f"pool: one worker process serving all four queues, engines loaded in "
+                     f"{pool.get('ready_s', float('nan')):.1f} s, peak RSS {pool.get('pool_rss_peak_mb', 0):.0f} MB")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--engines", default="asr,llm,tts,embed")
+    ap.add_argument("--no-pool", action="store_true", help="skip the Celery pool phase")
+    ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(key, "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    if args.child:
+        print(json.dumps(child(args.child, args.runs)))
+        return
+    if not JFK.exists():
+        sys.exit(f"evaluation speech not found at {JFK} (it lives in ../shared beside the clone)")
+    tmp = Path(tempfile.mkdtemp(prefix="medvoice-bench-"))
+    env = {**os.environ, "MEDVOICE_DATA_DIR": str(tmp / "data")}
+    if "MEDVOICE_MODELS_DIR" not in env:
+        from workers.settings import get_settings
+
+        env["MEDVOICE_MODELS_DIR"] = str(get_settings().model_root.resolve())
+    try:
+        results = {}
+        for engine in [e for e in args.engines.split(",") if e]:
+            print(f"benchmarking {engine} in-process ({args.runs} runs)...", file=sys.stderr, flush=True)
+            results[engine] = run_child(engine, args.runs, env)
+        pool = None
+        if not args.no_pool:
+            print("benchmarking through the Celery pool...", file=sys.stderr, flush=True)
+            pool = pool_phase(results, args.runs, env, tmp)
+        print(f"medvoice engines on {os.cpu_count()} CPU cores; medians of {args.runs} runs; "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        print(report(results, pool))
+        if args.json:
+            slim = {k: {kk: vv for kk, vv in v.items() if kk not in ("messages", "passages")} for k, v in results.items()}
+            args.json.write_text(json.dumps({"in_process": slim, "pool": pool}, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
