@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     tts_backend: Literal["piper", "coqui"] = "piper"  # piper: optional GPL extra; coqui: needs a model path
     tts_model_sha256: str | None = None  # of tts_model_path (or of tts_piper_voice_path)
     tts_piper_voice_path: Path | None = None  # a .onnx voice (its .onnx.json beside it); default: joe-us
+    tts_vocoder_path: Path | None = None  # Coqui models that need a separate vocoder (e.g. Tacotron2)
+    tts_vocoder_config_path: Path | None = None
     tts_speed: float = Field(default=1.3, gt=0.2, le=4.0)
     tts_max_chars: int = Field(default=600, ge=1)
     # ---- end of model engines ------------------------------------------------------------------------

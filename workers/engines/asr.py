@@ -108,6 +108,9 @@ class AsrEngine:
 
 @engines.register("asr", pool="asr")
 def load(settings: Settings) -> AsrEngine:
+    from workers.engines.refs import force_offline
+
+    force_offline()
     from workers.modelfiles import resolve_asr
 
     return AsrEngine(settings, resolve_asr(settings))

@@ -52,6 +52,9 @@ def _own_embedder(settings: Settings) -> Any:
 
 @engines.register("embed", pool="rag")
 def load(settings: Settings) -> EmbedEngine:
+    from workers.engines.refs import force_offline
+
+    force_offline()
     from workers.modelfiles import resolve_embed
 
     resolve_embed(settings)  # the shipped model's files are verified whoever loads them

@@ -243,6 +243,9 @@ class LlmEngine:
 
 @engines.register("llm", pool="llm")
 def load(settings: Settings) -> LlmEngine:
+    from workers.engines.refs import force_offline
+
+    force_offline()
     from workers.modelfiles import resolve_llm
 
     return LlmEngine(settings, resolve_llm(settings))

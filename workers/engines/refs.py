@@ -7,6 +7,7 @@ with a typed error the API maps to a 4xx. Pure stdlib: no model library.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 from workers.errors import InputNotFound, InputTooLarge, InvalidReference
@@ -38,3 +39,10 @@ def resolve_ref(settings: Settings, ref: str, max_bytes: int | None = None) -> P
 def to_ref(settings: Settings, path: Path) -> str:
     """The reference (data-dir relative, POSIX separators) of a file under the data directory."""
     return path.resolve().relative_to(settings.data_dir.resolve()).as_posix()
+
+
+def force_offline() -> None:
+    """Before a model library is imported in a worker: no hub look-ups, no telemetry, whatever the env says."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        os.environ[key] = "1"
+    os.environ["ANONYMIZED_TELEMETRY"] = "False"

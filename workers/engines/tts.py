@@ -48,7 +48,14 @@ class CoquiEngine:
         torch.set_num_threads(settings.tts_threads)
         self.settings = settings
         t0 = time.perf_counter()
-        self.tts = TTS(model_path=str(model_path), config_path=str(config_path), progress_bar=False, gpu=False)
+        vocoder = settings.tts_vocoder_path
+        vocoder_config = settings.tts_vocoder_config_path
+        for p in (vocoder, vocoder_config):
+            if p is not None and not Path(p).exists():
+                raise ModelFileMissing(f"Coqui vocoder file not found: {p}", {"path": str(p)})
+        self.tts = TTS(model_path=str(model_path), config_path=str(config_path), progress_bar=False, gpu=False,
+                       vocoder_path=str(vocoder) if vocoder else None,
+                       vocoder_config_path=str(vocoder_config) if vocoder_config else None)
         self.load_s = time.perf_counter() - t0
         self.model = self.tts.synthesizer.tts_model
         self.sample_rate = int(self.tts.synthesizer.output_sample_rate)
@@ -167,4 +174,7 @@ def build(settings: Settings) -> TtsEngine:
 
 @engines.register("tts", pool="tts")
 def load(settings: Settings) -> TtsEngine:
+    from workers.engines.refs import force_offline
+
+    force_offline()
     return build(settings)
