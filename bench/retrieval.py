@@ -111,10 +111,12 @@ def build(kb: KnowledgeBase, docs: list[Document], cache: CachedVectors) -> tupl
     all_chunks = [(d, kb.chunk(d)) for d in docs]
     texts = [c.indexed_text for _, cs in all_chunks for c in cs]
     vecs = cache.passages(texts)
-    i = 0
-    for d, cs in all_chunks:
-        kb.ingest_document(d, vectors=vecs[i : i + len(cs)])
+    per, i = [], 0
+    for _, cs in all_chunks:
+        per.append(vecs[i : i + len(cs)])
         i += len(cs)
+    for j in range(0, len(docs), 500):
+        kb.ingest_documents([d for d, _ in all_chunks[j : j + 500]], per[j : j + 500])
     kb.refresh(force=True)
     return len(texts), time.perf_counter() - t0
 

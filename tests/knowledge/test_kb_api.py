@@ -47,7 +47,7 @@ def test_roles_are_enforced_without_a_worker(client, tokens):
     assert client.post("/v1/knowledge/documents", files=bad, headers=tokens["boss"]).status_code == 415
 
 
-def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_worker, tmp_path):
+def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_worker, tmp_path, settings, monkeypatch):
     boss, clin = tokens["boss"], tokens["clin"]
     r = client.post("/v1/knowledge/documents", headers=boss, files={"file": ("htn.md", MD.encode(), "text/markdown")},
                     data={"tags": "cardio", "date": "2024-01-01"})
@@ -87,6 +87,27 @@ def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_work
     assert set(out["hits"][0]) >= {"chunk_id", "doc_id", "title", "source", "date", "text", "similarity", "decay",
                                    "score"}
     assert celery_app.send_task("rag.search", kwargs={"query": "  "}).get(timeout=30)["error"]["code"] == "empty_query"
+
+    # The embedded store is held by the worker: the CLI hands its ingest to the worker instead of opening it.
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from workers.settings import get_settings
+
+    monkeypatch.setenv("MEDVOICE_KB_DIR", str(settings.data_dir / "knowledge"))
+    get_settings.cache_clear()
+    try:
+        folder = tmp_path / "more"
+        folder.mkdir()
+        (folder / "asthma.txt").write_text("Asthma inhalers\nInhaled corticosteroids control persistent asthma.")
+        r = CliRunner().invoke(cli, ["kb", "ingest", str(folder), "--json"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        assert "sending the files to it" in r.output
+        assert json.loads(r.stdout.strip().splitlines()[-1])["added"] == 1
+    finally:
+        get_settings.cache_clear()
+    r = client.post("/v1/knowledge/search", headers=clin, json={"query": "inhaled corticosteroids asthma"})
+    assert r.json()["hits"][0]["title"] == "Asthma inhalers"
 
 
 @pytest.fixture
