@@ -147,6 +147,14 @@ def test_filters_and_nothing_relevant(kb, tmp_path):
     assert none.nothing_relevant and none.hits == []
 
 
+def test_reindex_keeps_every_chunk_searchable(kb, tmp_path):
+    kb.ingest_paths([corpus(tmp_path)])
+    n = kb.store.count()
+    out = kb.reindex()
+    assert out["chunks"] == n and kb.store.count() == n
+    assert kb.search("colchicine gout attack", k=1).hits[0].title == "Gout"
+
+
 def test_embedded_store_refuses_a_second_process_holder(kb, tmp_path):
     # The same process can't take the flock twice either: a second store on the same path is refused.
     with pytest.raises(StoreBusy, match="not process-safe"):
