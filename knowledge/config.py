@@ -31,7 +31,7 @@ class KBConfig:
 
     # Hybrid retrieval
     fusion: str = "weighted"  # "weighted" (score fusion) or "rrf" (reciprocal rank)
-    dense_weight: float = 0.6  # weighted fusion: share of the dense side when the embedder reads the query
+    dense_weight: float = 0.8  # weighted fusion: dense share when the embedder reads the query (bench/retrieval.py)
     rrf_k: int = 60
     candidates: int = 50  # per side, before fusion
     relevance_floor: float = 0.25  # fused similarity below this is "nothing relevant"

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     kb_hnsw_ef_construction: int = Field(default=100, ge=1)
     kb_hnsw_ef_search: int = Field(default=100, ge=1)
     kb_fusion: Literal["weighted", "rrf"] = "weighted"
-    kb_dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    kb_dense_weight: float = Field(default=0.8, ge=0.0, le=1.0)  # measured best on MedQuAD and zh (bench/retrieval.py)
     kb_rrf_k: int = Field(default=60, ge=1)
     kb_candidates: int = Field(default=50, ge=1)
     kb_relevance_floor: float = Field(default=0.25, ge=0.0, le=1.0)
