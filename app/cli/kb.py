@@ -48,14 +48,6 @@ class _Busy(Exception):
     pass
 
 
-def _open_or_exit():  # noqa: ANN202
-    try:
-        return _open()
-    except _Busy as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
-
-
 def _via_worker(task: str, kwargs: dict, timeout: float) -> dict:
     from workers.celery_app import celery_app
 
@@ -136,28 +128,38 @@ def _print_summary(s: dict, as_json: bool) -> None:
         console.print(t)
 
 
+def _run(local, task: str, kwargs: dict | None = None, timeout: float = 120):  # noqa: ANN001, ANN202
+    """Run `local(kb)` on a knowledge base opened here, or, when a rag worker holds the embedded store,
+    send `task` to that worker. Either way the result is plain JSON data."""
+    try:
+        kb = _open()
+    except _Busy:
+        return _via_worker(task, kwargs or {}, timeout)
+    try:
+        return local(kb)
+    finally:
+        kb.close()
+
+
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """Documents with chunk counts, dates and sources."""
-    kb = _open_or_exit()
-    docs = kb.list_documents()
-    kb.close()
+    docs = _run(lambda kb: [d.as_dict() for d in kb.list_documents()], "rag.list")
     if as_json:
-        typer.echo(json.dumps([d.as_dict() for d in docs]))
+        typer.echo(json.dumps(docs))
         return
     t = Table("id", "title", "chunks", "date", "source", "tags", "lang")
     for d in docs:
-        t.add_row(d.doc_id, d.title[:60], str(d.chunks), d.date, d.source, ",".join(d.tags), d.language)
+        t.add_row(d["doc_id"], d["title"][:60], str(d["chunks"]), d["date"], d["source"], ",".join(d["tags"]),
+                  d["language"])
     console.print(t)
-    console.print(f"{len(docs)} documents, {sum(d.chunks for d in docs)} chunks")
+    console.print(f"{len(docs)} documents, {sum(d['chunks'] for d in docs)} chunks")
 
 
 @app.command()
 def show(doc_id: str, full: bool = typer.Option(False, "--full", help="Print whole chunks.")) -> None:
     """One document: its metadata and chunks."""
-    kb = _open_or_exit()
-    doc = kb.get_document(doc_id)
-    kb.close()
+    doc = _run(lambda kb: kb.get_document(doc_id), "rag.show", {"doc_id": doc_id})
     if doc is None:
         console.print(f"[red]no document {doc_id}[/red]")
         raise typer.Exit(code=1)
@@ -172,14 +174,9 @@ def show(doc_id: str, full: bool = typer.Option(False, "--full", help="Print who
 def delete(doc_id: str) -> None:
     """Delete a document and all its chunks."""
     t0 = time.perf_counter()
-    try:
-        kb = _open()
-    except _Busy:
-        out = _via_worker("rag.delete", {"doc_id": doc_id}, timeout=60)
-        n = out["chunks"]
-    else:
-        n = kb.delete(doc_id)
-        kb.close()
+    n = _run(lambda kb: kb.delete(doc_id), "rag.delete", {"doc_id": doc_id}, timeout=60)
+    if isinstance(n, dict):
+        n = n["chunks"]
     if n == 0:
         console.print(f"[red]no document {doc_id}[/red]")
         raise typer.Exit(code=1)
@@ -189,19 +186,15 @@ def delete(doc_id: str) -> None:
 @app.command()
 def reindex() -> None:
     """Re-embed every chunk (after changing the embedder model or its settings)."""
-    kb = _open_or_exit()
-    with console.status("re-embedding…") as status:
-        out = kb.reindex(progress=lambda msg: status.update(f"re-embedding… {msg}"))
-    kb.close()
+    with console.status("re-embedding…"):
+        out = _run(lambda kb: kb.reindex(), "rag.reindex", timeout=24 * 3600)
     console.print(f"re-embedded {out['chunks']} chunks in {out['seconds']:.1f}s")
 
 
 @app.command()
 def stats(as_json: bool = typer.Option(False, "--json")) -> None:
     """Documents, chunks, languages, sources, store size."""
-    kb = _open_or_exit()
-    s = kb.stats()
-    kb.close()
+    s = _run(lambda kb: kb.stats(), "rag.stats")
     if as_json:
         typer.echo(json.dumps(s))
         return
@@ -219,25 +212,27 @@ def search(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Ranked chunks with similarity, decay, final score and source."""
-    kb = _open_or_exit()
     filters = {"source": source, "tags": _split_tags(tags)}
-    res = kb.search(question, k=k, language=language, filters=filters)
-    kb.close()
+    res = _run(lambda kb: kb.search(question, k=k, language=language, filters=filters).as_dict(), "rag.search",
+               {"query": question, "k": k, "language": language, "filters": filters})
+    if "error" in res:
+        console.print(f"[red]error:[/red] {res['error']['message']}")
+        raise typer.Exit(code=2)
     if as_json:
-        typer.echo(json.dumps(res.as_dict(), ensure_ascii=False))
+        typer.echo(json.dumps(res, ensure_ascii=False))
         return
-    if res.nothing_relevant:
+    if res["nothing_relevant"]:
         console.print("[yellow]nothing relevant[/yellow] (no chunk reaches the relevance floor)")
         return
-    for i, h in enumerate(res.hits, 1):
-        dense = "-" if h.dense is None else f"{h.dense:.3f}"
+    for i, h in enumerate(res["hits"], 1):
+        dense = "-" if h["dense"] is None else f"{h['dense']:.3f}"
         console.print(
-            f"[bold]{i}.[/bold] score [bold]{h.score:.3f}[/bold] = similarity {h.similarity:.3f} × decay {h.decay:.3f} "
-            f"[dim](dense {dense}, bm25 {h.lexical:.3f})[/dim]  {h.date}  source [cyan]{h.source}[/cyan]  "
-            f"[dim]{h.chunk_id}[/dim]"
+            f"[bold]{i}.[/bold] score [bold]{h['score']:.3f}[/bold] = similarity {h['similarity']:.3f} × decay "
+            f"{h['decay']:.3f} [dim](dense {dense}, bm25 {h['lexical']:.3f})[/dim]  {h['date']}  source "
+            f"[cyan]{h['source']}[/cyan]  [dim]{h['chunk_id']}[/dim]"
         )
-        console.print(f"   [italic]{h.context}[/italic]: {h.text[:300]}", highlight=False)
-    console.print(f"[dim]{res.query_language}, fusion {res.fusion}, {res.timings_ms['total']:.1f} ms[/dim]")
+        console.print(f"   [italic]{h['context']}[/italic]: {h['text'][:300]}", highlight=False)
+    console.print(f"[dim]{res['query_language']}, fusion {res['fusion']}, {res['timings_ms']['total']:.1f} ms[/dim]")
 
 
 @app.command()

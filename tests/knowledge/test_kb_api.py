@@ -104,6 +104,10 @@ def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_work
         assert r.exit_code == 0, r.output
         assert "sending the files to it" in r.output
         assert json.loads(r.stdout.strip().splitlines()[-1])["added"] == 1
+        listed = CliRunner().invoke(cli, ["kb", "list", "--json"], catch_exceptions=False)
+        assert "Asthma inhalers" in {d["title"] for d in json.loads(listed.stdout)}
+        found = CliRunner().invoke(cli, ["kb", "search", "inhaled corticosteroids", "--json"], catch_exceptions=False)
+        assert json.loads(found.stdout)["hits"][0]["title"] == "Asthma inhalers"
     finally:
         get_settings.cache_clear()
     r = client.post("/v1/knowledge/search", headers=clin, json={"query": "inhaled corticosteroids asthma"})

@@ -89,6 +89,11 @@ def delete(doc_id: str) -> dict[str, Any]:
     return {"doc_id": doc_id, "deleted": n > 0, "chunks": n, "ms": round((time.perf_counter() - t0) * 1000, 1)}
 
 
+@celery_app.task(name="rag.reindex")
+def reindex() -> dict[str, Any]:
+    return _kb().reindex()
+
+
 @celery_app.task(name="rag.stats")
 def stats() -> dict[str, Any]:
     return _kb().stats()
