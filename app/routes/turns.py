@@ -148,22 +148,24 @@ def _create_turn(db: Session, user: User, settings: Settings, consultation_id: s
         path = _store_audio(settings, c.id, turn_id, info, body["data"])
     try:
         for attempt in range(5):
-            index = (db.scalar(select(func.max(Turn.index)).where(Turn.consultation_id == c.id)) or 0) + 1
-            turn = Turn(
-                id=turn_id, consultation_id=c.id, index=index, status=TurnStatus.queued, input_kind=body["kind"],
-                audio_ref=to_ref(settings, path) if path else None,
-                question_text=body.get("text"),
-                timings={"input": {"audio_s": info.duration_s, "bytes": info.bytes, "codec": info.codec,
-                                   "sample_rate": info.sample_rate}} if info else {},
-            )
-            db.add(turn)
-            audit(db, user, "turn.create", "turn", turn_id, consultation_id=c.id, index=index,
-                  input_kind=body["kind"], **({"audio_s": info.duration_s, "bytes": info.bytes} if info else {}))
             try:
+                index = (db.scalar(select(func.max(Turn.index)).where(Turn.consultation_id == c.id)) or 0) + 1
+                turn = Turn(
+                    id=turn_id, consultation_id=c.id, index=index, status=TurnStatus.queued,
+                    input_kind=body["kind"], audio_ref=to_ref(settings, path) if path else None,
+                    question_text=body.get("text"),
+                    timings={"input": {"audio_s": info.duration_s, "bytes": info.bytes, "codec": info.codec,
+                                       "sample_rate": info.sample_rate}} if info else {},
+                )
+                db.add(turn)
+                # (any attribute load below may autoflush the new row: all of it stays inside this try)
+                audit(db, user, "turn.create", "turn", turn_id, consultation_id=c.id, index=index,
+                      input_kind=body["kind"],
+                      **({"audio_s": info.duration_s, "bytes": info.bytes} if info else {}))
                 db.commit()  # before the pipeline starts: the worker must find the row
                 return turn
             except IntegrityError:
-                db.rollback()  # another turn took this index at the same moment
+                db.rollback()  # another turn took this index at the same moment: take the next one
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")

@@ -123,6 +123,36 @@ def test_sse_resumes_after_last_event_id(api, tokens, spoken_turn):
     assert rest == [(t, d) for t, d, _ in full[cut + 1:]] and rest[-1][0] == "done"
 
 
+def test_sse_for_a_finished_turn_whose_stream_expired_comes_from_the_record(api, tokens, spoken_turn):
+    from workers import events
+
+    cid = new_consultation(api, tokens["ann"], "expired stream")
+    tid = api.post(f"/v1/consultations/{cid}/turns", json={"text": "Which orbital resonance shapes Saturn's rings?"},
+                   headers=tokens["ann"]).json()["turn_id"]
+    assert sse_events(api, tid, tokens["ann"])[-1][0] == "done"
+    events.clear(tid)  # what the stream's TTL does an hour later
+    assert sse_events(api, tid, tokens["ann"]) == [("done", {"status": "done", "from": "record"})]
+
+
+def test_concurrent_submissions_get_distinct_indexes(api, tokens, knowledge):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cid = new_consultation(api, tokens["ann"], "concurrent")
+
+    def post(i: int):
+        return api.post(f"/v1/consultations/{cid}/turns", json={"text": f"Unrelated question number {i} on comets?"},
+                        headers=tokens["ann"])
+
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(post, range(4)))
+    assert [r.status_code for r in responses] == [202] * 4, [r.text for r in responses]
+    assert sorted(r.json()["index"] for r in responses) == [1, 2, 3, 4]
+    for r in responses:
+        assert sse_events(api, r.json()["turn_id"], tokens["ann"])[-1][0] == "done"
+    turns = consultation(api, cid, tokens["ann"])["turns"]
+    assert [t["index"] for t in turns] == [1, 2, 3, 4] and {t["status"] for t in turns} == {"done"}
+
+
 def test_text_turn_without_relevant_knowledge_says_so(api, tokens, spoken_turn):
     cid = spoken_turn["cid"]
     r = api.post(f"/v1/consultations/{cid}/turns", json={"text": "Which orbital resonance shapes Saturn's rings?"},
