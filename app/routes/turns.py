@@ -1,6 +1,7 @@
 """Consultation turns over REST: submit audio or text, read the turn, fetch the reply audio, follow its events.
 
-POST /v1/consultations/{id}/turns   multipart `file` (audio) or JSON {"text": ...} → 202 {turn_id, ...}
+POST /v1/consultations/{id}/turns   multipart `file` (audio) or JSON {"text": ...} → 202 {turn_id, ...};
+                                    optional `language` ("en", "zh", ...) forces ASR and answer language
 GET  /v1/turns/{id}                 the turn: status, transcript, answer, citations, timings
 GET  /v1/turns/{id}/audio           the reply WAV (409 while the turn is still running)
 GET  /v1/turns/{id}/events          Server-Sent Events from the turn's Redis stream, ending at done/error
@@ -16,12 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
@@ -75,6 +77,15 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _language(value: Any) -> str | None:
+    """An optional language code ("en", "zh", ...): forces ASR's language and the answer's."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z]{2,3}", value.strip().lower()):
+        raise InputError('"language" must be a language code such as "en" or "zh"', {"field": "language"})
+    return value.strip().lower()
+
+
 async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
     """{"kind": "audio", "data", "filename"} or {"kind": "text", "text"}; typed errors for bad input."""
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
@@ -94,7 +105,8 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
         extension_of(upload.filename, settings)  # 415 before reading a byte of an unsupported format
         data = await _read_upload(upload, settings.consult_max_audio_bytes)
         await upload.close()
-        return {"kind": "audio", "data": data, "filename": upload.filename}
+        return {"kind": "audio", "data": data, "filename": upload.filename,
+                "language": _language(form.get("language"))}
     if ctype == "application/json":
         if length and length.isdigit() and int(length) > 16 * settings.consult_max_text_chars + 1024:
             raise InputTooLarge("JSON body too large", {"max_chars": settings.consult_max_text_chars})
@@ -106,8 +118,8 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                              {"field": "body"}) from None
-        if not isinstance(body, dict) or set(body) - {"text"}:
-            raise InputError('the JSON body must be {"text": "<question>"}', {"field": "body"})
+        if not isinstance(body, dict) or set(body) - {"text", "language"}:
+            raise InputError('the JSON body must be {"text": "<question>", "language"?: "en"}', {"field": "body"})
         text = body.get("text")
         if not isinstance(text, str):
             raise InputError('"text" must be a string', {"field": "text"})
@@ -116,7 +128,7 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
         if len(text) > settings.consult_max_text_chars:
             raise InputTooLarge(f'"text" longer than {settings.consult_max_text_chars} characters',
                                 {"max_chars": settings.consult_max_text_chars})
-        return {"kind": "text", "text": text.strip()}
+        return {"kind": "text", "text": text.strip(), "language": _language(body.get("language"))}
     raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                         {"code": "unsupported_media_type",
                          "message": "send multipart/form-data with an audio 'file', or application/json "
@@ -153,7 +165,7 @@ def _create_turn(db: Session, user: User, settings: Settings, consultation_id: s
                 turn = Turn(
                     id=turn_id, consultation_id=c.id, index=index, status=TurnStatus.queued,
                     input_kind=body["kind"], audio_ref=to_ref(settings, path) if path else None,
-                    question_text=body.get("text"),
+                    question_text=body.get("text"), language=body.get("language"),
                     timings={"input": {"audio_s": info.duration_s, "bytes": info.bytes, "codec": info.codec,
                                        "sample_rate": info.sample_rate}} if info else {},
                 )
@@ -204,8 +216,8 @@ def _enqueue(db: Session, turn: Turn) -> None:
 
 
 @router.post("/v1/consultations/{consultation_id}/turns", status_code=status.HTTP_202_ACCEPTED)
-async def create_turn(consultation_id: str, request: Request, user: CurrentUser, db: DbSession,
-                      settings: AppSettings) -> dict[str, Any]:
+async def create_turn(consultation_id: str, request: Request, response: Response, user: CurrentUser,
+                      db: DbSession, settings: AppSettings) -> dict[str, Any]:
     # Ownership first: no upload is read for someone else's (or an unknown) consultation.
     await run_in_threadpool(load_consultation, db, user, consultation_id)
     await run_in_threadpool(db.rollback)  # hold no read transaction open while the upload is read and decoded
@@ -218,6 +230,7 @@ async def create_turn(consultation_id: str, request: Request, user: CurrentUser,
     await run_in_threadpool(_enqueue, db, turn)
     log.info("turn=%s queued consultation=%s index=%d kind=%s", turn.id, consultation_id, turn.index,
              turn.input_kind)
+    response.headers["Location"] = f"/v1/turns/{turn.id}"
     return {
         "turn_id": turn.id, "consultation_id": consultation_id, "index": turn.index, "status": turn.status.value,
         "input_kind": turn.input_kind,

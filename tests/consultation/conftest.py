@@ -73,7 +73,6 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "MEDVOICE_KB_REFRESH_INTERVAL_S": "0",
         "MEDVOICE_LLM_N_CTX": "2048",
         "MEDVOICE_CONSULT_MAX_TOKENS": "64",
-        "MEDVOICE_ASR_LANGUAGE": "en",
         "MEDVOICE_CONSULT_STAGE_RETRIES": "2",
     }
 

@@ -54,7 +54,7 @@ def spoken_turn(api, tokens, knowledge, speech):
     cid = new_consultation(api, tokens["ann"])
     wav = speech("What dose of amoxicillin treats acute otitis media in adults?")
     r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("question.wav", wav, "audio/wav")},
-                 headers=tokens["ann"])
+                 data={"language": "en"}, headers=tokens["ann"])
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "queued" and body["index"] == 1
@@ -168,6 +168,16 @@ def test_text_turn_without_relevant_knowledge_says_so(api, tokens, spoken_turn):
     assert turn["has_reply_audio"]
 
 
+def test_a_named_language_sets_the_answer_language(api, tokens, knowledge):
+    cid = new_consultation(api, tokens["ann"], "中文")
+    r = api.post(f"/v1/consultations/{cid}/turns", json={"text": "土星环的轨道共振是什么？", "language": "zh"},
+                 headers=tokens["ann"])
+    assert r.status_code == 202 and r.headers["location"] == f"/v1/turns/{r.json()['turn_id']}"
+    assert sse_events(api, r.json()["turn_id"], tokens["ann"])[-1][0] == "done"
+    turn = api.get(r.headers["location"], headers=tokens["ann"]).json()
+    assert turn["language"] == "zh" and turn["answer"] == NO_ANSWER["zh"]
+
+
 def test_follow_up_turn_sees_earlier_turns(api, tokens, spoken_turn):
     cid = spoken_turn["cid"]  # turn 3: after the spoken turn and the text turn above (file order)
     r = api.post(f"/v1/consultations/{cid}/turns", json={"text": "What if the adult is allergic to penicillin?"},
@@ -223,6 +233,9 @@ def test_bad_input_gets_a_4xx_and_nothing_recorded_is_lost(api, tokens, settings
     assert api.post(url, json={"text": "   "}, headers=h).status_code == 422
     assert api.post(url, json={"text": 42}, headers=h).status_code == 400
     assert api.post(url, json={"question": "x"}, headers=h).status_code == 400
+    assert api.post(url, json={"text": "hi", "language": "en-US!"}, headers=h).status_code == 400
+    assert api.post(url, files={"file": ("q.wav", tone(1.0), "audio/wav")}, data={"language": "english please"},
+                    headers=h).status_code == 400
     assert api.post(url, json={"text": "x" * (settings.consult_max_text_chars + 1)}, headers=h).status_code == 413
     assert api.post(url, content=b"plain words", headers={**h, "Content-Type": "text/plain"}).status_code == 415
     # unknown ids

@@ -149,7 +149,8 @@ def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         turn = _begin(turn_id, TurnStatus.transcribing)
         if not turn.audio_ref:
             raise InputError("this turn has no audio", {"turn_id": turn_id})
-        result = asr_tasks.transcribe(turn.audio_ref, turn_id=turn_id)
+        # A language the client named forces ASR (detection is weak on short Chinese); else detect.
+        result = asr_tasks.transcribe(turn.audio_ref, language=turn.language or None, turn_id=turn_id)
         text = (result.get("text") or "").strip()
         if not text:
             raise EmptyInput("no speech was recognised in the audio", {"duration_s": result.get("duration_s")})
