@@ -4,7 +4,8 @@ POST /v1/consultations/{id}/turns   multipart `file` (audio) or JSON {"text": ..
                                     optional `language` ("en", "zh", ...) forces ASR and answer language
 GET  /v1/turns/{id}                 the turn: status, transcript, answer, citations, timings
 GET  /v1/turns/{id}/audio           the reply WAV (409 while the turn is still running)
-GET  /v1/turns/{id}/events          Server-Sent Events from the turn's Redis stream, ending at done/error
+GET  /v1/turns/{id}/events          Server-Sent Events from the turn's Redis stream, ending at done/error/cancelled
+POST /v1/turns/{id}/cancel          stop a running turn (its owner): it ends `error` with turn_cancelled
 
 The upload is decoded here (app/audio.py, PyAV only) before anything is stored or recorded, so bad input
 gets a 4xx and leaves no row and no file. The pipeline is sent by task name (workers/tasks/turns.py builds
@@ -45,7 +46,7 @@ log = logging.getLogger("medvoice.api.turns")
 router = APIRouter(tags=["turns"])
 
 MULTIPART_OVERHEAD = 64 * 1024
-TERMINAL_EVENTS = ("done", "error")
+TERMINAL_EVENTS = ("done", "error", "cancelled")
 
 
 def http_error(exc: MedvoiceError) -> HTTPException:
@@ -264,6 +265,19 @@ def get_turn_audio(turn_id: str, user: CurrentUser, db: DbSession, settings: App
     except MedvoiceError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the reply audio file is gone") from None
     return FileResponse(path, media_type="audio/wav", filename=f"turn-{turn.id}.wav")
+
+
+@router.post("/v1/turns/{turn_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+def cancel_turn(turn_id: str, user: CurrentUser, db: DbSession, settings: AppSettings) -> dict[str, Any]:
+    turn = load_turn(db, user, turn_id)
+    if turn.consultation.owner_id != user.id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the consultation's owner may cancel its turns")
+    if turn.status in (TurnStatus.done, TurnStatus.error):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the turn is already {turn.status.value}")
+    events.cancel(turn.id, r=events.client(settings.redis_url))
+    audit(db, user, "turn.cancel", "turn", turn.id, consultation_id=turn.consultation_id)
+    db.commit()
+    return {"turn_id": turn.id, "status": "cancelling"}
 
 
 def _sse(event_id: str | None, type_: str, data: dict[str, Any]) -> str:

@@ -327,3 +327,21 @@ def test_a_transient_database_outage_is_retried(api, tokens, settings, knowledge
         turn = db.get(Turn, tid)
         assert turn.status == TurnStatus.retrieving and turn.error is None and "rag" in turn.timings
     assert citations_of(settings, tid) == sorted((p["n"], p["chunk_id"]) for p in out["passages"])
+
+
+def test_a_cancelled_turn_stops_and_says_so(api, tokens, settings, knowledge):
+    cid = new_consultation(api, tokens["ann"], "cancel")
+    tid = recorded_text_turn(settings, cid, "What relieves ear pain in otitis media?")
+    assert api.post(f"/v1/turns/{tid}/cancel", headers=tokens["ben"]).status_code == 404
+    assert api.post(f"/v1/turns/{tid}/cancel", headers=tokens["root"]).status_code == 403
+    r = api.post(f"/v1/turns/{tid}/cancel", headers=tokens["ann"])
+    assert r.status_code == 202 and r.json()["status"] == "cancelling"
+    with pytest.raises(Exception) as info:
+        stage("rag.turn", {"turn_id": tid})  # the next stage finds the flag and stops
+    assert type(info.value).__name__ == "TurnCancelled"
+    evs = sse_events(api, tid, tokens["ann"])
+    assert evs[-1][0] == "cancelled" and evs[-1][1]["code"] == "turn_cancelled"
+    turn = api.get(f"/v1/turns/{tid}", headers=tokens["ann"]).json()
+    assert turn["status"] == "error" and turn["error"].startswith("rag: turn_cancelled")
+    assert citations_of(settings, tid) == []
+    assert api.post(f"/v1/turns/{tid}/cancel", headers=tokens["ann"]).status_code == 409

@@ -13,7 +13,9 @@ timing on the Turn and appends an event to the turn's Redis stream (workers/even
                reply_audio_ref, timings.tts → done                                  events `audio_ready`, `done`
 
 A failing stage marks the turn `error` with "<stage>: <code>: <reason>", appends an `error` event and stops
-the chain. Transient broker/database errors are retried (settings.consult_stage_retries) and every stage
+the chain. A turn whose cancel flag is set (POST /v1/turns/{id}/cancel) stops at the next stage boundary,
+between two LLM tokens, or before the next sentence is spoken: status `error` ("<stage>: turn_cancelled"),
+event `cancelled`. Transient broker/database errors are retried (settings.consult_stage_retries) and every stage
 write is idempotent — fields are overwritten, a turn's citations are replaced, files are replaced
 atomically — so a retried or re-delivered stage never duplicates rows. A turn already `done` or `error`
 is left alone by a late stage. Logs carry ids, codes and timings only, never clinical text.
@@ -83,6 +85,8 @@ def _begin(turn_id: str, status: TurnStatus) -> Turn:
             raise InputError("no such turn", {"turn_id": turn_id})
         if turn.status in FINISHED:
             raise StageSkipped(turn.status.value)
+        if events.is_cancelled(turn_id):
+            raise TurnCancelled("the turn was cancelled", {"turn_id": turn_id})
         turn.status = status
         db.flush()
         db.expunge(turn)
@@ -111,8 +115,9 @@ def _fail(turn_id: str, stage: str, exc: BaseException) -> None:
     except Exception:  # noqa: BLE001 - the event below still tells the client
         log.exception("turn=%s could not record the %s failure", turn_id, stage)
     try:
-        events.append(turn_id, "error", stage=stage, code=err.code, message=err.message,
-                      http_status=err.http_status)
+        # A client's stop ends the stream with `cancelled`; anything else with `error`.
+        events.append(turn_id, "cancelled" if isinstance(err, TurnCancelled) else "error", stage=stage,
+                      code=err.code, message=err.message, http_status=err.http_status)
     except Exception:  # noqa: BLE001
         log.exception("turn=%s could not publish the %s failure", turn_id, stage)
     log.warning("turn=%s stage=%s failed: %s", turn_id, stage, err.code)
