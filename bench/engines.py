@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 EVAL = ROOT.parent / "shared" / "eval-data"
 JFK = EVAL / "speech" / "en_jfk_16k_mono.wav"
 QUESTION = "What are the signs and symptoms of adult acute lymphoblastic leukemia, and how is it treated?"
+LLM_TOKENS = int(os.environ.get("MEDVOICE_BENCH_LLM_TOKENS", "64"))
 ANSWER = ("Paracetamol is usually taken every four to six hours. Do not take more than four grams in a day. "
           "Ask your doctor if the pain lasts longer than three days.")
 
@@ -112,7 +113,7 @@ def child(engine: str, runs: int) -> dict:
             # the system-prefix state; warm: the previous turn's KV cache (same prefix) is reused as is.
             if mode in ("cold", "prefix"):
                 eng.llm.reset()
-            r = eng.generate(msgs, max_tokens=96, temperature=0, use_prefix_cache=(mode != "cold"))
+            r = eng.generate(msgs, max_tokens=LLM_TOKENS, temperature=0, use_prefix_cache=(mode != "cold"))
             return r["timings"]
 
         one("cold")  # warm-up
@@ -232,7 +233,7 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
                 turn = f"bench-{uuid.uuid4().hex[:8]}"
                 t = time.perf_counter()
                 res = celery_app.send_task("llm.generate", args=[turn],
-                                           kwargs={"messages": msgs, "max_tokens": 96, "temperature": 0})
+                                           kwargs={"messages": msgs, "max_tokens": LLM_TOKENS, "temperature": 0})
                 first = None
                 while first is None and time.perf_counter() - t < 600:
                     got = events.read(turn, block_ms=1000, r=r)
@@ -327,21 +328,27 @@ def report(results: dict, pool: dict | None) -> str:
 
 
 def main() -> None:
+    global LLM_TOKENS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--engines", default="asr,llm,tts,embed")
     ap.add_argument("--no-pool", action="store_true", help="skip the Celery pool phase")
+    ap.add_argument("--llm-tokens", type=int, default=int(os.environ.get("MEDVOICE_BENCH_LLM_TOKENS", "64")),
+                    help="answer length for the LLM figures")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(key, "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    os.environ["MEDVOICE_BENCH_LLM_TOKENS"] = str(args.llm_tokens)
+    LLM_TOKENS = args.llm_tokens
     if args.child:
         print(json.dumps(child(args.child, args.runs)))
         return
     if not JFK.exists():
         sys.exit(f"evaluation speech not found at {JFK} (it lives in ../shared beside the clone)")
+    load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="medvoice-bench-"))
     env = {**os.environ, "MEDVOICE_DATA_DIR": str(tmp / "data")}
     if "MEDVOICE_MODELS_DIR" not in env:
@@ -357,8 +364,10 @@ def main() -> None:
         if not args.no_pool:
             print("benchmarking through the Celery pool...", file=sys.stderr, flush=True)
             pool = pool_phase(results, args.runs, env, tmp)
+        load = os.getloadavg()
         print(f"medvoice engines on {os.cpu_count()} CPU cores; medians of {args.runs} runs; "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start {load_start[0]:.1f}, "
+              f"at end {load[0]:.1f} (other work on the machine inflates every figure)")
         print(report(results, pool))
         if args.json:
             slim = {k: {kk: vv for kk, vv in v.items() if kk not in ("messages", "passages")} for k, v in results.items()}

@@ -139,12 +139,12 @@ def build(kb: KnowledgeBase, docs: list[Document], cache: CachedVectors) -> tupl
 
 
 def evaluate(kb: KnowledgeBase, qs, mode: str, fusion: str | None = None, depth: int = 40,  # noqa: ANN001
-             strict: bool = False):
+             strict: bool = False, language_aware: bool = True):
     r1 = r5 = r10 = mrr = 0.0
     lat = []
     for q, gold in qs:
         t0 = time.perf_counter()
-        res = kb.search(q, k=depth, mode=mode, fusion=fusion, decay=False, floor=-1.0)
+        res = kb.search(q, k=depth, mode=mode, fusion=fusion, decay=False, floor=-1.0, language_aware=language_aware)
         lat.append((time.perf_counter() - t0) * 1000)
         ranked: list[str] = []
         for h in res.hits:
@@ -182,6 +182,7 @@ def main() -> None:
         raise SystemExit(f"evaluation data not found at {EVAL}")
     results = []
     loaded: dict[str, object] = {}
+    print(f"threads {THREADS}; load average at start {os.getloadavg()[0]:.1f} (2 cores, shared)", flush=True)
     for name in args.sets.split(","):
         docs, qs = load_set(name, args.limit or None, strict=args.strict)
         embs = args.embedders.split(",") if args.embedders else (["minilm", "e5"] if name.startswith("zh") else ["minilm"])
@@ -203,11 +204,15 @@ def main() -> None:
                 rows = [("bm25", evaluate(kb, qs, "lexical", strict=st)), (f"dense:{e}", evaluate(kb, qs, "dense", strict=st))]
                 for f in args.fusions.split(","):
                     rows.append((f"hybrid:{f}", evaluate(kb, qs, "hybrid", fusion=f, strict=st)))
+                if name.startswith("zh") and not emb.reads("zh"):
+                    rows.append(("hybrid:weighted, language-blind",
+                                 evaluate(kb, qs, "hybrid", fusion="weighted", language_aware=False)))
                 for method, m in rows:
-                    print(f"  {method:18s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}  "
+                    print(f"  {method:32s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}  "
                           f"MRR@10 {m['MRR@10']:.3f}  p50 {m['p50_ms']:.1f} ms  p95 {m['p95_ms']:.1f} ms", flush=True)
                     results.append({"set": name, "embedder": e, "method": method, **m})
                 kb.close()
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
     print("\n| set | embedder | method | R@1 | R@5 | R@10 | MRR@10 | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['set']} | {r['embedder']} | {r['method']} | {r['R@1']:.3f} | {r['R@5']:.3f} | {r['R@10']:.3f} | "

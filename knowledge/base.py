@@ -355,9 +355,11 @@ class KnowledgeBase:
     def search(
         self, query: str, k: int = 5, language: str | None = None, filters: dict[str, Any] | None = None,
         fusion: str | None = None, decay: bool | None = None, today: date | None = None,
-        mode: str = "hybrid", floor: float | None = None,
+        mode: str = "hybrid", floor: float | None = None, language_aware: bool = True,
     ) -> SearchResult:
-        """mode: hybrid | dense | lexical. filters: {"source": str|[str], "tags": [str]} (any tag matches)."""
+        """mode: hybrid | dense | lexical. filters: {"source": str|[str], "tags": [str]} (any tag matches).
+        The hybrid leaves the dense side out when the embedder cannot read the query's language (unless
+        language_aware=False, for measuring what that would cost); mode="dense" always uses it."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         self.refresh()
@@ -367,7 +369,7 @@ class KnowledgeBase:
         lang = language or detect_language(query)
         n = max(self.cfg.candidates, k)
         sources, tags = _filter_lists(filters)
-        dense_used = mode != "lexical" and self.embedder.reads(lang)
+        dense_used = mode == "dense" or (mode != "lexical" and (not language_aware or self.embedder.reads(lang)))
         lexical_used = mode != "dense"
 
         dense: dict[str, float] = {}
