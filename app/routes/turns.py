@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from app.audio import AudioInfo, extension_of, validate_audio
 from app.audit import audit
@@ -78,6 +79,23 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _body_limited(request: Request, limit: int) -> Request:
+    """The same request, reading its body through a counter: a chunked upload (no Content-Length) that
+    goes past `limit` stops with 413 instead of being spooled to disk whole."""
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise InputTooLarge(f"upload larger than the limit of {limit} bytes", {"max_bytes": limit})
+        return message
+
+    return Request(request.scope, receive)
+
+
 def _language(value: Any) -> str | None:
     """An optional language code ("en", "zh", ...): forces ASR's language and the answer's."""
     if value is None or value == "":
@@ -96,7 +114,10 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
             raise InputTooLarge(f"audio larger than the limit of {settings.consult_max_audio_bytes} bytes",
                                 {"max_bytes": settings.consult_max_audio_bytes})
         try:
-            form = await request.form(max_files=1, max_fields=8)
+            form = await _body_limited(request, settings.consult_max_audio_bytes + MULTIPART_OVERHEAD).form(
+                max_files=1, max_fields=8)
+        except InputTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001 - starlette raises for malformed or too many parts
             raise InputError(f"malformed multipart body: {getattr(exc, 'detail', None) or type(exc).__name__}",
                              {"field": "file"}) from None

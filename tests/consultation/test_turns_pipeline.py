@@ -226,6 +226,16 @@ def test_bad_input_gets_a_4xx_and_nothing_recorded_is_lost(api, tokens, settings
         assert r.json()["detail"]["code"] == code, case
     too_big = tone(1.0) + b"\0" * settings.consult_max_audio_bytes
     assert api.post(url, files={"file": ("big.wav", too_big, "audio/wav")}, headers=h).status_code == 413
+
+    def chunked():  # no Content-Length: the limit is counted while the body streams in
+        yield b'--xx\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+        for _ in range(settings.consult_max_audio_bytes // 65536 + 4):
+            yield b"\0" * 65536
+        yield b"\r\n--xx--\r\n"
+
+    r = api.post(url, content=chunked(), headers={**h, "Content-Type": "multipart/form-data; boundary=xx"})
+    assert r.status_code == 413 and r.json()["detail"]["code"] == "input_too_large", r.text
+    assert r.json()["detail"]["message"].startswith("upload larger")  # stopped while streaming, not after
     assert api.post(url, files={"other": ("q.wav", tone(1.0), "audio/wav")}, headers=h).status_code == 400
     json_h = {**h, "Content-Type": "application/json"}
     assert api.post(url, content=b'{"text": "unclosed', headers=json_h).status_code == 400
@@ -304,6 +314,9 @@ def test_redelivered_stages_do_not_duplicate_records(api, tokens, settings, know
     assert turn["status"] == "done" and turn["answer"] == " ".join(answer["sentences"])
     assert [c["n"] for c in turn["citations"]] == [p["n"] for p in first["passages"]]
     assert api.get(f"/v1/turns/{tid}/audio", headers=tokens["ann"]).status_code == 200
+    types = [t for t, _ in sse_events(api, tid, tokens["ann"])]
+    assert [d["stage"] for t, d in sse_events(api, tid, tokens["ann"]) if t == "restart"] == ["rag", "llm"]
+    assert types.index("restart") == types.index("retrieved") + 1 and types[-1] == "done"
 
 
 def test_a_transient_database_outage_is_retried(api, tokens, settings, knowledge, pipeline_worker):

@@ -17,7 +17,8 @@ the chain. A turn whose cancel flag is set (POST /v1/turns/{id}/cancel) stops at
 between two LLM tokens, or before the next sentence is spoken: status `error` ("<stage>: turn_cancelled"),
 event `cancelled`. Transient broker/database errors are retried (settings.consult_stage_retries) and every stage
 write is idempotent — fields are overwritten, a turn's citations are replaced, files are replaced
-atomically — so a retried or re-delivered stage never duplicates rows. A turn already `done` or `error`
+atomically — so a retried or re-delivered stage never duplicates rows; on the stream, a re-run stage first
+appends `restart` {stage}, so a client drops that stage's earlier events. A turn already `done` or `error`
 is left alone by a late stage. Logs carry ids, codes and timings only, never clinical text.
 """
 
@@ -93,6 +94,12 @@ def _begin(turn_id: str, status: TurnStatus) -> Turn:
         return turn
 
 
+def _announce_rerun(turn_id: str, stage: str, *types: str) -> None:
+    """A re-delivered stage streams its events again: a `restart` event tells clients to drop the earlier ones."""
+    if any(e.get("type") in types for e in events.read_all(turn_id)):
+        events.append(turn_id, "restart", stage=stage)
+
+
 def _record(turn_id: str, stage: str, timing: dict[str, Any], **fields: Any) -> None:
     with session_scope(_db_url()) as db:
         turn = db.get(Turn, turn_id)
@@ -152,6 +159,7 @@ def _run_stage(task: Task, stage: str, state: dict[str, Any], body: Callable[[st
 def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
         turn = _begin(turn_id, TurnStatus.transcribing)
+        _announce_rerun(turn_id, "asr", "transcribed")
         if not turn.audio_ref:
             raise InputError("this turn has no audio", {"turn_id": turn_id})
         # A language the client named forces ASR (detection is weak on short Chinese); else detect.
@@ -175,6 +183,7 @@ def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
         s = get_settings()
         turn = _begin(turn_id, TurnStatus.retrieving)
+        _announce_rerun(turn_id, "rag", "retrieved")
         question = (turn.transcript or turn.question_text or "").strip()
         if not question:
             raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
@@ -241,6 +250,7 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
         s = get_settings()
         turn = _begin(turn_id, TurnStatus.generating)
+        _announce_rerun(turn_id, "llm", "sentence", "answered")
         question = (turn.transcript or turn.question_text or "").strip()
         language = state.get("language") or turn.language
         passages = state.get("passages") or []
@@ -315,6 +325,7 @@ def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
 
         s = get_settings()
         _begin(turn_id, TurnStatus.speaking)
+        _announce_rerun(turn_id, "tts", "audio", "audio_ready")
         t0 = time.perf_counter()
         clips = []
         for index, sentence in enumerate(state.get("sentences") or []):
