@@ -356,19 +356,29 @@ def main() -> None:
 
         env["MEDVOICE_MODELS_DIR"] = str(get_settings().model_root.resolve())
     try:
-        results = {}
+        results: dict = {}
+        failed: dict[str, str] = {}
         for engine in [e for e in args.engines.split(",") if e]:
             print(f"benchmarking {engine} in-process ({args.runs} runs)...", file=sys.stderr, flush=True)
-            results[engine] = run_child(engine, args.runs, env)
+            try:
+                results[engine] = run_child(engine, args.runs, env)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                failed[engine] = str(exc)[-2000:]
+                print(f"{engine}: FAILED\n{failed[engine]}", file=sys.stderr, flush=True)
         pool = None
         if not args.no_pool:
             print("benchmarking through the Celery pool...", file=sys.stderr, flush=True)
-            pool = pool_phase(results, args.runs, env, tmp)
+            try:
+                pool = pool_phase(results, args.runs, env, tmp)
+            except Exception as exc:  # noqa: BLE001 - still print the in-process figures
+                print(f"pool phase failed: {exc}", file=sys.stderr)
         load = os.getloadavg()
         print(f"medvoice engines on {os.cpu_count()} CPU cores; medians of {args.runs} runs; "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start {load_start[0]:.1f}, "
               f"at end {load[0]:.1f} (other work on the machine inflates every figure)")
         print(report(results, pool))
+        for engine, err in failed.items():
+            print(f"{engine}: failed ({err.strip().splitlines()[-1] if err.strip() else 'no output'})")
         if args.json:
             slim = {k: {kk: vv for kk, vv in v.items() if kk not in ("messages", "passages")} for k, v in results.items()}
             args.json.write_text(json.dumps({"in_process": slim, "pool": pool}, indent=1))

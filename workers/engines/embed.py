@@ -42,12 +42,13 @@ class EmbedEngine:
 def _own_embedder(settings: Settings) -> Any:
     from workers.modelfiles import resolve_embed
 
-    path = resolve_embed(settings)
+    path = resolve_embed(settings)  # verified; the shipped model is then loaded by its package's own path
+    custom = settings.kb_embedder_path or settings.embed_model_path
     try:
         from knowledge.embedders import load_embedder
     except ImportError as exc:  # pragma: no cover
         raise EngineUnavailable(f"knowledge.embedders is not available: {exc}") from exc
-    return load_embedder(settings.kb_embedder, str(path) if path else None, settings.rag_threads)
+    return load_embedder(settings.kb_embedder, str(path) if (path and custom) else None, settings.rag_threads)
 
 
 @engines.register("embed", pool="rag")
@@ -58,11 +59,12 @@ def load(settings: Settings) -> EmbedEngine:
     from workers.modelfiles import resolve_embed
 
     resolve_embed(settings)  # the shipped model's files are verified whoever loads them
-    try:
-        kb = engines.get("rag")  # KeyError: this process registered no rag engine
-        return EmbedEngine(settings, kb.embedder, shared=True)
-    except KeyError:
-        pass
-    except Exception as exc:  # noqa: BLE001 - the KB may fail to open (its store); embeddings still work
-        log.warning("knowledge base unavailable (%s); loading the embedder on its own", type(exc).__name__)
+    # The rag engine loads first in a rag worker (its task module registers first). Only an engine that is
+    # already loaded is shared: calling engines.get() for another engine from inside a loader would wait on
+    # the registry's lock, which this load holds.
+    if "rag" in engines.loaded():
+        kb = engines.get("rag")
+        embedder = getattr(kb, "embedder", None)
+        if embedder is not None:
+            return EmbedEngine(settings, embedder, shared=True)
     return EmbedEngine(settings, _own_embedder(settings), shared=False)
