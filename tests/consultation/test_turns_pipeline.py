@@ -15,7 +15,7 @@ import soundfile as sf
 
 from tests.consultation.audio_fixtures import bad_uploads, silence, tone
 from workers.db import session_scope
-from workers.grounding import NO_ANSWER
+from workers.grounding import NO_ANSWER, UNVERIFIED
 from workers.records import AuditEvent, Citation, Turn, TurnStatus
 
 pytestmark = pytest.mark.slow
@@ -358,3 +358,23 @@ def test_a_cancelled_turn_stops_and_says_so(api, tokens, settings, knowledge):
     assert turn["status"] == "error" and turn["error"].startswith("rag: turn_cancelled")
     assert citations_of(settings, tid) == []
     assert api.post(f"/v1/turns/{tid}/cancel", headers=tokens["ann"]).status_code == 409
+
+
+def test_numbers_in_a_real_answer_are_all_in_the_passages(api, tokens, settings, knowledge):
+    """The guard on the real model: the passage names no dose, the question asks for one in mg."""
+    from workers.grounding import quantities
+
+    cid = new_consultation(api, tokens["ann"], "guard")
+    tid = recorded_text_turn(settings, cid, "What is the exact amoxicillin dose in mg for an adult with otitis media?")
+    passage = {"n": 1, "chunk_id": "c1", "doc_id": "d1", "title": "Otitis media", "source": "test", "score": 0.9,
+               "text": "Amoxicillin is the usual first choice for acute otitis media in adults. Review after 3 days."}
+    out = stage("llm.turn", {"turn_id": tid, "language": "en", "passages": [passage]})
+    turn = api.get(f"/v1/turns/{tid}", headers=tokens["ann"]).json()
+    llm = turn["timings"]["llm"]
+    assert turn["answer"] == " ".join(out["sentences"])
+    assert quantities(turn["answer"]) <= quantities(passage["text"]), turn["answer"]
+    assert turn["guard_fired"] == bool(llm["guard_replaced"] + llm["guard_dropped"])
+    # The seeded model (Qwen2.5 0.5B, seed 1234) states a dose from memory here, which the guard drops; were
+    # it to stop doing so, this test would no longer exercise the guard and says so.
+    assert turn["guard_fired"], f"the model invented no number this time: {llm}"
+    assert turn["answer"] == UNVERIFIED["en"]
