@@ -143,12 +143,15 @@ def _run_stage(task: Task, stage: str, state: dict[str, Any], body: Callable[[st
         return {"turn_id": turn_id, "skipped": True}
     except TRANSIENT as exc:
         retries = get_settings().consult_stage_retries
+        # A database error's text carries the statement's parameters (a transcript, an answer): Celery logs
+        # what it is given, so it gets a typed error naming the class only.
+        plain = EngineFailure(f"transient {type(exc).__name__}", {"type": type(exc).__name__})
         if task.request.called_directly or task.request.retries >= retries:
             _fail(turn_id, stage, EngineFailure(f"{type(exc).__name__} after {retries} retries"))
-            raise
+            raise plain from None
         log.warning("turn=%s stage=%s transient %s, retry %d/%d", turn_id, stage, type(exc).__name__,
                     task.request.retries + 1, retries)
-        raise task.retry(exc=exc, countdown=min(2 ** task.request.retries, 10)) from exc
+        raise task.retry(exc=plain, countdown=min(2 ** task.request.retries, 10)) from None
     except BaseException as exc:
         _fail(turn_id, stage, exc)
         raise
