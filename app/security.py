@@ -48,7 +48,9 @@ def issue_token(user: User, settings: Settings) -> tuple[str, int]:
         "iss": settings.jwt_issuer,
         "sub": user.id,
         "role": user.role.value,
-        "iat": now,
+        # Sub-second iat: a revocation (disable, password change) in the same second as a sign-in must
+        # still be ordered correctly against it. RFC 7519 NumericDate allows fractions.
+        "iat": now.timestamp(),
         "exp": now + lifetime,
         "jti": uuid.uuid4().hex,
     }

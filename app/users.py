@@ -17,9 +17,8 @@ class UserError(ValueError):
     """A user operation that cannot be done, with a reason fit to show the admin."""
 
 
-def _now_whole_second() -> datetime:
-    # JWT iat has whole-second resolution; comparing against a truncated instant keeps fresh tokens valid.
-    return datetime.now(timezone.utc).replace(microsecond=0)
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -66,7 +65,7 @@ def set_active(db: Session, username: str, active: bool) -> User:
     user = require(db, username)
     user.is_active = active
     # Re-enabling must not revive tokens issued before the account was disabled.
-    user.tokens_valid_after = _now_whole_second()
+    user.tokens_valid_after = _now()
     return user
 
 
@@ -74,7 +73,7 @@ def set_password(db: Session, username: str, password: str) -> User:
     _check_password(password)
     user = require(db, username)
     user.password_hash = hash_password(password)
-    user.tokens_valid_after = _now_whole_second()
+    user.tokens_valid_after = _now()
     return user
 
 

@@ -186,7 +186,7 @@ class WorkerProcess:
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
-    def wait_ready(self, timeout_s: float = 240) -> None:
+    def wait_ready(self, timeout_s: float = 240, wait_for_models: bool = True) -> None:
         import redis
 
         from workers.celery_app import ENGINES_READY_PREFIX, celery_app
@@ -203,6 +203,8 @@ class WorkerProcess:
             return bool(redis.Redis.from_url(os.environ["MEDVOICE_REDIS_URL"]).scard(ENGINES_READY_PREFIX + self.name))
 
         wait_for(answers, timeout_s, f"worker {self.name}")
+        if not wait_for_models:
+            return
         # Ready means a pool child has its models loaded, as /readyz defines it.
         wait_for(engines_loaded, timeout_s, f"worker {self.name} to load its models")
 
@@ -226,11 +228,11 @@ class WorkerProcess:
 def _worker_factory(log_dir: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def _start(pool: str, timeout_s: float = 240, **env: str) -> WorkerProcess:
+    def _start(pool: str, timeout_s: float = 240, wait_for_models: bool = True, **env: str) -> WorkerProcess:
         full_env = {**os.environ, **env}
         w = WorkerProcess(pool, full_env, log_dir / f"worker-{pool}-{len(started)}.log")
         started.append(w)
-        w.wait_ready(timeout_s)
+        w.wait_ready(timeout_s, wait_for_models)
         return w
 
     try:

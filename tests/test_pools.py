@@ -27,7 +27,7 @@ def test_each_queue_is_served_by_its_own_pool(pools):
 def test_worker_consumes_only_its_queue(start_worker):
     from workers.celery_app import celery_app
 
-    asr = start_worker("asr")
+    asr = start_worker("asr", wait_for_models=False)
     replies = celery_app.control.inspect(destination=[asr.name], timeout=2).active_queues()
     assert [q["name"] for q in replies[asr.name]] == ["asr"]
 
@@ -35,7 +35,7 @@ def test_worker_consumes_only_its_queue(start_worker):
 def test_pool_all_serves_every_queue(start_worker):
     from workers.celery_app import celery_app
 
-    w = start_worker("all")
+    w = start_worker("all", wait_for_models=False)  # queues only: its models need not finish loading
     replies = celery_app.control.inspect(destination=[w.name], timeout=2).active_queues()
     assert sorted(q["name"] for q in replies[w.name]) == sorted(POOLS)
 
