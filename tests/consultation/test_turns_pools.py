@@ -1,0 +1,54 @@
+"""The deployment's shape: one worker per pool (asr, rag, llm, tts). A turn's chain crosses all four queues,
+each stage runs where its engine lives, and they meet only through SQL, Redis and the shared data dir."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tests.consultation.conftest import KB_DOC, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pools(start_module_worker, settings):  # noqa: ANN201
+    env = worker_env(settings)
+    return {pool: start_module_worker(pool, timeout_s=240, **env) for pool in ("rag", "asr", "llm", "tts")}
+
+
+def test_a_spoken_turn_crosses_the_four_pools(api, tokens, settings, pools):
+    from workers.celery_app import celery_app
+
+    src = Path(settings.data_dir) / "kb-src" / "otitis.md"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_text(KB_DOC, encoding="utf-8")
+    assert celery_app.send_task("rag.ingest", args=[[str(src)]], kwargs={"source": "formulary"}).get(timeout=180)["added"] == 1
+    spoken = celery_app.send_task("tts.synthesize", kwargs={"text": "How is acute otitis media treated in adults?",
+                                                            "speed": 1.0}).get(timeout=120)
+    wav = (Path(settings.data_dir) / spoken["audio_ref"]).read_bytes()
+
+    h = tokens["ann"]
+    cid = api.post("/v1/consultations", json={"title": "pools"}, headers=h).json()["id"]
+    r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("q.wav", wav, "audio/wav")},
+                 data={"language": "en"}, headers=h)
+    assert r.status_code == 202, r.text
+    tid = r.json()["turn_id"]
+    stream = api.get(f"/v1/turns/{tid}/events", headers=h).text
+    assert stream.rstrip().splitlines()[-2] == "event: done", stream[-500:]
+
+    turn = api.get(f"/v1/turns/{tid}", headers=h).json()
+    assert turn["status"] == "done" and "media" in turn["transcript"].lower()
+    assert turn["citations"] and turn["answer"]
+    audio, rate = sf.read(io.BytesIO(api.get(f"/v1/turns/{tid}/audio", headers=h).content))
+    assert len(audio) / rate > 0.5
+
+    # each stage ran in its own pool's worker, and only there
+    for pool, stage in (("asr", "asr.turn"), ("rag", "rag.turn"), ("llm", "llm.turn"), ("tts", "tts.turn")):
+        log = pools[pool].log()
+        assert f"Task {stage}[" in log and f"turn={tid}" in log, pool
+        others = [p for p in pools if p != pool]
+        assert all(f"Task {stage}[" not in pools[o].log() for o in others), stage
