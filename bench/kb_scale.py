@@ -149,7 +149,7 @@ def scale(args: argparse.Namespace) -> None:
         lat.append((time.perf_counter() - t) * 1000)
         for key in parts:
             parts[key].append(res.timings_ms.get(key, 0.0))
-        hits5 += any(h.doc_id in gold for h in res.hits)
+        hits5 += any(R.passage_key(h.doc_id) in gold for h in res.hits)
     print(f"load average {os.getloadavg()[0]:.1f} (2 cores, shared with other work)", flush=True)
     t = time.perf_counter()
     n_del = kb.delete(f"syn{rng.randint(0, 9000):06d}")

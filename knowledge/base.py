@@ -27,7 +27,7 @@ import numpy as np
 from knowledge.chunking import Chunk, chunk_document
 from knowledge.config import KBConfig
 from knowledge.embedders import Embedder, load_embedder
-from knowledge.lexical import LexicalIndex
+from knowledge.lexical import LexicalBuilder, LexicalIndex
 from knowledge.loaders import Document, LoadError, LoadFailure, discover, iter_jsonl, load_file
 from knowledge.store import ChromaStore, DocRecord
 from knowledge.text import detect_language
@@ -173,15 +173,17 @@ class KnowledgeBase:
         with self._rebuild_lock:
             if gen == self._lex_gen:
                 return
-            ids, texts, sources, tags = [], [], [], []
+            builder = LexicalBuilder()
             for got in self.store.iter_chunks():
-                for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"]):
-                    ids.append(cid)
-                    ctx = meta.get("context") or ""
-                    texts.append(f"{ctx}\n{doc}" if ctx else doc)
-                    sources.append(meta.get("source", ""))
-                    tags.append(list(meta.get("tags") or []))
-            self._lex = LexicalIndex.build(ids, texts, sources, tags)
+                metas = got["metadatas"]
+                builder.add(
+                    got["ids"],
+                    [f"{m.get('context')}\n{d}" if m.get("context") else d for d, m in zip(got["documents"], metas)],
+                    [m.get("source", "") for m in metas],
+                    [list(m.get("tags") or []) for m in metas],
+                    [int(m.get("date_ord") or 0) for m in metas],
+                )
+            self._lex = builder.finish()
             self._lex_gen = gen
             self._checked_at = 0.0  # look again at once: writes may have landed while this ran
 
@@ -397,35 +399,52 @@ class KnowledgeBase:
 
         t = time.perf_counter()
         cand = list(dict.fromkeys([*dense, *lexical]))
-        rows = self.store.get_chunks(cand, embeddings=dense_used and any(c not in dense for c in cand))
-        cand = [c for c in cand if c in rows]
-        # Complete both scores for every candidate: exact cosine for lexical-only ones, BM25 for dense-only.
-        for c in cand:
-            if dense_used and c not in dense and "embedding" in rows[c]:
-                dense[c] = self._rescale(float(rows[c]["embedding"] @ qvec))
-            if lexical_used and c not in lexical and lex_all is not None:
-                i = lex.row.get(c)
-                lexical[c] = float(lex_all[i]) if i is not None else 0.0
+        # Only what ranking needs is fetched here: vectors of lexical-only candidates (for their exact cosine)
+        # and metadata of chunks newer than this process's BM25 index. Dates come from the in-memory index.
+        need_vec = [c for c in cand if dense_used and c not in dense]
+        unknown = [c for c in cand if c not in lex.row]
+        extra = self.store.get_chunks(list(dict.fromkeys(need_vec + unknown)), embeddings=bool(need_vec),
+                                      documents=False)
+        cand = [c for c in cand if c in lex.row or c in extra]
+        for c in need_vec:
+            if c in extra and "embedding" in extra[c]:
+                dense[c] = self._rescale(float(extra[c]["embedding"] @ qvec))
+        if lexical_used and lex_all is not None:
+            for c in cand:
+                if c not in lexical:
+                    i = lex.row.get(c)
+                    lexical[c] = float(lex_all[i]) if i is not None else 0.0
         fused = self._fuse(cand, dense if dense_used else None, lexical if lexical_used else None, fusion)
-        today = today or date.today()
-        hits = []
+        today_ord = (today or date.today()).toordinal()
+        scored = []
         for c in cand:
-            meta = rows[c]["meta"]
-            d = decay_factor(meta.get("date", ""), today, self.cfg.decay_base, self.cfg.decay_unit_days) \
-                if decay_on else 1.0
             sim = fused[c]
+            if sim < floor:
+                continue
+            d_ord = lex.date_ordinal(c)
+            if d_ord is None:
+                d_ord = int(extra[c]["meta"].get("date_ord") or 0)
+            dec = self.cfg.decay_base ** (max(today_ord - d_ord, 0) / self.cfg.decay_unit_days) \
+                if decay_on and d_ord > 0 else 1.0
+            scored.append((sim * dec, c, sim, dec))
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        top = scored[: k + 5]  # a few spares: a chunk may have been deleted by another process meanwhile
+        rows = self.store.get_chunks([c for _, c, _, _ in top])
+        hits = []
+        for score, c, sim, dec in top:
+            if c not in rows or len(hits) >= k:
+                continue
+            meta = rows[c]["meta"]
             hits.append(Hit(
                 chunk_id=c, doc_id=meta["doc_id"], title=meta.get("title", ""), source=meta.get("source", ""),
-                date=meta.get("date", ""), text=rows[c]["text"], similarity=round(sim, 6), decay=round(d, 6),
-                score=round(sim * d, 6), dense=round(dense[c], 6) if dense_used and c in dense else None,
+                date=meta.get("date", ""), text=rows[c]["text"], similarity=round(sim, 6), decay=round(dec, 6),
+                score=round(score, 6), dense=round(dense[c], 6) if dense_used and c in dense else None,
                 lexical=round(lexical.get(c, 0.0), 6), chunk_index=int(meta.get("chunk_index", 0)),
                 tags=list(meta.get("tags") or []), language=meta.get("language", ""), context=meta.get("context", ""),
             ))
-        relevant = [h for h in hits if h.similarity >= floor]
-        relevant.sort(key=lambda h: (-h.score, h.chunk_id))
         timings["fuse"] = _ms(t)
         timings["total"] = _ms(t0)
-        return SearchResult(lang, relevant[:k], not relevant, timings, dense_used, fusion if dense_used and lexical_used
+        return SearchResult(lang, hits, not hits, timings, dense_used, fusion if dense_used and lexical_used
                             else ("dense" if dense_used else "lexical"))
 
     def _rescale(self, cos: float) -> float:

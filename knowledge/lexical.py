@@ -28,29 +28,18 @@ class LexicalIndex:
     row: dict[str, int] = field(default_factory=dict)
     built_s: float = 0.0
 
-    @classmethod
-    def build(cls, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]]) -> "LexicalIndex":
-        import bm25s
+    dates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # date ordinals, 0 = none
 
-        t0 = time.perf_counter()
-        idx = cls(ids=list(ids), sources=np.array(sources, dtype=object), tags=[frozenset(t) for t in tags])
-        idx.row = {cid: i for i, cid in enumerate(ids)}
-        if ids:
-            corpus = [lexical_tokens(t) for t in texts]
-            r = bm25s.BM25()
-            r.index(corpus, show_progress=False)
-            idx.retriever = r
-            data, indptr = r.scores["data"], r.scores["indptr"]
-            n_tokens = len(indptr) - 1
-            tmax = np.zeros(n_tokens, dtype=np.float32)
-            nonempty = np.diff(indptr) > 0
-            if data.size:
-                starts = indptr[:-1][nonempty]
-                tmax[nonempty] = np.maximum.reduceat(data, starts)
-            idx.token_max = tmax
-        idx.built_s = time.perf_counter() - t0
-        log.info("bm25 index: %d chunks in %.2fs", len(ids), idx.built_s)
-        return idx
+    @classmethod
+    def build(cls, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]],
+              dates: list[int] | None = None) -> "LexicalIndex":
+        b = LexicalBuilder()
+        b.add(ids, texts, sources, tags, dates or [0] * len(ids))
+        return b.finish()
+
+    def date_ordinal(self, chunk_id: str) -> int | None:
+        i = self.row.get(chunk_id)
+        return None if i is None else int(self.dates[i])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -77,3 +66,49 @@ class LexicalIndex:
         s = r.get_scores_from_ids(token_ids, weight_mask=mask)  # type: ignore[attr-defined]
         upper = float(self.token_max[np.asarray(token_ids)].sum()) if self.token_max is not None else 0.0
         return np.asarray(s, dtype=np.float32), upper
+
+
+class LexicalBuilder:
+    """Builds the index batch by batch: each chunk's tokens become an int32 array of vocabulary ids at once, so
+    100k chunks never sit in memory as Python token lists."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.vocab: dict[str, int] = {}
+        self.token_ids: list[np.ndarray] = []
+        self.ids: list[str] = []
+        self.sources: list[str] = []
+        self.tags: list[frozenset[str]] = []
+        self.dates: list[int] = []
+
+    def add(self, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]], dates: list[int]) -> None:
+        vocab = self.vocab
+        for text in texts:
+            toks = lexical_tokens(text)
+            self.token_ids.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in toks), dtype=np.int32,
+                                              count=len(toks)))
+        self.ids.extend(ids)
+        self.sources.extend(sources)
+        self.tags.extend(frozenset(t) for t in tags)
+        self.dates.extend(int(d or 0) for d in dates)
+
+    def finish(self) -> LexicalIndex:
+        import bm25s
+
+        idx = LexicalIndex(ids=self.ids, sources=np.array(self.sources, dtype=object), tags=self.tags,
+                           dates=np.array(self.dates, dtype=np.int32))
+        idx.row = {cid: i for i, cid in enumerate(self.ids)}
+        if self.ids and self.vocab:
+            r = bm25s.BM25()
+            r.index((self.token_ids, dict(self.vocab)), show_progress=False)
+            idx.retriever = r
+            data, indptr = r.scores["data"], r.scores["indptr"]
+            tmax = np.zeros(len(indptr) - 1, dtype=np.float32)
+            nonempty = np.diff(indptr) > 0
+            if data.size:
+                tmax[nonempty] = np.maximum.reduceat(data, indptr[:-1][nonempty])
+            idx.token_max = tmax
+        self.token_ids = []
+        idx.built_s = time.perf_counter() - self.t0
+        log.info("bm25 index: %d chunks, %d terms in %.2fs", len(idx.ids), len(self.vocab), idx.built_s)
+        return idx

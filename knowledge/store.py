@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from knowledge.chunking import Chunk
+from knowledge.chunking import Chunk, chunk_id
 from knowledge.config import KBConfig
 from knowledge.loaders import Document
 
@@ -224,7 +224,7 @@ class ChromaStore:
                 self.chunks.upsert(ids=ids[sl], embeddings=allv[sl], documents=texts[sl], metadatas=metas[sl])
         for doc, chunks, _, _, old_chunks in batch:
             if old_chunks > len(chunks):
-                self.chunks.delete(where={"$and": [{"doc_id": doc.doc_id}, {"chunk_index": {"$gte": len(chunks)}}]})
+                self.chunks.delete(ids=[chunk_id(doc.doc_id, i) for i in range(len(chunks), old_chunks)])
         for i in range(0, len(records), self.max_batch):
             part = records[i : i + self.max_batch]
             self.docs.upsert(ids=[r[0] for r in part], embeddings=[[1.0]] * len(part), metadatas=[r[1] for r in part])
@@ -235,7 +235,8 @@ class ChromaStore:
         rec = self.get_document(doc_id)
         if rec is None:
             return 0
-        self.chunks.delete(where={"doc_id": doc_id})
+        # By id (the registry knows how many chunks the document has): no metadata scan over the collection.
+        self.chunks.delete(ids=[chunk_id(doc_id, i) for i in range(rec.chunks)])
         self.docs.delete(ids=[doc_id])
         self._bump()
         return rec.chunks
@@ -273,14 +274,14 @@ class ChromaStore:
         sims = [1.0 - float(d) for d in res["distances"][0]]  # cosine distance → cosine similarity
         return ids, sims
 
-    def get_chunks(self, ids: list[str], embeddings: bool = False) -> dict[str, dict[str, Any]]:
+    def get_chunks(self, ids: list[str], embeddings: bool = False, documents: bool = True) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
-        include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
+        include = ["metadatas"] + (["documents"] if documents else []) + (["embeddings"] if embeddings else [])
         got = self.chunks.get(ids=ids, include=include)
         out = {}
         for i, cid in enumerate(got["ids"]):
-            row = {"text": got["documents"][i], "meta": got["metadatas"][i]}
+            row = {"text": got["documents"][i] if documents else None, "meta": got["metadatas"][i]}
             if embeddings:
                 row["embedding"] = np.asarray(got["embeddings"][i], dtype=np.float32)
             out[cid] = row
