@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.consultation.conftest import KB_DOC, worker_env
+from tests.consultation.shared import KB_DOC, worker_env
 
 pytestmark = pytest.mark.slow
 
