@@ -106,6 +106,9 @@ def test_sse_events_come_in_stage_order(spoken_turn):
     assert types[-1] == "done", types
     firsts = [types.index(t) for t in STAGE_ORDER]
     assert firsts == sorted(firsts), types
+    statuses = [d["status"] for t, d in spoken_turn["events"] if t == "status"]
+    assert statuses == ["transcribing", "retrieving", "generating", "speaking"]
+    assert types[types.index("status", types.index("retrieved")):][:2] == ["status", "sentence"]
     sentences = [d for t, d in spoken_turn["events"] if t == "sentence"]
     assert [s["index"] for s in sentences] == list(range(len(sentences)))
     retrieved = next(d for t, d in spoken_turn["events"] if t == "retrieved")
@@ -161,7 +164,7 @@ def test_text_turn_without_relevant_knowledge_says_so(api, tokens, spoken_turn):
     assert r.json()["index"] == 2
     evs = sse_events(api, r.json()["turn_id"], tokens["ann"])
     types = [t for t, _ in evs]
-    assert types[0] == "retrieved" and types[-1] == "done" and "transcribed" not in types
+    assert types[:2] == ["status", "retrieved"] and types[-1] == "done" and "transcribed" not in types
     turn = consultation(api, cid, tokens["ann"])["turns"][1]
     assert turn["status"] == "done" and turn["question"].startswith("Which orbital")
     assert turn["answer"] == NO_ANSWER["en"] and turn["citations"] == []

@@ -5,6 +5,7 @@ question starts at rag.turn. Each stage runs on its own pool's queue, reads what
 SQL, does its work with the pool's engine (loaded once per worker process), then records its result and
 timing on the Turn and appends an event to the turn's Redis stream (workers/events.py):
 
+    (each stage first appends `status` {status} as it moves the turn to its status)
     asr.turn   queued → transcribing; transcript, language, timings.asr            event `transcribed`
     rag.turn   → retrieving; Citation rows [1]..[k], timings.rag                    event `retrieved`
     llm.turn   → generating; answer (numbers-guarded, [n]-attributed), guard_fired,
@@ -100,6 +101,14 @@ def _announce_rerun(turn_id: str, stage: str, *types: str) -> None:
         events.append(turn_id, "restart", stage=stage)
 
 
+def _enter(turn_id: str, status: TurnStatus, stage: str, *rerun_types: str) -> Turn:
+    """Start a stage: the turn's new status in SQL, `restart` if the stage re-runs, then a `status` event."""
+    turn = _begin(turn_id, status)
+    _announce_rerun(turn_id, stage, *rerun_types)
+    events.append(turn_id, "status", status=status.value)
+    return turn
+
+
 def _record(turn_id: str, stage: str, timing: dict[str, Any], **fields: Any) -> None:
     with session_scope(_db_url()) as db:
         turn = db.get(Turn, turn_id)
@@ -161,8 +170,7 @@ def _run_stage(task: Task, stage: str, state: dict[str, Any], body: Callable[[st
 @celery_app.task(name="asr.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
 def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
-        turn = _begin(turn_id, TurnStatus.transcribing)
-        _announce_rerun(turn_id, "asr", "transcribed")
+        turn = _enter(turn_id, TurnStatus.transcribing, "asr", "transcribed")
         if not turn.audio_ref:
             raise InputError("this turn has no audio", {"turn_id": turn_id})
         # A language the client named forces ASR (detection is weak on short Chinese); else detect.
@@ -185,8 +193,7 @@ def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
 def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
         s = get_settings()
-        turn = _begin(turn_id, TurnStatus.retrieving)
-        _announce_rerun(turn_id, "rag", "retrieved")
+        turn = _enter(turn_id, TurnStatus.retrieving, "rag", "retrieved")
         question = (turn.transcript or turn.question_text or "").strip()
         if not question:
             raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
@@ -252,8 +259,7 @@ def history_messages(turn: Turn, max_turns: int, max_tokens: int, count_tokens: 
 def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
         s = get_settings()
-        turn = _begin(turn_id, TurnStatus.generating)
-        _announce_rerun(turn_id, "llm", "sentence", "answered")
+        turn = _enter(turn_id, TurnStatus.generating, "llm", "sentence", "answered")
         question = (turn.transcript or turn.question_text or "").strip()
         language = state.get("language") or turn.language
         passages = state.get("passages") or []
@@ -327,8 +333,7 @@ def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         import soundfile as sf
 
         s = get_settings()
-        _begin(turn_id, TurnStatus.speaking)
-        _announce_rerun(turn_id, "tts", "audio", "audio_ready")
+        _enter(turn_id, TurnStatus.speaking, "tts", "audio", "audio_ready")
         t0 = time.perf_counter()
         clips = []
         for index, sentence in enumerate(state.get("sentences") or []):
