@@ -152,7 +152,9 @@ def scale(args: argparse.Namespace) -> None:
         hits5 += any(R.passage_key(h.doc_id) in gold for h in res.hits)
     print(f"load average {os.getloadavg()[0]:.1f} (2 cores, shared with other work)", flush=True)
     t = time.perf_counter()
-    n_del = kb.delete(f"syn{rng.randint(0, 9000):06d}")
+    victim = next(f"syn{i:06d}" for i in range(rng.randint(0, 9000), 20000) if kb.store.get_document(f"syn{i:06d}"))
+    t = time.perf_counter()
+    n_del = kb.delete(victim)
     del_ms = (time.perf_counter() - t) * 1000
     big = Document("big-doc", "Big document", [Section(f"S{j}", " ".join(rng.choice(sentences) for _ in range(4)))
                                                for j in range(1000)], date="2020-01-01")

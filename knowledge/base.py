@@ -162,16 +162,16 @@ class KnowledgeBase:
             return False
         if force or self._dirty or self._lex_gen < 0:
             self._dirty = False
-            self._rebuild(gen)
+            self._rebuild(gen, force=True)
             return True
         if self._rebuild_lock.locked():
             return False  # a rebuild is under way; it will be checked again after it lands
         threading.Thread(target=self._rebuild, args=(gen,), name="kb-bm25-rebuild", daemon=True).start()
         return True
 
-    def _rebuild(self, gen: int) -> None:
+    def _rebuild(self, gen: int, force: bool = False) -> None:
         with self._rebuild_lock:
-            if gen == self._lex_gen:
+            if gen == self._lex_gen and not force:
                 return
             builder = LexicalBuilder()
             for got in self.store.iter_chunks():
