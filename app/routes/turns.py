@@ -121,14 +121,16 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - starlette raises for malformed or too many parts
             raise InputError(f"malformed multipart body: {getattr(exc, 'detail', None) or type(exc).__name__}",
                              {"field": "file"}) from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InputError("multipart upload needs the audio in a part named 'file'", {"field": "file"})
-        extension_of(upload.filename, settings)  # 415 before reading a byte of an unsupported format
-        data = await _read_upload(upload, settings.consult_max_audio_bytes)
-        await upload.close()
-        return {"kind": "audio", "data": data, "filename": upload.filename,
-                "language": _language(form.get("language"))}
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InputError("multipart upload needs the audio in a part named 'file'", {"field": "file"})
+            extension_of(upload.filename, settings)  # 415 before reading the upload of an unsupported format
+            data = await _read_upload(upload, settings.consult_max_audio_bytes)
+            return {"kind": "audio", "data": data, "filename": upload.filename,
+                    "language": _language(form.get("language"))}
+        finally:
+            await form.close()  # the spooled temporary files go now, on every path
     if ctype == "application/json":
         if length and length.isdigit() and int(length) > 16 * settings.consult_max_text_chars + 1024:
             raise InputTooLarge("JSON body too large", {"max_chars": settings.consult_max_text_chars})

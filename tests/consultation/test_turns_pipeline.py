@@ -194,6 +194,21 @@ def test_follow_up_turn_sees_earlier_turns(api, tokens, spoken_turn):
     assert turn["answer"] and turn["answer"] != NO_ANSWER["en"], turn["timings"]["llm"]
 
 
+def test_chinese_speech_with_the_language_named(api, tokens, knowledge):
+    """A real Mandarin recording (eval-data), `language=zh`: Chinese transcript, the Chinese no-answer reply."""
+    from tests.conftest import eval_data
+
+    wav = eval_data("speech", "funasr_example_0.wav").read_bytes()
+    cid = new_consultation(api, tokens["ann"], "普通话")
+    r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("zh.wav", wav, "audio/wav")},
+                 data={"language": "zh"}, headers=tokens["ann"])
+    assert r.status_code == 202, r.text
+    assert sse_events(api, r.json()["turn_id"], tokens["ann"])[-1][0] == "done"
+    turn = api.get(f"/v1/turns/{r.json()['turn_id']}", headers=tokens["ann"]).json()
+    assert turn["language"] == "zh" and turn["transcript"].startswith("欢迎大家")
+    assert turn["answer"] == NO_ANSWER["zh"]  # the knowledge base holds one English page on otitis media
+
+
 def test_a_failing_stage_marks_the_turn_error(api, tokens, knowledge):
     cid = new_consultation(api, tokens["ann"], "silence")
     r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("quiet.wav", silence(1.5), "audio/wav")},
