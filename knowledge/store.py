@@ -9,7 +9,7 @@ Two deployments:
   processes (rag workers on several hosts, the admin CLI) read and write at once; the server is the one
   writer of the files.
 
-Both keep a `generation` counter in the registry so that a reader notices another process's writes
+Both keep a `generation` stamp (new on every write) in the registry so that a reader notices another process's writes
 and refreshes its BM25 index.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Iterator
@@ -153,7 +154,9 @@ class ChromaStore:
         return int((got["metadatas"][0] or {}).get("generation", 0))
 
     def _bump(self) -> int:
-        gen = self.generation() + 1
+        # A fresh unique value rather than a counter: two processes writing at once cannot both write "n+1"
+        # and leave a reader that saw the first write unaware of the second.
+        gen = time.time_ns() ^ random.getrandbits(20)
         self.docs.upsert(
             ids=[STATE_ID], embeddings=[[1.0]], metadatas=[{"kind": "state", "generation": gen, "at": time.time()}]
         )
