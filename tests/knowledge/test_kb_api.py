@@ -34,7 +34,7 @@ def rag_worker(start_worker, settings):
                         MEDVOICE_KB_REFRESH_INTERVAL_S="0")
 
 
-def test_roles_are_enforced_without_a_worker(client, tokens):
+def test_roles_are_enforced_without_a_worker(client, tokens, settings):
     files = {"file": ("a.md", MD.encode(), "text/markdown")}
     assert client.post("/v1/knowledge/documents", files=files).status_code == 401
     assert client.post("/v1/knowledge/documents", files=files, headers=tokens["clin"]).status_code == 403
@@ -45,6 +45,11 @@ def test_roles_are_enforced_without_a_worker(client, tokens):
     assert client.post("/v1/knowledge/search", json={"query": ""}, headers=tokens["clin"]).status_code == 422
     bad = {"file": ("a.exe", b"MZ", "application/octet-stream")}
     assert client.post("/v1/knowledge/documents", files=bad, headers=tokens["boss"]).status_code == 415
+    settings.kb_max_upload_bytes = 100  # the app holds this same Settings object
+    big = {"file": ("big.txt", b"x" * 1000, "text/plain")}
+    assert client.post("/v1/knowledge/documents", files=big, headers=tokens["boss"]).status_code == 413
+    empty = {"file": ("empty.txt", b"", "text/plain")}
+    assert client.post("/v1/knowledge/documents", files=empty, headers=tokens["boss"]).status_code == 422
 
 
 def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_worker, tmp_path, settings, monkeypatch):
