@@ -10,7 +10,8 @@ date: 2025-01-10
 ---
 # Otitis media in adults
 
-Acute otitis media in adults is treated with amoxicillin 500 mg three times daily for 5 to 7 days.
+Acute otitis media, a middle ear infection, is treated in adults with amoxicillin 500 mg three times daily
+for 5 to 7 days.
 Patients allergic to penicillin receive azithromycin 500 mg once daily for 3 days instead.
 Paracetamol 1 g every 6 hours relieves ear pain; do not exceed 4 g per day.
 """

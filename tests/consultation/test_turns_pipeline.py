@@ -52,7 +52,8 @@ def consultation(api, cid, headers) -> dict:
 def spoken_turn(api, tokens, knowledge, speech):
     """One audio turn run to the end; its SSE events are read while it runs."""
     cid = new_consultation(api, tokens["ann"])
-    wav = speech("What dose of amoxicillin treats acute otitis media in adults?")
+    # Plain words Whisper base hears reliably from Piper (its voice varies run to run; drug names get garbled).
+    wav = speech("How should an adult with a middle ear infection be treated?")
     r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("question.wav", wav, "audio/wav")},
                  data={"language": "en"}, headers=tokens["ann"])
     assert r.status_code == 202, r.text
@@ -69,8 +70,7 @@ def test_audio_turn_gives_transcript_cited_answer_and_reply_audio(api, tokens, s
     assert turn["status"] == "done", turn["error"]
     assert turn["input_kind"] == "audio" and turn["language"] == "en"
     # whisper-base hears "amixicillin"; KB-vocabulary hotwords are a later step
-    # (Piper's voice varies run to run, so only words it always says clearly are checked)
-    assert all(w in turn["transcript"].lower() for w in ("media", "adult"))
+    assert all(w in turn["transcript"].lower() for w in ("adult", "ear", "infection"))
     assert turn["answer"] and turn["answer"] != NO_ANSWER["en"]
     assert turn["citations"], "the retrieved passage is recorded as a citation"
     first = turn["citations"][0]
@@ -191,7 +191,7 @@ def test_follow_up_turn_sees_earlier_turns(api, tokens, spoken_turn):
     turn = api.get(f"/v1/turns/{r.json()['turn_id']}", headers=tokens["ann"]).json()
     assert turn["index"] == 3 and turn["citations"]
     assert turn["timings"]["llm"]["history_turns"] == 2  # turns 1 and 2, within the token budget
-    assert turn["answer"] and turn["answer"] != NO_ANSWER["en"], turn["timings"]["llm"]
+    assert turn["answer"] and turn["answer"] != NO_ANSWER["en"], (turn["answer"], turn["timings"]["llm"])
 
 
 def test_chinese_speech_with_the_language_named(api, tokens, knowledge):
