@@ -27,7 +27,8 @@ NO_ANSWER = {
 }
 
 
-# When the numbers guard dropped every sentence: say so, and point at the sources instead of guessing.
+# When no answer sentence survives (the model gave none, or the numbers guard dropped them all) although
+# passages were found: say so, and point at the sources instead of guessing.
 UNVERIFIED = {
     "en": "I could not state an answer that matches the knowledge base; please read passage [1].",
     "zh": "我无法给出与知识库一致的回答，请查看资料 [1]。",

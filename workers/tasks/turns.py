@@ -307,8 +307,9 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
             if result["cancelled"]:
                 raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn_id})
             if not sentences:
-                # Nothing generated, or every sentence stated a number no passage supports.
-                emit(unverified(language) if counts["dropped"] else no_answer(language))
+                # Nothing generated, or every sentence stated a number no passage supports: there were
+                # passages, so point at them rather than claim the knowledge base has nothing.
+                emit(unverified(language))
             timing = {**result["timings"], "history_turns": len(history) // 2, "attributed": attributed[0],
                       "sentences_generated": counts["generated"], "guard_replaced": counts["replaced"],
                       "guard_dropped": counts["dropped"], "finish_reason": result["finish_reason"]}
