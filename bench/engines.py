@@ -52,14 +52,15 @@ def vm_hwm_mb(pid: int | str = "self") -> float:
     return float("nan")
 
 
-def rag_context(target_tokens: int, count_tokens) -> list[str]:  # noqa: ANN001
-    """MedQuAD passages (eval data) until the prompt reaches ~target_tokens; synthetic text without it."""
+def rag_context(target_tokens: int, count_tokens, skip: int = 0) -> list[str]:  # noqa: ANN001
+    """MedQuAD passages (eval data) until the prompt reaches ~target_tokens; synthetic text without it.
+    `skip` starts further down the file, so that successive turns carry different context."""
     passages: list[str] = []
     path = EVAL / "rag" / "medquad" / "subset_passages.jsonl"
-    source = ([json.loads(line)["text"] for line in path.open()][:40] if path.exists()
+    source = ([json.loads(line)["text"] for line in path.open()][:400] if path.exists()
               else [f"Passage {i}: adults with a fever may take 500 mg of paracetamol every six hours, "
-                    "with no more than four grams a day; children need a weight-based dose." * 3 for i in range(40)])
-    for text in source:
+                    "with no more than four grams a day; children need a weight-based dose." * 3 for i in range(400)])
+    for text in source[skip:]:
         passages.append(" ".join(text.split())[:1200])
         if count_tokens(passages) >= target_tokens:
             break
@@ -104,26 +105,42 @@ def child(engine: str, runs: int) -> dict:
         def prompt_tokens(ctx: list[str]) -> int:
             return len(eng.tokens_for(build_messages(s.llm_system_prompt, QUESTION, ctx)))
 
-        ctx = rag_context(650, prompt_tokens)
-        msgs = build_messages(s.llm_system_prompt, QUESTION, ctx)
-        n_prompt = prompt_tokens(ctx)
+        # A different ~700-token RAG prompt for every turn (same system prompt, other passages and question).
+        variants = []
+        for i in range(3 * runs + 2 + runs + 1):
+            ctx = rag_context(650, prompt_tokens, skip=i * 7)
+            variants.append(build_messages(s.llm_system_prompt, QUESTION, ctx))
+        n_prompt = len(eng.tokens_for(variants[0]))
+        turns = iter(variants)
 
         def one(mode: str) -> dict:
             # cold: nothing cached, the whole prompt is evaluated; prefix: an empty context restored from
-            # the system-prefix state; warm: the previous turn's KV cache (same prefix) is reused as is.
+            # the system-prefix state; warm: the previous turn's KV cache is reused as far as it matches
+            # (the system prompt), as in a worker serving one turn after another.
             if mode in ("cold", "prefix"):
                 eng.llm.reset()
-            r = eng.generate(msgs, max_tokens=LLM_TOKENS, temperature=0, use_prefix_cache=(mode != "cold"))
+            r = eng.generate(next(turns), max_tokens=LLM_TOKENS, temperature=0, use_prefix_cache=(mode != "cold"))
             return r["timings"]
 
+        # The prefix cache in isolation: restoring the saved state vs evaluating the system prompt again.
+        restore, evaluate = [], []
+        for _ in range(runs):
+            eng.llm.reset()
+            t = time.perf_counter()
+            eng.llm.load_state(eng._prefix_state)  # noqa: SLF001
+            restore.append(time.perf_counter() - t)
+            eng.llm.reset()
+            t = time.perf_counter()
+            eng.llm.eval(eng.prefix_tokens)
+            evaluate.append(time.perf_counter() - t)
+        out.update(prefix_restore_s=median(restore), prefix_evaluate_s=median(evaluate))
         one("cold")  # warm-up
         res = {m: [one(m) for _ in range(runs)] for m in ("cold", "prefix", "warm")}
         for mode, ts in res.items():
             out[mode] = {k: median([t[k] for t in ts if t[k] is not None])
                          for k in ("first_token_s", "first_sentence_s", "total_s", "tokens", "tokens_per_s")}
         out.update(prompt_tokens=n_prompt, prefix_tokens=len(eng.prefix_tokens), prefix_eval_s=eng.prefix_eval_s,
-                   prefix_restored=[t["prefix_restored"] for t in res["prefix"]], context_passages=len(ctx),
-                   messages=msgs)
+                   prefix_restored=[t["prefix_restored"] for t in res["prefix"]], messages=list(turns))
     elif engine == "tts":
         from workers.engines.splitter import split_sentences
 
@@ -226,14 +243,15 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
             rt = [call("asr.transcribe", "audio/jfk.wav")[1] for _ in range(runs)]
             out["asr"] = {"round_trip_s": median(rt), "rtf": median(rt) / results["asr"]["audio_s"]}
         if "llm" in results:
-            msgs = results["llm"]["messages"]
+            variants = results["llm"]["messages"]
             r = events.client(url)
             firsts, totals, inner = [], [], []
             for i in range(runs + 1):
                 turn = f"bench-{uuid.uuid4().hex[:8]}"
                 t = time.perf_counter()
                 res = celery_app.send_task("llm.generate", args=[turn],
-                                           kwargs={"messages": msgs, "max_tokens": LLM_TOKENS, "temperature": 0})
+                                           kwargs={"messages": variants[i % len(variants)],
+                                                   "max_tokens": LLM_TOKENS, "temperature": 0})
                 first = None
                 while first is None and time.perf_counter() - t < 600:
                     got = events.read(turn, block_ms=1000, r=r)
@@ -303,6 +321,9 @@ def report(results: dict, pool: dict | None) -> str:
         add("llm", "first sentence, cold context", r["cold"]["first_sentence_s"], None)
         add("llm", f"first sentence, prefix state restored ({r['prefix_tokens']} tok)",
             r["prefix"]["first_sentence_s"], None)
+        add("llm", f"system prefix ({r['prefix_tokens']} tok): restore state vs evaluate", r["prefix_restore_s"],
+            None)
+        rows[-1] = rows[-1][:4] + (f"{r['prefix_restore_s']:.3f}s vs {r['prefix_evaluate_s']:.3f}s", "-", "-")
         add("llm", "first sentence, consecutive turn", r["warm"]["first_sentence_s"],
             p.get("llm", {}).get("first_sentence_s"))
         add("llm", "tokens per second (decode)", r["warm"]["tokens_per_s"], None, " tok/s", higher_better=True)
