@@ -50,7 +50,9 @@ def build_prompt(messages: Any = None, question: str | None = None, context: lis
             raise EmptyInput("question is empty", {"field": "question"})
         if context is not None and (not isinstance(context, list) or not all(isinstance(c, str) for c in context)):
             raise InputError("context must be a list of strings", {"field": "context"})
-        hist = _check_messages(history + [{"role": "user", "content": "x"}])[:-1] if history else None
+        if history is not None and not isinstance(history, list):
+            raise InputError("history must be a list of {role, content}", {"field": "history"})
+        hist = _check_messages([*history, {"role": "user", "content": "x"}])[:-1] if history else None
         msgs = _llm_engine.build_messages(s.llm_system_prompt, question, context, hist, language)
     if sum(len(m["content"]) for m in msgs) > MAX_PROMPT_CHARS:
         raise InputTooLarge(f"the prompt exceeds {MAX_PROMPT_CHARS} characters", {"max_chars": MAX_PROMPT_CHARS})
