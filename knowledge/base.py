@@ -402,6 +402,25 @@ class KnowledgeBase:
         # Only what ranking needs is fetched here: vectors of lexical-only candidates (for their exact cosine)
         # and metadata of chunks newer than this process's BM25 index. Dates come from the in-memory index.
         need_vec = [c for c in cand if dense_used and c not in dense]
+        if need_vec and lexical_used and fusion != "rrf" and len(dense) >= k:
+            # Prune: a chunk outside the HNSW top-n has a cosine at most the n-th one's (HNSW is near-exact
+            # here), so a lexical-only candidate whose best possible final score cannot beat the k-th best
+            # known one needs no vector fetch and cannot change the top k.
+            w = self.cfg.dense_weight
+            d_floor = min(dense.values())
+            today_ord0 = (today or date.today()).toordinal()
+
+            def dec(c: str) -> float:
+                o = lex.date_ordinal(c) or 0
+                return self.cfg.decay_base ** (max(today_ord0 - o, 0) / self.cfg.decay_unit_days) \
+                    if decay_on and o > 0 else 1.0
+
+            known = sorted(((w * dense[c] + (1 - w) * (lexical.get(c) if c in lexical else
+                             (float(lex_all[lex.row[c]]) if lex_all is not None and c in lex.row else 0.0))) * dec(c)
+                            for c in dense), reverse=True)
+            kth = known[k - 1]
+            need_vec = [c for c in need_vec if (w * d_floor + (1 - w) * lexical.get(c, 0.0)) * dec(c) > kth]
+            cand = [c for c in cand if c in dense or c in need_vec]
         unknown = [c for c in cand if c not in lex.row]
         extra = self.store.get_chunks(list(dict.fromkeys(need_vec + unknown)), embeddings=bool(need_vec),
                                       documents=False)
