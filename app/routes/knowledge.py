@@ -129,7 +129,7 @@ def upload_document(
             if size > limit:
                 out.close()
                 tmp.unlink(missing_ok=True)
-                raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"file larger than {limit} bytes")
+                raise HTTPException(413, f"file larger than {limit} bytes")
             out.write(chunk)
     if size == 0:
         tmp.unlink(missing_ok=True)
