@@ -21,7 +21,7 @@ def compose_cmd() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("profile", [None, "postgres"])
+@pytest.mark.parametrize("profile", [None, "postgres", "chroma"])
 def test_compose_client_validates(profile):
     cmd = compose_cmd()
     if cmd is None:
