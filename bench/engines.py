@@ -135,7 +135,10 @@ def child(engine: str, runs: int) -> dict:
             evaluate.append(time.perf_counter() - t)
         out.update(prefix_restore_s=median(restore), prefix_evaluate_s=median(evaluate))
         one("cold")  # warm-up
-        res = {m: [one(m) for _ in range(runs)] for m in ("cold", "prefix", "warm")}
+        res: dict[str, list[dict]] = {"cold": [], "prefix": [], "warm": []}
+        for _ in range(runs):  # interleaved, so that other load on the machine hits every mode alike
+            for mode in res:
+                res[mode].append(one(mode))
         for mode, ts in res.items():
             out[mode] = {k: median([t[k] for t in ts if t[k] is not None])
                          for k in ("first_token_s", "first_sentence_s", "total_s", "tokens", "tokens_per_s")}
