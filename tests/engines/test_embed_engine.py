@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_embed_engine_loads_alone_and_returns_normalized_batches() -> None:
