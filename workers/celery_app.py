@@ -7,10 +7,15 @@ never loads a model: engines are loaded per worker process at `worker_process_in
 from __future__ import annotations
 
 from celery import Celery
+from celery.app import trace
 from celery.signals import worker_init, worker_process_init, worker_shutdown
 from kombu import Queue
 
 from workers.settings import POOLS, get_settings
+
+# House rule: no transcript, answer or document text at INFO. Celery logs each task's return value on
+# success by default; keep the id and runtime only (read at call time, so once per process suffices).
+trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
 TASK_MODULES = ["workers.tasks.ping", "workers.tasks.rag", "workers.tasks.asr", "workers.tasks.embed", "workers.tasks.llm", "workers.tasks.tts", "workers.tasks.turns"]
 

@@ -22,7 +22,7 @@ Loader = Callable[[Settings], Any]
 _loaders: dict[str, tuple[str, Loader]] = {}  # engine name -> (pool, loader)
 _engines: dict[str, Any] = {}
 _load_seconds: dict[str, float] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # a loader may get() another engine
 
 
 def register(name: str, pool: str) -> Callable[[Loader], Loader]:

@@ -7,7 +7,6 @@ from typing import Any
 
 from workers import engines
 from workers.celery_app import celery_app
-from workers.engines import logging_policy  # noqa: F401 - no result text in the INFO log
 from workers.engines import asr as _asr_engine  # noqa: F401 - registers the "asr" engine loader
 from workers.engines.refs import resolve_ref
 from workers.errors import InputError, MedvoiceError

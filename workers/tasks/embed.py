@@ -7,7 +7,6 @@ from typing import Any
 
 from workers import engines
 from workers.celery_app import celery_app
-from workers.engines import logging_policy  # noqa: F401 - no result text in the INFO log
 from workers.engines import embed as _embed_engine  # noqa: F401 - registers the "embed" engine loader
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
 from workers.settings import get_settings

@@ -14,7 +14,6 @@ from typing import Any
 
 from workers import engines, events
 from workers.celery_app import celery_app
-from workers.engines import logging_policy  # noqa: F401 - no result text in the INFO log
 from workers.engines import llm as _llm_engine
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
 from workers.settings import get_settings

@@ -14,7 +14,6 @@ from typing import Any
 
 from workers import engines
 from workers.celery_app import celery_app
-from workers.engines import logging_policy  # noqa: F401 - Celery must not log results (document text) at INFO
 from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
 
 log = logging.getLogger("medvoice.tasks.rag")

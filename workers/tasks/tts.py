@@ -14,7 +14,6 @@ from typing import Any
 
 from workers import engines, events
 from workers.celery_app import celery_app
-from workers.engines import logging_policy  # noqa: F401 - no result text in the INFO log
 from workers.engines import tts as _tts_engine  # noqa: F401 - registers the "tts" engine loader
 from workers.engines.refs import to_ref
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
