@@ -198,7 +198,10 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
     import redis
 
     procs = []
-    url = env.get("MEDVOICE_REDIS_URL", "")
+    from workers.settings import get_settings
+
+    # The Redis the settings name (MEDVOICE_REDIS_URL or the default) if it answers, else a private one.
+    url = env.get("MEDVOICE_REDIS_URL") or get_settings().redis_url
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except Exception:  # noqa: BLE001 - start a private one
@@ -215,6 +218,7 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
                 time.sleep(0.1)
     env = {**env, "MEDVOICE_REDIS_URL": url}
     os.environ.update({"MEDVOICE_REDIS_URL": url, "MEDVOICE_DATA_DIR": env["MEDVOICE_DATA_DIR"]})
+    get_settings.cache_clear()  # the Celery app below must be built on the URL the worker got
     from workers import events
     from workers.celery_app import celery_app
 
