@@ -60,8 +60,8 @@ def load(settings: Settings) -> EmbedEngine:
 
     resolve_embed(settings)  # the shipped model's files are verified whoever loads them
     # The rag engine loads first in a rag worker (its task module registers first). Only an engine that is
-    # already loaded is shared: calling engines.get() for another engine from inside a loader would wait on
-    # the registry's lock, which this load holds.
+    # already loaded is shared: loading the rag engine from here would open (and lock) the knowledge store
+    # in processes that only want vectors, such as a bench or the CLI.
     if "rag" in engines.loaded():
         kb = engines.get("rag")
         embedder = getattr(kb, "embedder", None)
