@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from app.routes import admin, auth, consultations, health, knowledge, turns
+from app.routes import admin, auth, consultations, health, knowledge, openai_audio, turns
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger("medvoice.api")
@@ -26,4 +26,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(knowledge.router)
     app.include_router(turns.router)
+    app.include_router(openai_audio.router)
     return app

@@ -31,12 +31,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from app.audio import AudioInfo, extension_of, validate_audio
 from app.audit import audit
 from app.deps import AppSettings, CurrentUser, DbSession
 from app.routes.consultations import TurnOut, load_consultation, turn_out
+from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload
 from workers import events
 from workers.engines.refs import resolve_ref, to_ref
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
@@ -46,7 +46,6 @@ from workers.settings import Settings
 log = logging.getLogger("medvoice.api.turns")
 router = APIRouter(tags=["turns"])
 
-MULTIPART_OVERHEAD = 64 * 1024
 TERMINAL_EVENTS = ("done", "error", "cancelled")
 
 
@@ -65,37 +64,6 @@ def load_turn(db: Session, user: User, turn_id: str) -> Turn:
 
 
 # ---- submit ---------------------------------------------------------------------------------------------
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await upload.read(1024 * 1024)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise InputTooLarge(f"audio larger than the limit of {limit} bytes", {"max_bytes": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _body_limited(request: Request, limit: int) -> Request:
-    """The same request, reading its body through a counter: a chunked upload (no Content-Length) that
-    goes past `limit` stops with 413 instead of being spooled to disk whole."""
-    seen = 0
-
-    async def receive() -> Message:
-        nonlocal seen
-        message = await request.receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise InputTooLarge(f"upload larger than the limit of {limit} bytes", {"max_bytes": limit})
-        return message
-
-    return Request(request.scope, receive)
-
-
 def _language(value: Any) -> str | None:
     """An optional language code ("en", "zh", ...): forces ASR's language and the answer's."""
     if value is None or value == "":
@@ -114,7 +82,7 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
             raise InputTooLarge(f"audio larger than the limit of {settings.consult_max_audio_bytes} bytes",
                                 {"max_bytes": settings.consult_max_audio_bytes})
         try:
-            form = await _body_limited(request, settings.consult_max_audio_bytes + MULTIPART_OVERHEAD).form(
+            form = await body_limited(request, settings.consult_max_audio_bytes + MULTIPART_OVERHEAD).form(
                 max_files=1, max_fields=8)
         except InputTooLarge:
             raise
@@ -126,7 +94,7 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
             if not isinstance(upload, UploadFile):
                 raise InputError("multipart upload needs the audio in a part named 'file'", {"field": "file"})
             extension_of(upload.filename, settings)  # 415 before reading the upload of an unsupported format
-            data = await _read_upload(upload, settings.consult_max_audio_bytes)
+            data = await read_upload(upload, settings.consult_max_audio_bytes)
             return {"kind": "audio", "data": data, "filename": upload.filename,
                     "language": _language(form.get("language"))}
         finally:
