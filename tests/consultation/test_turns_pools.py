@@ -4,6 +4,7 @@ each stage runs where its engine lives, and they meet only through SQL, Redis an
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,20 @@ def test_a_spoken_turn_crosses_the_four_pools(api, tokens, settings, pools):
     tid = r.json()["turn_id"]
     stream = api.get(f"/v1/turns/{tid}/events", headers=h).text
     assert stream.rstrip().splitlines()[-2] == "event: done", stream[-500:]
+    types = re.findall(r"^event: (\S+)$", stream, flags=re.M)
 
     turn = api.get(f"/v1/turns/{tid}", headers=h).json()
     assert turn["status"] == "done" and "infection" in turn["transcript"].lower()
     assert turn["citations"] and turn["answer"]
     audio, rate = sf.read(io.BytesIO(api.get(f"/v1/turns/{tid}/audio", headers=h).content))
     assert len(audio) / rate > 0.5
+
+    # The answer was spoken sentence by sentence on the tts pool while the llm pool generated it: tts.turn
+    # only joined the clips. (With one sentence its clip can only follow it: no order is asserted then.)
+    assert turn["timings"]["tts"]["streamed_clips"] == turn["timings"]["tts"]["clips"] >= 1, turn["timings"]
+    assert f"tts.synthesize task=" in pools["tts"].log() and f"turn={tid} index=0" in pools["tts"].log()
+    if types.count("sentence") >= 2:
+        assert types.index("audio") < types.index("answered"), types
 
     # each stage ran in its own pool's worker, and only there
     for pool, stage in (("asr", "asr.turn"), ("rag", "rag.turn"), ("llm", "llm.turn"), ("tts", "tts.turn")):

@@ -10,7 +10,9 @@ timing on the Turn and appends an event to the turn's Redis stream (workers/even
     rag.turn   → retrieving; Citation rows [1]..[k], timings.rag                    event `retrieved`
     llm.turn   → generating; answer (numbers-guarded, [n]-attributed), guard_fired,
                timings.llm (history from earlier turns, token-bounded)               events `sentence`…, `answered`
-    tts.turn   → speaking; one WAV per sentence (`audio` events), the joined reply WAV,
+               each sentence is sent to the tts pool (tts.synthesize) as soon as it is generated,
+               so its clip is spoken while the LLM goes on                          events `audio`… (tts pool)
+    tts.turn   → speaking; takes those clips (speaks any that are missing), the joined reply WAV,
                reply_audio_ref, timings.tts → done                                  events `audio_ready`, `done`
 
 A failing stage marks the turn `error` with "<stage>: <code>: <reason>", appends an `error` event and stops
@@ -232,6 +234,42 @@ def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     return _run_stage(self, "rag", state, body)
 
 
+# ---- speech while the answer streams -------------------------------------------------------------------------
+def _speak_early(turn_id: str, index: int, text: str) -> str | None:
+    """Send one answer sentence to the tts pool now, while the LLM goes on, so the first words are spoken
+    long before the answer is finished. The task id goes to tts.turn; None (broker refused) → tts.turn speaks it."""
+    try:
+        return celery_app.send_task("tts.synthesize", kwargs={"text": text, "turn_id": turn_id, "index": index}).id
+    except Exception as exc:  # noqa: BLE001 - speaking late is better than failing the answer
+        log.warning("turn=%s sentence %d not sent to tts early: %s", turn_id, index, type(exc).__name__)
+        return None
+
+
+def _early_clip(task_id: str | None, wait_s: float) -> dict[str, Any] | None:
+    """The result of a sentence's early tts.synthesize, or None when tts.turn must speak it itself: never
+    sent, still queued (revoked here, so it is not spoken twice), lost, or not finished within wait_s."""
+    if not task_id:
+        return None
+    import celery.exceptions
+    from celery.result import AsyncResult
+
+    res = AsyncResult(task_id, app=celery_app)
+    if res.state == "PENDING":  # queued behind this task (a retry), or its record expired
+        res.revoke()
+        return None
+    try:
+        # Safe to wait inside a task: it has started on another process of the pool, it is not queued behind us.
+        res.get(timeout=wait_s, propagate=False, disable_sync_subtasks=False)
+    except celery.exceptions.TimeoutError:
+        res.revoke()
+        return None
+    if res.successful():
+        return res.result
+    if isinstance(res.result, EmptyInput):
+        return {"audio_ref": None, "cancelled": False}  # nothing speakable in the sentence
+    return None  # it failed: speaking it here raises the real error on this stage
+
+
 # ---- llm ------------------------------------------------------------------------------------------------
 def history_messages(turn: Turn, max_turns: int, max_tokens: int, count_tokens: Callable[[list], int]) -> list[dict[str, str]]:
     """Earlier finished turns of the consultation as user/assistant pairs, newest kept, within max_tokens."""
@@ -270,8 +308,11 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         counts = {"generated": 0, "replaced": 0, "dropped": 0}  # sentences from the model / the guard
         t0 = time.perf_counter()
 
+        clips: list[str | None] = []  # the tts.synthesize task speaking each sentence, sent as it appears
+
         def emit(text: str) -> None:
             events.append(turn_id, "sentence", r=r, index=len(sentences), text=text)
+            clips.append(_speak_early(turn_id, len(sentences), text) if s.consult_stream_tts else None)
             sentences.append(text)
 
         if not passages:
@@ -321,7 +362,7 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
                       citations=cited_numbers(answer, [p["n"] for p in passages]), timings=timing)
         log.info("turn=%s llm: %d sentences in %.3fs guard=%s", turn_id, len(sentences), timing["total_s"],
                  guard.fired)
-        return {"turn_id": turn_id, "sentences": sentences}
+        return {"turn_id": turn_id, "sentences": sentences, "clips": clips}
 
     return _run_stage(self, "llm", state, body)
 
@@ -334,17 +375,29 @@ def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         import soundfile as sf
 
         s = get_settings()
-        _enter(turn_id, TurnStatus.speaking, "tts", "audio", "audio_ready")
+        # Sentence clips stream in (`audio`) before this stage starts: only a finished earlier run means a re-run.
+        rerun = any(e.get("type") == "audio_ready" for e in events.read_all(turn_id))
+        _enter(turn_id, TurnStatus.speaking, "tts", "audio_ready")
         t0 = time.perf_counter()
         clips = []
+        early = list(state.get("clips") or [])
+        taken = 0
         for index, sentence in enumerate(state.get("sentences") or []):
-            try:
-                out = tts_tasks.synthesize(sentence, turn_id=turn_id, index=index)
-            except EmptyInput:
-                continue  # nothing speakable (a lone citation marker): no clip
+            out = _early_clip(early[index] if index < len(early) else None, s.consult_stream_tts_wait_s)
+            if out is not None:
+                taken += 1
+                if rerun and out.get("audio_ref"):  # clients dropped the earlier `audio` events at `restart`
+                    events.append(turn_id, "audio", index=index, audio_ref=out["audio_ref"],
+                                  duration_s=out.get("duration_s"), sample_rate=out.get("sample_rate"))
+            else:
+                try:
+                    out = tts_tasks.synthesize(sentence, turn_id=turn_id, index=index)
+                except EmptyInput:
+                    continue  # nothing speakable (a lone citation marker): no clip
             if out.get("cancelled"):
                 raise TurnCancelled("the turn was cancelled before its reply was spoken", {"turn_id": turn_id})
-            clips.append(out["audio_ref"])
+            if out.get("audio_ref"):
+                clips.append(out["audio_ref"])
         reply_ref = None
         duration = 0.0
         if clips:
@@ -366,7 +419,8 @@ def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
             os.replace(tmp, path)  # atomic: a retried stage replaces, never half-writes
             reply_ref = to_ref(s, path)
             duration = round(joined.shape[0] / rate, 3)
-        timing = {"total_s": round(time.perf_counter() - t0, 4), "clips": len(clips), "audio_s": duration}
+        timing = {"total_s": round(time.perf_counter() - t0, 4), "clips": len(clips), "streamed_clips": taken,
+                  "audio_s": duration}
         with session_scope(s.resolved_database_url) as db:
             turn = db.get(Turn, turn_id)
             if turn is None:
