@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     asr_hotwords: str | None = None
     asr_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     asr_max_duration_s: float = Field(default=600.0, gt=0)
+    asr_split_above_s: float = Field(default=45.0, gt=0)  # longer audio: VAD-cut pieces, a group over the asr pool
+    asr_piece_max_s: float = Field(default=30.0, ge=5)  # a piece's longest stretch (Whisper's window is 30 s)
     llm_model_sha256: str | None = None
     llm_n_ctx: int = Field(default=4096, ge=256)
     llm_n_gpu_layers: int = 0

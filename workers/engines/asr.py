@@ -51,6 +51,40 @@ class AsrEngine:
             raise AudioUnreadable("the file holds no audio samples", {})
         return audio
 
+    def plan_pieces(self, audio: np.ndarray, max_piece_s: float) -> list[tuple[int, int]]:
+        """Cut long audio at VAD silences into pieces of at most ~max_piece_s, as (start, end) sample ranges
+        of the original audio: transcribed apart, their timestamps shift back by the piece's start."""
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        # max_speech_duration_s splits a long stretch of speech at its shortest pauses (or hard, if none).
+        regions = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=300, speech_pad_ms=200,
+                                                          max_speech_duration_s=max_piece_s))
+        limit = int(max_piece_s * SAMPLE_RATE)
+        pieces: list[tuple[int, int]] = []
+        for r in regions:
+            if pieces and r["end"] - pieces[-1][0] <= limit:
+                pieces[-1] = (pieces[-1][0], r["end"])  # the silence between stays inside the piece
+            else:
+                pieces.append((r["start"], r["end"]))
+        return pieces
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        """One language for every piece of a long recording, from its first 30 s of speech."""
+        language, probability, _all = self.model.detect_language(audio[: 30 * SAMPLE_RATE], vad_filter=True)
+        return language, round(float(probability), 4)
+
+    def check_audio(self, audio: np.ndarray) -> float:
+        """The audio's duration, or the typed error for audio that is empty, too long or not finite."""
+        duration = float(audio.shape[0]) / SAMPLE_RATE
+        if duration <= 0.05:
+            raise EmptyInput("the audio is too short to transcribe", {"duration_s": duration})
+        if duration > self.settings.asr_max_duration_s:
+            raise AudioTooLong(f"audio of {duration:.0f}s exceeds the limit of {self.settings.asr_max_duration_s:.0f}s",
+                               {"duration_s": round(duration, 2), "max_s": self.settings.asr_max_duration_s})
+        if not np.isfinite(audio).all():
+            raise AudioUnreadable("the audio holds non-finite samples", {})
+        return duration
+
     def transcribe(
         self,
         audio: np.ndarray | Path | str,
@@ -65,14 +99,7 @@ class AsrEngine:
         if not isinstance(audio, np.ndarray):
             audio = self.decode(Path(audio))
         t_decoded = time.perf_counter()
-        duration = float(audio.shape[0]) / SAMPLE_RATE
-        if duration <= 0.05:
-            raise EmptyInput("the audio is too short to transcribe", {"duration_s": duration})
-        if duration > s.asr_max_duration_s:
-            raise AudioTooLong(f"audio of {duration:.0f}s exceeds the limit of {s.asr_max_duration_s:.0f}s",
-                               {"duration_s": round(duration, 2), "max_s": s.asr_max_duration_s})
-        if not np.isfinite(audio).all():
-            raise AudioUnreadable("the audio holds non-finite samples", {})
+        duration = self.check_audio(audio)
         segments_iter, info = self.model.transcribe(
             audio,
             language=language or s.asr_language or None,

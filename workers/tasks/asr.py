@@ -1,33 +1,158 @@
-"""asr.transcribe: one audio file (a data-dir reference) → text, language, timed segments, timings."""
+"""asr.transcribe: one audio file (a data-dir reference) → text, language, timed segments, timings.
+
+Audio longer than settings.asr_split_above_s (a whole consultation) is cut at VAD silences into pieces of
+at most asr_piece_max_s, written as WAVs under <audio_dir>/pieces/<key>/; the task then replaces itself with a
+chord: a group of `asr.piece` tasks spread over the asr pool's processes, and `asr.join`, which puts the
+pieces back in order with their timestamps shifted to the whole recording and answers with the task's own
+id (so a caller waiting on asr.transcribe gets the joined result). Called in-process (no worker), the pieces
+are transcribed one after another. The consultation pipeline uses the same pieces (workers/tasks/turns.py).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import time
 from typing import Any
 
 from workers import engines
 from workers.celery_app import celery_app
 from workers.engines import asr as _asr_engine  # noqa: F401 - registers the "asr" engine loader
-from workers.engines.refs import resolve_ref
+from workers.engines.refs import resolve_ref, to_ref
 from workers.errors import InputError, MedvoiceError
 from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.asr")
+WIDE_LANGUAGES = ("zh", "ja", "yue")  # written without spaces between words
 
 
-@celery_app.task(name="asr.transcribe", bind=True, throws=(MedvoiceError,))
-def transcribe(self, audio_ref: str, language: str | None = None, initial_prompt: str | None = None,  # noqa: ANN001
-               hotwords: str | None = None, turn_id: str | None = None) -> dict[str, Any]:
-    s = get_settings()
+def check_options(language: Any, initial_prompt: Any, hotwords: Any) -> None:
     if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 8):
         raise InputError("language must be a language code such as 'en' or 'zh'", {"field": "language"})
     for name, value in (("initial_prompt", initial_prompt), ("hotwords", hotwords)):
         if value is not None and (not isinstance(value, str) or len(value) > 1000):
             raise InputError(f"{name} must be a string of at most 1000 characters", {"field": name})
-    path = resolve_ref(s, audio_ref, max_bytes=s.asr_max_bytes)
-    result = engines.get("asr").transcribe(path, language=language, initial_prompt=initial_prompt,
-                                           hotwords=hotwords)
-    result["audio_ref"] = audio_ref
+
+
+def start(audio_ref: str, key: str, language: str | None = None, initial_prompt: str | None = None,
+          hotwords: str | None = None) -> dict[str, Any]:
+    """Decode once, then either transcribe here ({"result": ...}) or cut the audio into pieces
+    ({"pieces": [piece kwargs...], "meta": ...}) for asr.piece tasks and a join."""
+    import numpy as np
+    import soundfile as sf
+
+    s = get_settings()
+    check_options(language, initial_prompt, hotwords)
+    engine = engines.get("asr")
+    t0 = time.perf_counter()
+    audio = engine.decode(resolve_ref(s, audio_ref, max_bytes=s.asr_max_bytes))
+    decode_s = time.perf_counter() - t0
+    duration = engine.check_audio(audio)
+    options = {"initial_prompt": initial_prompt, "hotwords": hotwords}
+    if duration <= s.asr_split_above_s:
+        result = engine.transcribe(audio, language=language, **options)
+        result["timings"]["decode_s"] = round(decode_s, 4)
+        result["timings"]["total_s"] = round(result["timings"]["total_s"] + decode_s, 4)
+        return {"result": {**result, "audio_ref": audio_ref}}
+    t1 = time.perf_counter()
+    language_probability = None
+    if not (language or s.asr_language):
+        # Short pieces detect language poorly (and could disagree): the whole recording gets one.
+        language, language_probability = engine.detect_language(audio)
+    folder = s.audio_dir / "pieces" / key
+    shutil.rmtree(folder, ignore_errors=True)  # a re-run stage starts clean
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = []
+    for index, (a, b) in enumerate(engine.plan_pieces(audio, s.asr_piece_max_s)):
+        path = folder / f"{index:04d}.wav"
+        sf.write(str(path), np.clip(audio[a:b], -1.0, 1.0), _asr_engine.SAMPLE_RATE, subtype="PCM_16")
+        pieces.append({"audio_ref": to_ref(s, path), "index": index, "offset_s": round(a / _asr_engine.SAMPLE_RATE, 3),
+                       "language": language or s.asr_language, **options})
+    meta = {"audio_ref": audio_ref, "folder": to_ref(s, folder) if pieces else None, "duration_s": round(duration, 3),
+            "language": language or s.asr_language, "language_probability": language_probability,
+            "decode_s": round(decode_s, 4), "split_s": round(time.perf_counter() - t1, 4), "started": time.time()}
+    log.info("asr audio=%s %.1fs cut into %d pieces", key, duration, len(pieces))
+    return {"pieces": pieces, "meta": meta}
+
+
+def transcribe_piece(audio_ref: str, index: int, offset_s: float, language: str | None = None,
+                     initial_prompt: str | None = None, hotwords: str | None = None) -> dict[str, Any]:
+    """One piece of a long recording; its segments' times are shifted to the whole recording's."""
+    s = get_settings()
+    check_options(language, initial_prompt, hotwords)
+    if not isinstance(index, int) or not isinstance(offset_s, (int, float)) or index < 0 or offset_s < 0:
+        raise InputError("a piece needs a non-negative index and offset_s", {"field": "piece"})
+    result = engines.get("asr").transcribe(resolve_ref(s, audio_ref, max_bytes=s.asr_max_bytes), language=language,
+                                           initial_prompt=initial_prompt, hotwords=hotwords)
+    for seg in result["segments"]:
+        seg["start"], seg["end"] = round(seg["start"] + offset_s, 3), round(seg["end"] + offset_s, 3)
+    return {**result, "index": index, "offset_s": offset_s, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def join_pieces(pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """The pieces, in order, as one transcription result (the shape asr.transcribe returns)."""
+    s = get_settings()
+    pieces = sorted(pieces, key=lambda p: p["index"])
+    language = meta.get("language") or (max(pieces, key=lambda p: p["duration_s"])["language"] if pieces else None)
+    sep = "" if (language or "") in WIDE_LANGUAGES else " "
+    segments = [seg for p in pieces for seg in p["segments"]]
+    transcribe_s = sum(p["timings"]["transcribe_s"] for p in pieces)
+    duration = float(meta["duration_s"])
+    total = time.time() - float(meta["started"]) + float(meta["decode_s"])
+    if meta.get("folder"):
+        shutil.rmtree(s.data_dir / meta["folder"], ignore_errors=True)
+    return {
+        "text": sep.join(p["text"] for p in pieces if p["text"]).strip(),
+        "language": language,
+        "language_probability": meta.get("language_probability"),
+        "duration_s": duration,
+        "segments": segments,
+        "audio_ref": meta["audio_ref"],
+        "timings": {"decode_s": meta["decode_s"], "split_s": meta["split_s"], "transcribe_s": round(transcribe_s, 4),
+                    "total_s": round(total, 4), "rtf": round(total / duration, 4), "pieces": len(pieces),
+                    "workers": len({p.get("worker") for p in pieces})},
+    }
+
+
+def pieces_chord(piece_task: str, pieces: list[dict[str, Any]], join_task: str, join_arg: dict[str, Any]):  # noqa: ANN201
+    """The canvas a long recording's task replaces itself with: pieces in parallel, then one join."""
+    from celery import chord, group
+
+    return chord(group(celery_app.signature(piece_task, args=(p,)) for p in pieces),
+                 celery_app.signature(join_task, args=(join_arg,)))
+
+
+@celery_app.task(name="asr.transcribe", bind=True, throws=(MedvoiceError,))
+def transcribe(self, audio_ref: str, language: str | None = None, initial_prompt: str | None = None,  # noqa: ANN001
+               hotwords: str | None = None, turn_id: str | None = None) -> dict[str, Any]:
+    out = start(audio_ref, key=self.request.id or f"local-{os.getpid()}-{time.time_ns()}", language=language,
+                initial_prompt=initial_prompt, hotwords=hotwords)
+    if "result" in out:
+        result = out["result"]
+    elif self.request.called_directly or not out["pieces"]:
+        result = join_pieces([transcribe_piece(**p) for p in out["pieces"]], out["meta"])
+    else:
+        raise self.replace(pieces_chord("asr.piece", out["pieces"], "asr.join", out["meta"]))
     log.info("asr.transcribe task=%s turn=%s audio=%.2fs lang=%s rtf=%.3f", self.request.id, turn_id,
              result["duration_s"], result["language"], result["timings"]["rtf"])
+    return result
+
+
+@celery_app.task(name="asr.piece", bind=True, throws=(MedvoiceError,))
+def piece(self, spec: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+    if not isinstance(spec, dict):
+        raise InputError("asr.piece takes {audio_ref, index, offset_s, ...}", {"field": "spec"})
+    out = transcribe_piece(**spec)
+    log.info("asr.piece task=%s index=%d audio=%.2fs rtf=%.3f", self.request.id, out["index"], out["duration_s"],
+             out["timings"]["rtf"])
+    return out
+
+
+@celery_app.task(name="asr.join", bind=True, throws=(MedvoiceError,))
+def join(self, pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+    result = join_pieces(pieces, meta)
+    log.info("asr.join task=%s audio=%.2fs pieces=%d workers=%d rtf=%.3f", self.request.id, result["duration_s"],
+             result["timings"]["pieces"], result["timings"]["workers"], result["timings"]["rtf"])
     return result

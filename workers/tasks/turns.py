@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import celery.exceptions
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
@@ -149,6 +150,8 @@ def _run_stage(task: Task, stage: str, state: dict[str, Any], body: Callable[[st
         return state
     try:
         return body(turn_id)
+    except celery.exceptions.Ignore:
+        raise  # the task replaced itself (a long recording's pieces): not a failure
     except StageSkipped as exc:
         log.info("turn=%s stage=%s skipped: turn already %s", turn_id, stage, exc)
         return {"turn_id": turn_id, "skipped": True}
@@ -176,16 +179,54 @@ def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         if not turn.audio_ref:
             raise InputError("this turn has no audio", {"turn_id": turn_id})
         # A language the client named forces ASR (detection is weak on short Chinese); else detect.
-        result = asr_tasks.transcribe(turn.audio_ref, language=turn.language or None, turn_id=turn_id)
-        text = (result.get("text") or "").strip()
-        if not text:
-            raise EmptyInput("no speech was recognised in the audio", {"duration_s": result.get("duration_s")})
-        timing = {**result["timings"], "audio_s": result["duration_s"],
-                  "language_probability": result.get("language_probability")}
-        _record(turn_id, "asr", timing, transcript=text, language=result.get("language"))
-        events.append(turn_id, "transcribed", language=result.get("language"), text=text,
-                      duration_s=result["duration_s"], timings=result["timings"])
-        return {"turn_id": turn_id}
+        out = asr_tasks.start(turn.audio_ref, key=turn_id, language=turn.language or None)
+        if "result" in out:
+            return _transcribed(turn_id, out["result"])
+        if self.request.called_directly or not out["pieces"]:
+            pieces = [asr_tasks.transcribe_piece(**p) for p in out["pieces"]]
+            return _transcribed(turn_id, asr_tasks.join_pieces(pieces, out["meta"]))
+        # A long recording: its pieces go to the asr pool as a group; asr.turn_join records the transcript
+        # and the chain goes on from there to rag.turn (Celery appends the rest of the chain to the chord).
+        log.info("turn=%s asr: %d pieces", turn_id, len(out["pieces"]))
+        raise self.replace(asr_tasks.pieces_chord(
+            "asr.turn_piece", [{"turn_id": turn_id, "piece": p} for p in out["pieces"]],
+            "asr.turn_join", {"turn_id": turn_id, "meta": out["meta"]}))
+
+    return _run_stage(self, "asr", state, body)
+
+
+def _transcribed(turn_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    text = (result.get("text") or "").strip()
+    if not text:
+        raise EmptyInput("no speech was recognised in the audio", {"duration_s": result.get("duration_s")})
+    timing = {**result["timings"], "audio_s": result["duration_s"],
+              "language_probability": result.get("language_probability")}
+    _record(turn_id, "asr", timing, transcript=text, language=result.get("language"))
+    events.append(turn_id, "transcribed", language=result.get("language"), text=text,
+                  duration_s=result["duration_s"], timings=result["timings"],
+                  segments=[{k: seg[k] for k in ("start", "end", "text")} for seg in result.get("segments") or []])
+    return {"turn_id": turn_id}
+
+
+@celery_app.task(name="asr.turn_piece", bind=True, throws=(MedvoiceError,), acks_late=True)
+def asr_turn_piece(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+    """One piece of a long recording; a failure marks the turn `error` (the chord then never joins)."""
+    def body(turn_id: str) -> dict[str, Any]:
+        if events.is_cancelled(turn_id):
+            raise TurnCancelled("the turn was cancelled", {"turn_id": turn_id})
+        return asr_tasks.transcribe_piece(**state["piece"])
+
+    return _run_stage(self, "asr", state, body)
+
+
+@celery_app.task(name="asr.turn_join", bind=True, throws=(MedvoiceError,), acks_late=True)
+def asr_turn_join(self: Task, pieces: list[dict[str, Any]], state: dict[str, Any]) -> dict[str, Any]:
+    def body(turn_id: str) -> dict[str, Any]:
+        if any(p.get("skipped") for p in pieces):
+            raise StageSkipped("finished")
+        if events.is_cancelled(turn_id):
+            raise TurnCancelled("the turn was cancelled", {"turn_id": turn_id})
+        return _transcribed(turn_id, asr_tasks.join_pieces(pieces, state["meta"]))
 
     return _run_stage(self, "asr", state, body)
 
