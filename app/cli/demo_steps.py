@@ -1,9 +1,10 @@
 """The steps `medvoice demo up` shows once the services answer: the sample knowledge base ingested as the
 admin, a question spoken by the demo voice, and that recording taken through a consultation as the clinician.
 
-Everything here talks to the running service over HTTP (an `httpx.Client` whose `base_url` is the API; a
-FastAPI `TestClient` works too) or sends Celery tasks by name: this process never imports a model library,
-and never opens the knowledge base (the rag pool holds it).
+Everything here talks to the running service over HTTP (an `httpx.Client` whose `base_url` is the API and
+whose timeouts allow for the slow steps, see CLIENT_TIMEOUT; a FastAPI `TestClient` works too) or sends
+Celery tasks by name: this process never imports a model library, and never opens the knowledge base (the
+rag pool holds it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from rich.table import Table
 SAMPLE_DIR = Path(str(files("knowledge") / "sample_kb"))
 SAMPLE_SOURCE = "medvoice sample KB"
 DEFAULT_QUESTION = "What is the first-line antibiotic for otitis media in adults, and for how long?"
+# An upload waits for the rag pool's ingest; the SSE stream sends a keep-alive every 15 s.
+CLIENT_TIMEOUT = httpx.Timeout(30.0, read=600.0)
 TERMINAL = ("done", "error", "cancelled", "timeout")
 
 
@@ -52,7 +55,7 @@ def sample_documents() -> list[tuple[Path, str]]:
     return [(p, f"sample-{p.stem}") for p in sorted(SAMPLE_DIR.glob("*.md"))]
 
 
-def ingest_sample_kb(client: httpx.Client, admin: dict[str, str], timeout_s: float = 600.0) -> list[dict[str, Any]]:
+def ingest_sample_kb(client: httpx.Client, admin: dict[str, str]) -> list[dict[str, Any]]:
     """Upload every sample document as the admin (POST /v1/knowledge/documents → the rag pool's rag.ingest).
     Returns one row per document: doc_id, status (added | updated | unchanged), chunks, title, date."""
     docs = sample_documents()
@@ -60,11 +63,11 @@ def ingest_sample_kb(client: httpx.Client, admin: dict[str, str], timeout_s: flo
         raise DemoError(f"no sample documents in {SAMPLE_DIR}")
     rows = []
     for path, doc_id in docs:
-        r = client.post("/v1/knowledge/documents", headers=admin, timeout=timeout_s,
+        r = client.post("/v1/knowledge/documents", headers=admin,
                         files={"file": (path.name, path.read_bytes(), "text/markdown")},
                         data={"doc_id": doc_id, "source": SAMPLE_SOURCE})
         rows.append(_check(r, f"ingest {path.name}", (201,)).json())
-    listed = {d["doc_id"]: d for d in _check(client.get("/v1/knowledge/documents", headers=admin, timeout=60),
+    listed = {d["doc_id"]: d for d in _check(client.get("/v1/knowledge/documents", headers=admin),
                                              "list documents").json()}
     for row in rows:
         meta = listed.get(row["doc_id"], {})
@@ -73,7 +76,7 @@ def ingest_sample_kb(client: httpx.Client, admin: dict[str, str], timeout_s: flo
 
 
 def document_dates(client: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
-    r = _check(client.get("/v1/knowledge/documents", headers=admin, timeout=60), "list documents")
+    r = _check(client.get("/v1/knowledge/documents", headers=admin), "list documents")
     return {d["doc_id"]: d["date"] for d in r.json()}
 
 
@@ -89,7 +92,7 @@ def print_ingest(console: Console, rows: list[dict[str, Any]]) -> None:
 
 
 def search(client: httpx.Client, headers: dict[str, str], question: str, k: int = 4) -> dict[str, Any]:
-    r = client.post("/v1/knowledge/search", json={"query": question, "k": k}, headers=headers, timeout=120)
+    r = client.post("/v1/knowledge/search", json={"query": question, "k": k}, headers=headers)
     return _check(r, "knowledge search").json()
 
 
@@ -197,11 +200,11 @@ def run_consultation(
 ) -> ConsultationRun:
     """Upload `wav` as a new consultation's first turn, follow its events (printing each as it arrives when a
     console is given), then read the consultation back and download the reply audio into `out_dir`."""
-    r = _check(client.post("/v1/consultations", json={"title": title}, headers=clinician, timeout=30),
+    r = _check(client.post("/v1/consultations", json={"title": title}, headers=clinician),
                "create consultation", (201,))
     cid = r.json()["id"]
     t0 = time.perf_counter()
-    r = client.post(f"/v1/consultations/{cid}/turns", headers=clinician, timeout=120,
+    r = client.post(f"/v1/consultations/{cid}/turns", headers=clinician,
                     files={"file": ("question.wav", wav, "audio/wav")}, data={"language": language} if language else {})
     body = _check(r, "upload the question", (202,)).json()
     run = ConsultationRun(consultation_id=cid, turn_id=body["turn_id"], upload_s=time.perf_counter() - t0)
@@ -211,8 +214,7 @@ def run_consultation(
 
     deadline = time.monotonic() + timeout_s
     last = None
-    with client.stream("GET", f"/v1/turns/{run.turn_id}/events", headers=clinician,
-                       timeout=httpx.Timeout(30.0, read=120.0)) as stream:
+    with client.stream("GET", f"/v1/turns/{run.turn_id}/events", headers=clinician) as stream:
         if stream.status_code != 200:
             stream.read()
             _check(stream, "follow the turn's events")
@@ -235,7 +237,7 @@ def run_consultation(
     else:
         raise DemoError(f"the event stream ended without done (last event: {last})")
 
-    detail = _check(client.get(f"/v1/consultations/{cid}", headers=clinician, timeout=30), "read the consultation")
+    detail = _check(client.get(f"/v1/consultations/{cid}", headers=clinician), "read the consultation")
     turns = [t for t in detail.json()["turns"] if t["id"] == run.turn_id]
     if not turns:
         raise DemoError(f"turn {run.turn_id} is missing from consultation {cid}")
@@ -243,7 +245,7 @@ def run_consultation(
     if run.turn["status"] != "done":
         raise DemoError(f"the turn is {run.turn['status']}: {run.turn['error']}")
     if run.turn["has_reply_audio"]:
-        audio = _check(client.get(f"/v1/turns/{run.turn_id}/audio", headers=clinician, timeout=60), "download the reply")
+        audio = _check(client.get(f"/v1/turns/{run.turn_id}/audio", headers=clinician), "download the reply")
         out_dir.mkdir(parents=True, exist_ok=True)
         run.reply_path = out_dir / f"reply-{run.turn_id}.wav"
         run.reply_path.write_bytes(audio.content)
