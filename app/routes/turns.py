@@ -284,7 +284,9 @@ async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] 
     """
     import redis.asyncio as aioredis
 
-    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    # XREAD blocks for a heartbeat; redis-py's default socket timeout (5 s) would cut a longer one off.
+    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                socket_timeout=settings.consult_sse_heartbeat_s + 10)
     key = events.stream_key(turn_id)
     deadline = time.monotonic() + settings.consult_sse_timeout_s
     heartbeat_ms = int(settings.consult_sse_heartbeat_s * 1000)
