@@ -81,29 +81,37 @@ def document_dates(client: httpx.Client, admin: dict[str, str]) -> dict[str, str
 
 
 def print_ingest(console: Console, rows: list[dict[str, Any]]) -> None:
-    t = Table("document", "title", "date", "lang", "status", "chunks",
-              title=f"sample knowledge base ({SAMPLE_DIR.name}/, source {SAMPLE_SOURCE!r})")
+    t = Table("title", "date", "lang", "status", "chunks",
+              title=f"sample knowledge base: knowledge/{SAMPLE_DIR.name}/*.md as sample-<name>, source {SAMPLE_SOURCE!r}")
     colour = {"added": "green", "updated": "cyan", "unchanged": "dim"}
     for row in rows:
         st = row["status"]
-        t.add_row(row["doc_id"], row["title"], row["date"], row["language"], f"[{colour.get(st, 'red')}]{st}[/]",
+        t.add_row(escape(row["title"]), row["date"], row["language"], f"[{colour.get(st, 'red')}]{st}[/]",
                   str(row["chunks"]))
     console.print(t)
 
 
-def search(client: httpx.Client, headers: dict[str, str], question: str, k: int = 4) -> dict[str, Any]:
+def search(client: httpx.Client, headers: dict[str, str], question: str, k: int = 20) -> dict[str, Any]:
     r = client.post("/v1/knowledge/search", json={"query": question, "k": k}, headers=headers)
     return _check(r, "knowledge search").json()
 
 
-def print_search(console: Console, question: str, res: dict[str, Any]) -> None:
-    """The ranked passages with similarity × decay = score: where an old edition sinks below a new one."""
-    t = Table("#", "title", "date", "similarity", "× decay", "= score",
-              title=f"knowledge search: {question!r} ({res['query_language']}, {res['took_ms']:.0f} ms)")
+def best_per_document(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best-scoring passage of each document, in rank order."""
+    seen: set[str] = set()
+    return [h for h in hits if not (h["doc_id"] in seen or seen.add(h["doc_id"]))]
+
+
+def print_search(console: Console, question: str, res: dict[str, Any], rows: int = 6) -> None:
+    """Each document's best passage with similarity × decay = score: where an old edition sinks below the
+    current one even when its text matches the question as well."""
+    t = Table("rank", "document", "date", "similarity", "× decay", "= score",
+              title=f"knowledge search: {question!r} (best passage per document)")
     if res["nothing_relevant"]:
         t.add_row("-", "[yellow]nothing relevant[/yellow]", "", "", "", "")
-    for i, h in enumerate(res["hits"], 1):
-        t.add_row(str(i), escape(h["title"]), h["date"], f"{h['similarity']:.3f}", f"{h['decay']:.3f}",
+    ranks = {id(h): i for i, h in enumerate(res["hits"], 1)}
+    for h in best_per_document(res["hits"])[:rows]:
+        t.add_row(str(ranks[id(h)]), escape(h["title"]), h["date"], f"{h['similarity']:.3f}", f"{h['decay']:.3f}",
                   f"[bold]{h['score']:.3f}[/bold]")
     console.print(t)
 
@@ -140,9 +148,9 @@ class ConsultationRun:
     done_s: float | None = None
 
 
-def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(type, data) for each Server-Sent Event in a stream of lines; comments and `retry:` are skipped."""
-    type_, data = None, []
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str | None, str, dict[str, Any]]]:
+    """(id, type, data) for each Server-Sent Event in a stream of lines; comments and `retry:` are skipped."""
+    id_, type_, data = None, None, []
     for line in lines:
         if not line:
             if type_ is not None:
@@ -150,10 +158,12 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
                     payload = json.loads("\n".join(data) or "{}")
                 except ValueError:
                     payload = {"raw": "\n".join(data)}
-                yield type_, payload
-            type_, data = None, []
+                yield id_, type_, payload
+            id_, type_, data = None, None, []
         elif line.startswith(":"):
             continue
+        elif line.startswith("id:"):
+            id_ = line[3:].strip()
         elif line.startswith("event:"):
             type_ = line[6:].strip()
         elif line.startswith("data:"):
@@ -213,29 +223,45 @@ def run_consultation(
                       f"{run.upload_s * 1000:.0f} ms; its events:")
 
     deadline = time.monotonic() + timeout_s
-    last = None
-    with client.stream("GET", f"/v1/turns/{run.turn_id}/events", headers=clinician) as stream:
-        if stream.status_code != 200:
-            stream.read()
-            _check(stream, "follow the turn's events")
-        for type_, data in sse_events(stream.iter_lines()):
-            at = time.perf_counter() - t0
-            run.events.append((at, type_, data))
-            if type_ == "sentence" and run.first_sentence_s is None:
-                run.first_sentence_s = at
-            elif type_ == "audio" and run.first_audio_s is None:
-                run.first_audio_s = at
-            if console:
-                console.print(f"  [dim]+{at:6.2f}s[/dim]  {describe_event(type_, data)}", soft_wrap=True)
-            last = type_
-            if type_ in TERMINAL or time.monotonic() > deadline:
-                break
+    last, last_id, drops = None, None, 0
+    while last not in TERMINAL and time.monotonic() < deadline:
+        # Resumable: after a dropped connection, Last-Event-ID picks up after the last event seen.
+        headers = {**clinician, **({"Last-Event-ID": last_id} if last_id else {})}
+        try:
+            with client.stream("GET", f"/v1/turns/{run.turn_id}/events", headers=headers) as stream:
+                if stream.status_code != 200:
+                    stream.read()
+                    _check(stream, "follow the turn's events")
+                for event_id, type_, data in sse_events(stream.iter_lines()):
+                    at = time.perf_counter() - t0
+                    run.events.append((at, type_, data))
+                    if type_ == "sentence" and run.first_sentence_s is None:
+                        run.first_sentence_s = at
+                    elif type_ == "audio" and run.first_audio_s is None:
+                        run.first_audio_s = at
+                    if console:
+                        console.print(f"  [dim]+{at:6.2f}s[/dim]  {describe_event(type_, data)}", soft_wrap=True)
+                    last, last_id = type_, event_id or last_id
+                    if type_ in TERMINAL or time.monotonic() > deadline:
+                        break
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            problem = "it ended before the turn did"
+        if last in TERMINAL or time.monotonic() >= deadline:
+            break
+        drops += 1
+        if drops > 3:
+            raise DemoError(f"the event stream kept dropping: {problem}")
+        if console:
+            console.print(f"  [yellow]the event stream dropped ({escape(problem)}); resuming[/yellow]")
+        time.sleep(1)
     if last == "done":
         run.done_s = run.events[-1][0]
     elif last in TERMINAL:
         raise DemoError(f"the turn ended with {last}: {run.events[-1][2].get('message') or run.events[-1][2]}")
     else:
-        raise DemoError(f"the event stream ended without done (last event: {last})")
+        raise DemoError(f"no done event within {timeout_s:.0f}s (last event: {last})")
 
     detail = _check(client.get(f"/v1/consultations/{cid}", headers=clinician), "read the consultation")
     turns = [t for t in detail.json()["turns"] if t["id"] == run.turn_id]
