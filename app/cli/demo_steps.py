@@ -121,11 +121,10 @@ def speak(text: str, data_dir: Path, timeout_s: float = 180.0, speed: float = 1.
     """WAV bytes of the demo voice saying `text`: Celery task `tts.synthesize` by name on the tts pool."""
     from workers.celery_app import celery_app  # light: no model library
 
-    res = celery_app.send_task("tts.synthesize", kwargs={"text": text, "speed": speed})
     try:
+        res = celery_app.send_task("tts.synthesize", kwargs={"text": text, "speed": speed})
         out = res.get(timeout=timeout_s)
-    except Exception as exc:  # noqa: BLE001 - a timeout or the worker's own error, said plainly
-        res.forget()
+    except Exception as exc:  # noqa: BLE001 - no broker, a timeout, or the worker's own error, said plainly
         raise DemoError(f"tts.synthesize failed: {type(exc).__name__}: {exc}") from exc
     path = Path(data_dir) / out["audio_ref"]
     try:
