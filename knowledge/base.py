@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from knowledge import vocabulary
 from knowledge.chunking import Chunk, chunk_document
 from knowledge.config import KBConfig
 from knowledge.embedders import Embedder, load_embedder
@@ -174,8 +175,10 @@ class KnowledgeBase:
             if gen == self._lex_gen and not force:
                 return
             builder = LexicalBuilder()
+            words = vocabulary.VocabularyBuilder()  # the same pass gives the recogniser its vocabulary
             for got in self.store.iter_chunks():
                 metas = got["metadatas"]
+                words.add([m.get("doc_id", "") for m in metas], got["documents"])
                 builder.add(
                     got["ids"],
                     [f"{m.get('context')}\n{d}" if m.get("context") else d for d, m in zip(got["documents"], metas)],
@@ -185,6 +188,10 @@ class KnowledgeBase:
                 )
             self._lex = builder.finish()
             self._lex_gen = gen
+            try:
+                vocabulary.write(self.cfg.path, gen, words.finish(self.store.list_documents()))
+            except OSError as exc:  # the ASR keeps the previous vocabulary; search is unaffected
+                log.warning("could not write the KB vocabulary: %s", type(exc).__name__)
             self._checked_at = 0.0  # look again at once: writes may have landed while this ran
 
     # -- ingestion ------------------------------------------------------------------------------------------

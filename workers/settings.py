@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     asr_language: str | None = None  # None: detect; "zh"/"en" forces it (detection is weak on short Chinese)
     asr_initial_prompt: str | None = None
     asr_hotwords: str | None = None
+    asr_kb_vocabulary: bool = True  # the knowledge base's titles and drug/disease names as Whisper hotwords
+    asr_kb_vocabulary_chars: int = Field(default=400, ge=0, le=1000)  # ...bounded (Whisper's prompt: 224 tokens)
     asr_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     asr_max_duration_s: float = Field(default=600.0, gt=0)
     asr_split_above_s: float = Field(default=45.0, gt=0)  # longer audio: VAD-cut pieces, a group over the asr pool

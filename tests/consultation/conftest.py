@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.consultation.shared import KB_DOC, worker_env
 from workers.settings import Settings
 
@@ -71,6 +72,8 @@ def knowledge(pipeline_worker, settings: Settings) -> dict:
     src.write_text(KB_DOC, encoding="utf-8")
     summary = celery_app.send_task("rag.ingest", args=[[str(src)]], kwargs={"source": "formulary"}).get(timeout=180)
     assert summary["added"] == 1 and summary["failed"] == 0, summary
+    # The rag pool rebuilds BM25 and the ASR vocabulary in the background just after the write.
+    wait_for(lambda: (Path(settings.kb_dir) / "vocabulary.json").exists(), 60, "the KB vocabulary")
     return summary
 
 

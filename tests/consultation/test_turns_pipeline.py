@@ -94,6 +94,15 @@ def test_audio_turn_gives_transcript_cited_answer_and_reply_audio(api, tokens, s
     assert rate > 8000 and len(audio) / rate > 0.5
 
 
+def test_the_knowledge_base_vocabulary_reaches_the_ear(api, tokens, spoken_turn, settings):
+    from knowledge import vocabulary
+
+    terms = vocabulary.read(settings.kb_dir)
+    assert terms[0] == "Otitis media in adults" and {"amoxicillin", "azithromycin", "paracetamol"} <= set(terms)
+    turn = api.get(f"/v1/turns/{spoken_turn['turn_id']}", headers=tokens["ann"]).json()
+    assert turn["timings"]["asr"]["hotwords"] == len(terms)  # all of them: a short page fits the bound
+
+
 def test_no_clinical_text_in_the_worker_log(api, tokens, spoken_turn, pipeline_worker):
     turn = api.get(f"/v1/turns/{spoken_turn['turn_id']}", headers=tokens["ann"]).json()
     log = pipeline_worker.log()

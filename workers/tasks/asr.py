@@ -6,6 +6,7 @@ chord: a group of `asr.piece` tasks spread over the asr pool's processes, and `a
 pieces back in order with their timestamps shifted to the whole recording and answers with the task's own
 id (so a caller waiting on asr.transcribe gets the joined result). Called in-process (no worker), the pieces
 are transcribed one after another. The consultation pipeline uses the same pieces (workers/tasks/turns.py).
+Unless the caller names hotwords, Whisper gets the knowledge base's vocabulary (workers/engines/vocabulary.py).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from workers import engines
 from workers.celery_app import celery_app
 from workers.engines import asr as _asr_engine  # noqa: F401 - registers the "asr" engine loader
 from workers.engines.refs import resolve_ref, to_ref
+from workers.engines.vocabulary import hotwords as kb_hotwords
+from workers.engines.vocabulary import WIDE_LANGUAGES, kb_terms
 from workers.errors import InputError, MedvoiceError
 from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.asr")
-WIDE_LANGUAGES = ("zh", "ja", "yue")  # written without spaces between words
 
 
 def check_options(language: Any, initial_prompt: Any, hotwords: Any) -> None:
@@ -50,15 +52,25 @@ def start(audio_ref: str, key: str, language: str | None = None, initial_prompt:
     audio = engine.decode(resolve_ref(s, audio_ref, max_bytes=s.asr_max_bytes))
     decode_s = time.perf_counter() - t0
     duration = engine.check_audio(audio)
+    language = language or s.asr_language
+    language_probability = None
+    if hotwords is None and s.asr_kb_vocabulary and kb_terms(s):
+        if not language:
+            # The vocabulary must match the speech's script, so the language is settled first (one extra
+            # encoder pass over the first 30 s).
+            language, language_probability = engine.detect_language(audio)
+        hotwords = kb_hotwords(s, language)  # the knowledge base teaches the ear its drug and disease names
     options = {"initial_prompt": initial_prompt, "hotwords": hotwords}
     if duration <= s.asr_split_above_s:
         result = engine.transcribe(audio, language=language, **options)
         result["timings"]["decode_s"] = round(decode_s, 4)
         result["timings"]["total_s"] = round(result["timings"]["total_s"] + decode_s, 4)
+        if language_probability is not None:
+            result["language_probability"] = language_probability
+        result["timings"]["hotwords"] = len(hotwords.split(", ")) if hotwords else 0  # how many, never which
         return {"result": {**result, "audio_ref": audio_ref}}
     t1 = time.perf_counter()
-    language_probability = None
-    if not (language or s.asr_language):
+    if not language:
         # Short pieces detect language poorly (and could disagree): the whole recording gets one.
         language, language_probability = engine.detect_language(audio)
     folder = s.audio_dir / "pieces" / key
@@ -69,10 +81,11 @@ def start(audio_ref: str, key: str, language: str | None = None, initial_prompt:
         path = folder / f"{index:04d}.wav"
         sf.write(str(path), np.clip(audio[a:b], -1.0, 1.0), _asr_engine.SAMPLE_RATE, subtype="PCM_16")
         pieces.append({"audio_ref": to_ref(s, path), "index": index, "offset_s": round(a / _asr_engine.SAMPLE_RATE, 3),
-                       "language": language or s.asr_language, **options})
+                       "language": language, **options})
     meta = {"audio_ref": audio_ref, "folder": to_ref(s, folder) if pieces else None, "duration_s": round(duration, 3),
-            "language": language or s.asr_language, "language_probability": language_probability,
-            "decode_s": round(decode_s, 4), "split_s": round(time.perf_counter() - t1, 4), "started": time.time()}
+            "language": language, "language_probability": language_probability,
+            "decode_s": round(decode_s, 4), "split_s": round(time.perf_counter() - t1, 4), "started": time.time(),
+            "hotwords": len(hotwords.split(", ")) if hotwords else 0}
     log.info("asr audio=%s %.1fs cut into %d pieces", key, duration, len(pieces))
     return {"pieces": pieces, "meta": meta}
 
@@ -112,7 +125,7 @@ def join_pieces(pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
         "audio_ref": meta["audio_ref"],
         "timings": {"decode_s": meta["decode_s"], "split_s": meta["split_s"], "transcribe_s": round(transcribe_s, 4),
                     "total_s": round(total, 4), "rtf": round(total / duration, 4), "pieces": len(pieces),
-                    "workers": len({p.get("worker") for p in pieces})},
+                    "workers": len({p.get("worker") for p in pieces}), "hotwords": meta.get("hotwords", 0)},
     }
 
 

@@ -8,6 +8,7 @@ worker process (workers/engines/rag.py). Results are plain JSON. Bad input comes
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,17 @@ def ingest(paths: list[str], source: str | None = None, date: str | None = None,
         except LoadError as exc:
             report.items.append(IngestItem("", "failed", 0, str(p), str(exc)))
         report.seconds = time.perf_counter() - t0
-        return report.summary()
+        return _changed(kb, report.summary())
     report = kb.ingest_paths([Path(p) for p in paths], source=source, date=date, tags=tags)
-    return report.summary()
+    return _changed(kb, report.summary())
+
+
+def _changed(kb, summary: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+    """After a write, rebuild BM25 and the ASR vocabulary now, in the background, rather than at the next
+    search: the asr pool reads the vocabulary before any search happens."""
+    if summary.get("added") or summary.get("updated") or summary.get("deleted"):
+        threading.Thread(target=kb.refresh, name="kb-refresh-after-write", daemon=True).start()
+    return summary
 
 
 @celery_app.task(name="rag.list")
@@ -86,7 +95,8 @@ def show(doc_id: str) -> dict[str, Any] | None:
 def delete(doc_id: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     n = _kb().delete(doc_id)
-    return {"doc_id": doc_id, "deleted": n > 0, "chunks": n, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+    return _changed(_kb(), {"doc_id": doc_id, "deleted": n > 0, "chunks": n,
+                            "ms": round((time.perf_counter() - t0) * 1000, 1)})
 
 
 @celery_app.task(name="rag.reindex")
