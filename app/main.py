@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from app.routes import admin, auth, consultations, health, knowledge, openai_audio, turns
 from workers.settings import Settings, get_settings
@@ -12,9 +16,34 @@ from workers.settings import Settings, get_settings
 log = logging.getLogger("medvoice.api")
 
 
+async def _reap_stalled_turns(settings: Settings) -> None:
+    """Every consult_reap_interval_s, from start-up: turns whose queued work was lost end `error`."""
+    from workers.reaper import reap
+
+    while True:
+        try:
+            await run_in_threadpool(reap, settings)
+        except Exception as exc:  # noqa: BLE001 - the database or Redis may be down for a while
+            log.warning("stalled-turn check failed: %s", type(exc).__name__)
+        await asyncio.sleep(settings.consult_reap_interval_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reaper = asyncio.create_task(_reap_stalled_turns(settings)) if settings.consult_reap_interval_s > 0 else None
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reaper
+
     app = FastAPI(
+        lifespan=lifespan,
         title="medvoice",
         version="0.1.0",
         description="Offline voice knowledge assistant for clinics.",

@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     consult_sse_timeout_s: float = Field(default=600.0, gt=0)  # an SSE stream ends after this long
     consult_sse_heartbeat_s: float = Field(default=15.0, gt=0)
     consult_reply_gap_s: float = Field(default=0.15, ge=0)  # silence between sentences in the reply WAV
+    consult_stall_after_s: float | None = Field(default=None, gt=0)  # unchanged this long: stalled (default 2x time limit)
+    consult_reap_interval_s: float = Field(default=60.0, ge=0)  # the API looks for stalled turns this often; 0: never
     consult_stream_tts: bool = True  # each answer sentence goes to the tts pool as soon as it is generated
     consult_stream_tts_wait_s: float = Field(default=60.0, gt=0)  # tts.turn waits this long for a started clip
     # ---- end of consultations ------------------------------------------------------------------------

@@ -122,5 +122,15 @@ def migrate(revision: str = typer.Argument("head", help="Target revision.")) -> 
     typer.echo(f"database at {revision}")
 
 
+@cli.command("reap-turns")
+def reap_turns() -> None:
+    """Mark turns whose queued work was lost (no progress for MEDVOICE_CONSULT_STALL_AFTER_S) as `error`.
+    The API does this every MEDVOICE_CONSULT_REAP_INTERVAL_S; this runs it once, e.g. after restoring Redis."""
+    from workers.reaper import reap
+
+    reaped = reap(get_settings())
+    typer.echo(f"{len(reaped)} stalled turns marked error" + (f": {', '.join(reaped)}" if reaped else ""))
+
+
 def main() -> None:
     cli()
