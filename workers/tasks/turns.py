@@ -205,6 +205,9 @@ def _transcribed(turn_id: str, result: dict[str, Any]) -> dict[str, Any]:
     events.append(turn_id, "transcribed", language=result.get("language"), text=text,
                   duration_s=result["duration_s"], timings=result["timings"],
                   segments=[{k: seg[k] for k in ("start", "end", "text")} for seg in result.get("segments") or []])
+    log.info("turn=%s asr: %.2fs of audio, lang=%s, rtf=%.3f, pieces=%s, hotwords=%s", turn_id, result["duration_s"],
+             result.get("language"), result["timings"]["rtf"], result["timings"].get("pieces", 1),
+             result["timings"].get("hotwords", 0))
     return {"turn_id": turn_id}
 
 
