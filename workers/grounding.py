@@ -43,6 +43,12 @@ def answer_language(language: str | None) -> str:
     return "zh" if (language or "").lower().startswith(("zh", "yue")) else "en"
 
 
+def disclaimer(settings: Any, language: str | None) -> str | None:
+    """The configured medical disclaimer in the answer's language; None when it is set to empty."""
+    text = getattr(settings, f"consult_disclaimer_{answer_language(language)}", "") or ""
+    return text.strip() or None
+
+
 def no_answer(language: str | None) -> str:
     return NO_ANSWER[answer_language(language)]
 

@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.audit import audit
-from app.deps import CurrentUser, DbSession
-from workers.grounding import cited_numbers
+from app.deps import AppSettings, CurrentUser, DbSession
+from workers.grounding import cited_numbers, disclaimer
 from workers.records import Consultation, Role, Turn, User
+from workers.settings import Settings
 
 router = APIRouter(prefix="/v1/consultations", tags=["consultations"])
 
@@ -54,6 +55,7 @@ class TurnOut(BaseModel):
     timings: dict[str, Any]
     guard_fired: bool
     error: str | None
+    disclaimer: str | None  # the configured medical disclaimer, in the answer's language, with every answer
     has_reply_audio: bool
     created_at: datetime
     updated_at: datetime
@@ -63,7 +65,7 @@ class ConsultationDetail(ConsultationOut):
     turns: list[TurnOut]
 
 
-def turn_out(t: Turn) -> TurnOut:
+def turn_out(t: Turn, settings: Settings) -> TurnOut:
     used = set(cited_numbers(t.answer or ""))
     return TurnOut(
         id=t.id, consultation_id=t.consultation_id, index=t.index, status=t.status.value, input_kind=t.input_kind,
@@ -71,6 +73,7 @@ def turn_out(t: Turn) -> TurnOut:
         citations=[CitationOut(n=c.n, title=c.title, source=c.source, score=c.score, document_id=c.document_id,
                                chunk_id=c.chunk_id, cited=c.n in used) for c in t.citations],
         timings=t.timings or {}, guard_fired=bool(t.guard_fired), error=t.error,
+        disclaimer=disclaimer(settings, t.language) if t.answer else None,
         has_reply_audio=bool(t.reply_audio_ref), created_at=t.created_at, updated_at=t.updated_at,
     )
 
@@ -112,9 +115,10 @@ def list_consultations(user: CurrentUser, db: DbSession) -> list[ConsultationOut
 
 
 @router.get("/{consultation_id}", response_model=ConsultationDetail)
-def get_consultation(consultation_id: str, user: CurrentUser, db: DbSession) -> ConsultationDetail:
+def get_consultation(consultation_id: str, user: CurrentUser, db: DbSession,
+                     settings: AppSettings) -> ConsultationDetail:
     """The consultation with every turn: transcript, language, answer, citations, stage timings, status."""
     c = load_consultation(db, user, consultation_id)
     audit(db, user, "consultation.read", "consultation", c.id, owner_id=c.owner_id)
     db.commit()
-    return ConsultationDetail(**_out(c).model_dump(), turns=[turn_out(t) for t in c.turns])
+    return ConsultationDetail(**_out(c).model_dump(), turns=[turn_out(t, settings) for t in c.turns])

@@ -75,6 +75,9 @@ def test_audio_turn_gives_transcript_cited_answer_and_reply_audio(api, tokens, s
     assert len(heard) >= 2, turn["transcript"]
     assert turn["answer"] and turn["answer"] != NO_ANSWER["en"]
     assert turn["citations"], "the retrieved passage is recorded as a citation"
+    answered = next(d for t, d in spoken_turn["events"] if t == "answered")
+    assert turn["disclaimer"].startswith("Drawn from your clinic's knowledge base") and \
+        answered["disclaimer"] == turn["disclaimer"]
     first = turn["citations"][0]
     assert first["n"] == 1 and first["title"] == "Otitis media in adults" and first["source"] == "formulary"
     assert 0 < first["score"] <= 1
@@ -218,6 +221,7 @@ def test_chinese_speech_with_the_language_named(api, tokens, knowledge):
     turn = api.get(f"/v1/turns/{r.json()['turn_id']}", headers=tokens["ann"]).json()
     assert turn["language"] == "zh" and turn["transcript"].startswith("欢迎大家")
     assert turn["answer"] == NO_ANSWER["zh"]  # the knowledge base holds one English page on otitis media
+    assert "诊所知识库" in turn["disclaimer"]  # the medical disclaimer, in the answer's language
 
 
 def test_a_failing_stage_marks_the_turn_error(api, tokens, knowledge):

@@ -51,6 +51,7 @@ from workers.grounding import (
     attribute,
     cited_numbers,
     context_texts,
+    disclaimer,
     no_answer,
     passages_from_hits,
     unverified,
@@ -403,6 +404,7 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         answer = sep.join(sentences)
         _record(turn_id, "llm", timing, answer=answer, guard_fired=guard.fired)
         events.append(turn_id, "answered", r=r, sentences=len(sentences), guard_fired=guard.fired,
+                      disclaimer=disclaimer(s, language),
                       citations=cited_numbers(answer, [p["n"] for p in passages]), timings=timing)
         log.info("turn=%s llm: %d sentences in %.3fs guard=%s", turn_id, len(sentences), timing["total_s"],
                  guard.fired)
