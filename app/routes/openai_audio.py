@@ -375,11 +375,8 @@ async def create_transcription(request: Request, user: CurrentUser, db: DbSessio
         response = render(result, options["response_format"])
         detail["status"] = 200
         return response
-    except OpenAIError as exc:
-        detail.update(status=exc.status_code, error=exc.code)
-        raise
-    except MedvoiceError as exc:
-        detail.update(status=exc.http_status, error=exc.code)
+    except (OpenAIError, MedvoiceError) as exc:
+        detail.update(_failure(exc))
         raise
     finally:
         if path is not None:
@@ -439,6 +436,13 @@ def wav_to_pcm(data: bytes, rate: int = PCM_RATE) -> bytes:
     return bytes(out)
 
 
+def _failure(exc: OpenAIError | MedvoiceError) -> dict[str, Any]:
+    """A failed call's status and error code, for its log line and audit record."""
+    if isinstance(exc, OpenAIError):
+        return {"status": exc.status_code, "error": exc.code}
+    return {"status": exc.http_status, "error": exc.code}
+
+
 def _read_and_delete(settings: Settings, ref: str) -> bytes:
     path = resolve_ref(settings, ref)
     try:
@@ -467,11 +471,8 @@ async def create_speech(body: SpeechIn, user: CurrentUser, db: DbSession, settin
         if body.response_format == "pcm":
             return Response(await run_in_threadpool(wav_to_pcm, wav), media_type="audio/pcm")
         return Response(wav, media_type="audio/wav")
-    except OpenAIError as exc:
-        detail.update(status=exc.status_code, error=exc.code)
-        raise
-    except MedvoiceError as exc:
-        detail.update(status=exc.http_status, error=exc.code)
+    except (OpenAIError, MedvoiceError) as exc:
+        detail.update(_failure(exc))
         raise
     finally:
         detail["took_ms"] = round((time.perf_counter() - started) * 1000, 1)

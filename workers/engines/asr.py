@@ -20,6 +20,7 @@ from workers.settings import Settings
 
 log = logging.getLogger("medvoice.engines.asr")
 SAMPLE_RATE = 16000
+WIDE_LANGUAGES = ("zh", "ja", "yue")  # CJK scripts: written without spaces between words
 
 
 class AsrEngine:
@@ -115,7 +116,7 @@ class AsrEngine:
                              "avg_logprob": round(seg.avg_logprob, 4),
                              "no_speech_prob": round(seg.no_speech_prob, 4)})
         t_done = time.perf_counter()
-        sep = "" if (info.language or "") in ("zh", "ja", "yue") else " "
+        sep = "" if (info.language or "") in WIDE_LANGUAGES else " "
         text = sep.join(seg["text"] for seg in segments).strip()
         transcribe_s = t_done - t_decoded
         return {

@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 
 from knowledge import vocabulary
+from workers.engines.asr import WIDE_LANGUAGES
 from workers.settings import Settings
 
-WIDE_LANGUAGES = ("zh", "ja", "yue")  # CJK scripts
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, list[str]]] = {}
 

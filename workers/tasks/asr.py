@@ -23,7 +23,7 @@ from workers.celery_app import celery_app
 from workers.engines import asr as _asr_engine  # noqa: F401 - registers the "asr" engine loader
 from workers.engines.refs import resolve_ref, to_ref
 from workers.engines.vocabulary import hotwords as kb_hotwords
-from workers.engines.vocabulary import WIDE_LANGUAGES, kb_terms
+from workers.engines.vocabulary import kb_terms
 from workers.errors import InputError, MedvoiceError
 from workers.settings import get_settings
 
@@ -54,25 +54,25 @@ def start(audio_ref: str, key: str, language: str | None = None, initial_prompt:
     duration = engine.check_audio(audio)
     language = language or s.asr_language
     language_probability = None
-    if hotwords is None and s.asr_kb_vocabulary and kb_terms(s):
-        if not language:
-            # The vocabulary must match the speech's script, so the language is settled first (one extra
-            # encoder pass over the first 30 s).
-            language, language_probability = engine.detect_language(audio)
+    long = duration > s.asr_split_above_s
+    vocabulary = hotwords is None and s.asr_kb_vocabulary and bool(kb_terms(s))
+    if not language and (long or vocabulary):
+        # Settled first (one extra encoder pass over the first 30 s): the vocabulary must match the speech's
+        # script, and short pieces detect language poorly (and could disagree), so a recording gets one.
+        language, language_probability = engine.detect_language(audio)
+    if vocabulary:
         hotwords = kb_hotwords(s, language)  # the knowledge base teaches the ear its drug and disease names
+    n_hotwords = len(hotwords.split(", ")) if hotwords else 0  # how many are logged and recorded, never which
     options = {"initial_prompt": initial_prompt, "hotwords": hotwords}
-    if duration <= s.asr_split_above_s:
+    if not long:
         result = engine.transcribe(audio, language=language, **options)
         result["timings"]["decode_s"] = round(decode_s, 4)
         result["timings"]["total_s"] = round(result["timings"]["total_s"] + decode_s, 4)
         if language_probability is not None:
             result["language_probability"] = language_probability
-        result["timings"]["hotwords"] = len(hotwords.split(", ")) if hotwords else 0  # how many, never which
+        result["timings"]["hotwords"] = n_hotwords
         return {"result": {**result, "audio_ref": audio_ref}}
     t1 = time.perf_counter()
-    if not language:
-        # Short pieces detect language poorly (and could disagree): the whole recording gets one.
-        language, language_probability = engine.detect_language(audio)
     folder = s.audio_dir / "pieces" / key
     shutil.rmtree(folder, ignore_errors=True)  # a re-run stage starts clean
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def start(audio_ref: str, key: str, language: str | None = None, initial_prompt:
     meta = {"audio_ref": audio_ref, "folder": to_ref(s, folder) if pieces else None, "duration_s": round(duration, 3),
             "language": language, "language_probability": language_probability,
             "decode_s": round(decode_s, 4), "split_s": round(time.perf_counter() - t1, 4), "started": time.time(),
-            "hotwords": len(hotwords.split(", ")) if hotwords else 0}
+            "hotwords": n_hotwords}
     log.info("asr audio=%s %.1fs cut into %d pieces", key, duration, len(pieces))
     return {"pieces": pieces, "meta": meta}
 
@@ -109,7 +109,7 @@ def join_pieces(pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
     s = get_settings()
     pieces = sorted(pieces, key=lambda p: p["index"])
     language = meta.get("language") or (max(pieces, key=lambda p: p["duration_s"])["language"] if pieces else None)
-    sep = "" if (language or "") in WIDE_LANGUAGES else " "
+    sep = "" if (language or "") in _asr_engine.WIDE_LANGUAGES else " "
     segments = [seg for p in pieces for seg in p["segments"]]
     transcribe_s = sum(p["timings"]["transcribe_s"] for p in pieces)
     duration = float(meta["duration_s"])

@@ -99,18 +99,21 @@ def _begin(turn_id: str, status: TurnStatus) -> Turn:
         return turn
 
 
-def _announce_rerun(turn_id: str, stage: str, *types: str) -> None:
+def _announce_rerun(turn_id: str, stage: str, *types: str) -> bool:
     """A re-delivered stage streams its events again: a `restart` event tells clients to drop the earlier ones."""
-    if any(e.get("type") in types for e in events.read_all(turn_id)):
+    rerun = any(e.get("type") in types for e in events.read_all(turn_id))
+    if rerun:
         events.append(turn_id, "restart", stage=stage)
+    return rerun
 
 
-def _enter(turn_id: str, status: TurnStatus, stage: str, *rerun_types: str) -> Turn:
-    """Start a stage: the turn's new status in SQL, `restart` if the stage re-runs, then a `status` event."""
+def _enter(turn_id: str, status: TurnStatus, stage: str, *rerun_types: str) -> tuple[Turn, bool]:
+    """Start a stage: the turn's new status in SQL, `restart` if the stage re-runs, then a `status` event.
+    Returns a detached copy of the row and whether the stage is a re-run."""
     turn = _begin(turn_id, status)
-    _announce_rerun(turn_id, stage, *rerun_types)
+    rerun = _announce_rerun(turn_id, stage, *rerun_types)
     events.append(turn_id, "status", status=status.value)
-    return turn
+    return turn, rerun
 
 
 def _record(turn_id: str, stage: str, timing: dict[str, Any], **fields: Any) -> None:
@@ -176,7 +179,7 @@ def _run_stage(task: Task, stage: str, state: dict[str, Any], body: Callable[[st
 @celery_app.task(name="asr.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
 def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
-        turn = _enter(turn_id, TurnStatus.transcribing, "asr", "transcribed")
+        turn, _rerun = _enter(turn_id, TurnStatus.transcribing, "asr", "transcribed")
         if not turn.audio_ref:
             raise InputError("this turn has no audio", {"turn_id": turn_id})
         # A language the client named forces ASR (detection is weak on short Chinese); else detect.
@@ -240,7 +243,7 @@ def asr_turn_join(self: Task, pieces: list[dict[str, Any]], state: dict[str, Any
 def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
         s = get_settings()
-        turn = _enter(turn_id, TurnStatus.retrieving, "rag", "retrieved")
+        turn, _rerun = _enter(turn_id, TurnStatus.retrieving, "rag", "retrieved")
         question = (turn.transcript or turn.question_text or "").strip()
         if not question:
             raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
@@ -342,7 +345,7 @@ def history_messages(turn: Turn, max_turns: int, max_tokens: int, count_tokens: 
 def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
     def body(turn_id: str) -> dict[str, Any]:
         s = get_settings()
-        turn = _enter(turn_id, TurnStatus.generating, "llm", "sentence", "answered")
+        turn, _rerun = _enter(turn_id, TurnStatus.generating, "llm", "sentence", "answered")
         question = (turn.transcript or turn.question_text or "").strip()
         language = state.get("language") or turn.language
         passages = state.get("passages") or []
@@ -422,8 +425,7 @@ def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
 
         s = get_settings()
         # Sentence clips stream in (`audio`) before this stage starts: only a finished earlier run means a re-run.
-        rerun = any(e.get("type") == "audio_ready" for e in events.read_all(turn_id))
-        _enter(turn_id, TurnStatus.speaking, "tts", "audio_ready")
+        _turn, rerun = _enter(turn_id, TurnStatus.speaking, "tts", "audio_ready")
         t0 = time.perf_counter()
         clips = []
         early = list(state.get("clips") or [])
