@@ -204,7 +204,8 @@ def test_follow_up_turn_sees_earlier_turns(api, tokens, spoken_turn):
     assert evs[-1][0] == "done", evs[-1]
     turn = api.get(f"/v1/turns/{r.json()['turn_id']}", headers=tokens["ann"]).json()
     assert turn["index"] == 3 and turn["citations"]
-    assert turn["timings"]["llm"]["history_turns"] == 2  # turns 1 and 2, within the token budget
+    # turn 1 within the token budget; turn 2's canned no-answer reply is left out (a 0.5B model repeats it)
+    assert turn["timings"]["llm"]["history_turns"] == 1
     assert turn["answer"] and turn["answer"] != NO_ANSWER["en"], (turn["answer"], turn["timings"]["llm"])
 
 

@@ -46,6 +46,8 @@ from workers.db import session_scope
 from workers.engines.refs import to_ref
 from workers.errors import EmptyInput, EngineFailure, InputError, MedvoiceError, TurnCancelled, from_exception
 from workers.grounding import (
+    NO_ANSWER,
+    UNVERIFIED,
     NumbersGuard,
     answer_language,
     attribute,
@@ -72,6 +74,7 @@ TRANSIENT = (
     sqlalchemy.exc.OperationalError,
 )
 FINISHED = (TurnStatus.done, TurnStatus.error)
+CANNED_REPLIES = {*NO_ANSWER.values(), *UNVERIFIED.values()}  # left out of the history the LLM sees
 STAGES = ("asr.turn", "rag.turn", "llm.turn", "tts.turn")  # the API chains them by name (app/routes/turns.py)
 
 
@@ -331,7 +334,9 @@ def history_messages(turn: Turn, max_turns: int, max_tokens: int, count_tokens: 
         pairs = [(r.transcript or r.question_text or "", r.answer or "") for r in rows]
     kept: list[dict[str, str]] = []
     for question, answer in pairs:  # newest first
-        if not question.strip() or not answer.strip():
+        # A canned reply (nothing in the knowledge base, nothing verifiable) tells the model nothing, and a small
+        # model given one in its history tends to repeat it for the next question.
+        if not question.strip() or not answer.strip() or answer.strip() in CANNED_REPLIES:
             continue
         candidate = [{"role": "user", "content": question.strip()}, {"role": "assistant", "content": answer.strip()},
                      *kept]
