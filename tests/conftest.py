@@ -80,6 +80,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MEDVOICE_DATABASE_URL"] = f"sqlite:///{_session_dir / 'session.db'}"
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["ANONYMIZED_TELEMETRY"] = "False"
+    # The same text always sounds the same: speech made at test time and heard back by Whisper is then
+    # reproducible (with the voice's own noise, Whisper base misheard about one rendition in 36).
+    os.environ.setdefault("MEDVOICE_TTS_NOISE_SCALE", "0")
+    os.environ.setdefault("MEDVOICE_TTS_NOISE_W_SCALE", "0")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     tts_vocoder_config_path: Path | None = None
     tts_speed: float = Field(default=1.3, gt=0.2, le=4.0)
     tts_max_chars: int = Field(default=600, ge=1)
+    # Voice variation (VITS/Piper sampling noise; None: the voice's own). Both 0: a text always sounds the same.
+    tts_noise_scale: float | None = Field(default=None, ge=0, le=2)
+    tts_noise_w_scale: float | None = Field(default=None, ge=0, le=2)  # variation of phoneme lengths
     # ---- end of model engines ------------------------------------------------------------------------
 
     # ---- Consultations (issue 5) ---------------------------------------------------------------------

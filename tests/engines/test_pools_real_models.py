@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -169,6 +170,9 @@ def test_piper_speech_is_transcribed_back_by_the_asr_pool(worker, data_dir: Path
     info = sf.info(str(path))
     assert info.subtype == "PCM_16" and info.channels == 1
     assert 1.0 < info.duration < 6.0 and info.duration == pytest.approx(out["duration_s"], abs=0.01)
+    # The tests' voice has no sampling noise (MEDVOICE_TTS_NOISE_*=0): the same sentence, the same samples.
+    again = run("tts.synthesize", sentence)
+    assert np.array_equal(sf.read(str(path))[0], sf.read(str(data_dir / again["audio_ref"]))[0])
     heard = normalize(run("asr.transcribe", out["audio_ref"], language="en")["text"])
     for words in ("take two tablets", "every six hours", "water"):
         assert words in heard.replace("2", "two").replace("6", "six"), heard

@@ -101,14 +101,25 @@ def test_llm_refuses_a_gguf_whose_hash_differs(tiny_gguf: Path, tmp_path: Path) 
         load(Settings(data_dir=tmp_path, llm_model_path=tiny_gguf, llm_model_sha256="ab" * 32))
 
 
-@pytest.fixture(scope="module")
-def coqui_engine(tiny_vits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def _coqui(tiny_vits: tuple[Path, Path], data_dir: Path, **overrides: object):  # noqa: ANN202
     from workers.engines.tts import load
 
     model, config = tiny_vits
-    s = Settings(data_dir=tmp_path_factory.mktemp("data"), tts_backend="coqui", tts_model_path=model,
-                 tts_config_path=config, tts_threads=1)
-    return load(s)  # TTS(model_path=..., config_path=...)
+    return load(Settings(data_dir=data_dir, tts_backend="coqui", tts_model_path=model, tts_config_path=config,
+                         tts_threads=1, **overrides))  # TTS(model_path=..., config_path=...)
+
+
+@pytest.fixture(scope="module")
+def coqui_engine(tiny_vits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    return _coqui(tiny_vits, tmp_path_factory.mktemp("data"))
+
+
+def test_coqui_voice_variation_follows_the_noise_settings(tiny_vits: tuple[Path, Path], tmp_path: Path) -> None:
+    text = "Take two tablets every six hours."
+    steady = _coqui(tiny_vits, tmp_path, tts_noise_scale=0.0, tts_noise_w_scale=0.0)
+    assert np.array_equal(steady.synthesize(text)[0], steady.synthesize(text)[0])
+    lively = _coqui(tiny_vits, tmp_path, tts_noise_scale=0.667, tts_noise_w_scale=0.8)
+    assert not np.array_equal(lively.synthesize(text)[0], lively.synthesize(text)[0])
 
 
 def test_coqui_loads_from_local_files_and_writes_pcm16(coqui_engine, tmp_path: Path) -> None:  # noqa: ANN001

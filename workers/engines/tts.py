@@ -60,6 +60,11 @@ class CoquiEngine:
         self.model = self.tts.synthesizer.tts_model
         self.sample_rate = int(self.tts.synthesizer.output_sample_rate)
         self._base_length_scale = getattr(self.model, "length_scale", None)
+        # VITS reads its sampling noise from these attributes at inference; other models have none.
+        for attr, value in (("inference_noise_scale", settings.tts_noise_scale),
+                            ("inference_noise_scale_dp", settings.tts_noise_w_scale)):
+            if value is not None and hasattr(self.model, attr):
+                setattr(self.model, attr, float(value))
         self.speakers = list(getattr(self.tts, "speakers", None) or [])
         self.languages = list(getattr(self.tts, "languages", None) or [])
         self.model_path, self.config_path = Path(model_path), Path(config_path)
@@ -114,7 +119,8 @@ class PiperEngine:
     def synthesize(self, text: str, speed: float) -> np.ndarray:
         from piper import SynthesisConfig
 
-        cfg = SynthesisConfig(length_scale=1.0 / speed)
+        cfg = SynthesisConfig(length_scale=1.0 / speed, noise_scale=self.settings.tts_noise_scale,
+                              noise_w_scale=self.settings.tts_noise_w_scale)
         chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=cfg)]
         if not chunks:
             return np.zeros(0, dtype=np.float32)
