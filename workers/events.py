@@ -28,6 +28,7 @@ from workers.settings import get_settings
 PREFIX = "medvoice:turn:"
 DEFAULT_TTL_S = 3600
 MAX_STREAM_LEN = 10_000
+BLOCK_STEP_MS = 4000
 _TURN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -75,7 +76,19 @@ def read(turn_id: str, after: str = "0-0", block_ms: int | None = None, count: i
          r: redis.Redis | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Events after stream id `after` (exclusive), oldest first: [(id, {"type": ..., **data})]."""
     r = r or client()
-    got = r.xread({stream_key(turn_id): after}, count=count, block=block_ms)
+    key = stream_key(turn_id)
+    if block_ms is None:
+        got = r.xread({key: after}, count=count)
+    else:
+        # Blocks in steps shorter than redis-py's 5 s socket timeout, which would otherwise end a longer
+        # XREAD BLOCK with a TimeoutError; block_ms=0 waits without end, as in Redis.
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            step = BLOCK_STEP_MS if block_ms == 0 else max(1, min(BLOCK_STEP_MS, left_ms))
+            got = r.xread({key: after}, count=count, block=step)
+            if got or (block_ms and time.monotonic() >= deadline):
+                break
     out: list[tuple[str, dict[str, Any]]] = []
     for _key, entries in got or []:
         for event_id, fields in entries:

@@ -4,6 +4,8 @@ file references stay inside the data directory."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -64,6 +66,22 @@ def test_turn_stream_append_read_and_cancel(redis_url: str) -> None:
     assert check() and events.is_cancelled(turn, r=r)
     events.clear(turn, r=r)
     assert events.read(turn, r=r) == [] and not events.is_cancelled(turn, r=r)
+
+
+def test_a_blocking_read_outlasts_the_socket_timeout(redis_url: str) -> None:
+    """redis-py times a socket out after 5 s; a longer XREAD BLOCK must still wait, and see what comes."""
+    r = events.client(redis_url)
+    turn = f"t-{uuid.uuid4().hex[:8]}"
+    later = threading.Timer(5.5, lambda: events.append(turn, "done", r=events.client(redis_url)))
+    later.start()
+    t0 = time.monotonic()
+    try:
+        got = events.read(turn, block_ms=9000, r=r)
+    finally:
+        later.cancel()
+    assert [e["type"] for _, e in got] == ["done"] and 5.4 < time.monotonic() - t0 < 8.5
+    t0 = time.monotonic()
+    assert events.read(turn, after=got[0][0], block_ms=300, r=r) == [] and time.monotonic() - t0 < 2
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "../x", "x" * 200, "k\x00"])
