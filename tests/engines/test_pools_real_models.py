@@ -171,14 +171,16 @@ def test_piper_speech_is_transcribed_back_by_the_asr_pool(worker, data_dir: Path
     assert info.subtype == "PCM_16" and info.channels == 1
     assert 1.0 < info.duration < 6.0 and info.duration == pytest.approx(out["duration_s"], abs=0.01)
     # The tests' voice has no sampling noise (MEDVOICE_TTS_NOISE_*=0): the same sentence, the same samples.
-    again = run("tts.synthesize", sentence)
+    # A second clip for the same turn and index (a re-delivered stage) is a file of its own.
+    again = run("tts.synthesize", sentence, turn_id=turn, index=0)
+    assert again["audio_ref"] != out["audio_ref"] and path.exists()
     assert np.array_equal(sf.read(str(path))[0], sf.read(str(data_dir / again["audio_ref"]))[0])
     heard = normalize(run("asr.transcribe", out["audio_ref"], language="en")["text"])
     for words in ("take two tablets", "every six hours", "water"):
         assert words in heard.replace("2", "two").replace("6", "six"), heard
     evs = events.read_all(turn, r=events.client(redis_url))
-    assert evs == [{"type": "audio", "index": 0, "audio_ref": out["audio_ref"], "duration_s": out["duration_s"],
-                    "sample_rate": out["sample_rate"]}]
+    assert evs == [{"type": "audio", "index": 0, "audio_ref": o["audio_ref"], "duration_s": o["duration_s"],
+                    "sample_rate": o["sample_rate"]} for o in (out, again)]
 
 
 def test_worker_log_holds_no_transcript_or_answer_text(worker) -> None:  # noqa: ANN001

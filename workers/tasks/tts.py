@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from typing import Any
 
 from workers import engines, events
@@ -45,7 +46,10 @@ def synthesize(self, text: str, turn_id: str | None = None, index: int | None = 
     engine = engines.get("tts")
     wav, timings = engine.synthesize(text, speed=speed)
     folder = _SAFE.sub("_", turn_id) if turn_id else "adhoc"
-    name = f"{index:04d}.wav" if index is not None and turn_id else f"{_SAFE.sub('_', self.request.id or 'local')}.wav"
+    # Each synthesis gets its own file (the task id, or a fresh one when called in-process): a late clip from
+    # a re-delivered LLM stage, or one started just as tts.turn revoked it, cannot overwrite the clip taken.
+    tag = _SAFE.sub("_", self.request.id or uuid.uuid4().hex)
+    name = f"{index:04d}-{tag[:12]}.wav" if index is not None and turn_id else f"{tag}.wav"
     path = s.audio_dir / "tts" / folder / name
     engine.write_wav(wav, path)
     ref = to_ref(s, path)
