@@ -123,6 +123,8 @@ class Turn(Base):
     reply_audio_ref: Mapped[str | None] = mapped_column(String(512), nullable=True)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     guard_fired: Mapped[bool] = mapped_column(Boolean, default=False)
+    # As given with the answer: a later change of the configured text does not rewrite the record.
+    disclaimer: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

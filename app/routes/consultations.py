@@ -10,10 +10,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.audit import audit
-from app.deps import AppSettings, CurrentUser, DbSession
-from workers.grounding import cited_numbers, disclaimer
+from app.deps import CurrentUser, DbSession
+from workers.grounding import cited_numbers
 from workers.records import Consultation, Role, Turn, User
-from workers.settings import Settings
 
 router = APIRouter(prefix="/v1/consultations", tags=["consultations"])
 
@@ -55,7 +54,7 @@ class TurnOut(BaseModel):
     timings: dict[str, Any]
     guard_fired: bool
     error: str | None
-    disclaimer: str | None  # the configured medical disclaimer, in the answer's language, with every answer
+    disclaimer: str | None  # the medical disclaimer the answer was given with, in its language
     has_reply_audio: bool
     created_at: datetime
     updated_at: datetime
@@ -65,7 +64,7 @@ class ConsultationDetail(ConsultationOut):
     turns: list[TurnOut]
 
 
-def turn_out(t: Turn, settings: Settings) -> TurnOut:
+def turn_out(t: Turn) -> TurnOut:
     used = set(cited_numbers(t.answer or ""))
     return TurnOut(
         id=t.id, consultation_id=t.consultation_id, index=t.index, status=t.status.value, input_kind=t.input_kind,
@@ -73,7 +72,7 @@ def turn_out(t: Turn, settings: Settings) -> TurnOut:
         citations=[CitationOut(n=c.n, title=c.title, source=c.source, score=c.score, document_id=c.document_id,
                                chunk_id=c.chunk_id, cited=c.n in used) for c in t.citations],
         timings=t.timings or {}, guard_fired=bool(t.guard_fired), error=t.error,
-        disclaimer=disclaimer(settings, t.language) if t.answer else None,
+        disclaimer=t.disclaimer,
         has_reply_audio=bool(t.reply_audio_ref), created_at=t.created_at, updated_at=t.updated_at,
     )
 
@@ -115,10 +114,9 @@ def list_consultations(user: CurrentUser, db: DbSession) -> list[ConsultationOut
 
 
 @router.get("/{consultation_id}", response_model=ConsultationDetail)
-def get_consultation(consultation_id: str, user: CurrentUser, db: DbSession,
-                     settings: AppSettings) -> ConsultationDetail:
+def get_consultation(consultation_id: str, user: CurrentUser, db: DbSession) -> ConsultationDetail:
     """The consultation with every turn: transcript, language, answer, citations, stage timings, status."""
     c = load_consultation(db, user, consultation_id)
     audit(db, user, "consultation.read", "consultation", c.id, owner_id=c.owner_id)
     db.commit()
-    return ConsultationDetail(**_out(c).model_dump(), turns=[turn_out(t, settings) for t in c.turns])
+    return ConsultationDetail(**_out(c).model_dump(), turns=[turn_out(t) for t in c.turns])

@@ -233,12 +233,12 @@ async def create_turn(consultation_id: str, request: Request, response: Response
 
 # ---- read -----------------------------------------------------------------------------------------------
 @router.get("/v1/turns/{turn_id}", response_model=TurnOut)
-def get_turn(turn_id: str, user: CurrentUser, db: DbSession, settings: AppSettings) -> TurnOut:
+def get_turn(turn_id: str, user: CurrentUser, db: DbSession) -> TurnOut:
     turn = load_turn(db, user, turn_id)
     audit(db, user, "turn.read", "turn", turn.id, consultation_id=turn.consultation_id,
           owner_id=turn.consultation.owner_id)
     db.commit()
-    return turn_out(turn, settings)
+    return turn_out(turn)
 
 
 @router.get("/v1/turns/{turn_id}/audio", response_class=FileResponse)

@@ -63,21 +63,22 @@ def spoken_turn(api, tokens, knowledge, speech):
     return {"cid": cid, "turn_id": body["turn_id"], "events": evs}
 
 
-def test_audio_turn_gives_transcript_cited_answer_and_reply_audio(api, tokens, spoken_turn, settings):
+def test_audio_turn_gives_transcript_cited_answer_and_reply_audio(api, tokens, spoken_turn, settings, monkeypatch):
     c = consultation(api, spoken_turn["cid"], tokens["ann"])
     assert c["turn_count"] == 1
     (turn,) = c["turns"]
     assert turn["status"] == "done", turn["error"]
     assert turn["input_kind"] == "audio" and turn["language"] == "en"
-    # Piper's voice varies from run to run (its noise is not seeded): once in a while Whisper base mishears
-    # one word of the question, so two of its three content words must come through.
-    heard = [w for w in ("adult", "ear", "infection") if w in turn["transcript"].lower()]
-    assert len(heard) >= 2, turn["transcript"]
+    # The tests' voice has no sampling noise, so what Whisper base hears of it is the same every run.
+    assert all(w in turn["transcript"].lower() for w in ("adult", "ear", "infection")), turn["transcript"]
     assert turn["answer"] and turn["answer"] != NO_ANSWER["en"]
     assert turn["citations"], "the retrieved passage is recorded as a citation"
     answered = next(d for t, d in spoken_turn["events"] if t == "answered")
     assert turn["disclaimer"].startswith("Drawn from your clinic's knowledge base") and \
         answered["disclaimer"] == turn["disclaimer"]
+    # The record keeps the disclaimer the answer was given with, whatever the setting says later.
+    monkeypatch.setattr(settings, "consult_disclaimer_en", "A later wording.")
+    assert api.get(f"/v1/turns/{turn['id']}", headers=tokens["ann"]).json()["disclaimer"] == turn["disclaimer"]
     first = turn["citations"][0]
     assert first["n"] == 1 and first["title"] == "Otitis media in adults" and first["source"] == "formulary"
     assert 0 < first["score"] <= 1

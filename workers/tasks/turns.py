@@ -410,9 +410,10 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         timing["total_s"] = round(time.perf_counter() - t0, 4)
         sep = "" if answer_language(language) == "zh" else " "
         answer = sep.join(sentences)
-        _record(turn_id, "llm", timing, answer=answer, guard_fired=guard.fired)
+        notice = disclaimer(s, language)
+        _record(turn_id, "llm", timing, answer=answer, guard_fired=guard.fired, disclaimer=notice)
         events.append(turn_id, "answered", r=r, sentences=len(sentences), guard_fired=guard.fired,
-                      disclaimer=disclaimer(s, language),
+                      disclaimer=notice,
                       citations=cited_numbers(answer, [p["n"] for p in passages]), timings=timing)
         log.info("turn=%s llm: %d sentences in %.3fs guard=%s", turn_id, len(sentences), timing["total_s"],
                  guard.fired)
