@@ -74,9 +74,11 @@ def passages_from_hits(hits: Iterable[dict[str, Any]], k: int) -> list[dict[str,
     return out
 
 
-def context_texts(passages: list[dict[str, Any]]) -> list[str]:
-    """The passage texts in order, as the prompt numbers them [1]..[k] (title first when there is one)."""
-    return [f"({p['title']}) {p['text']}" if p.get("title") else p["text"] for p in passages]
+def context_texts(passages: list[dict[str, Any]], texts: list[str] | None = None) -> list[str]:
+    """The passage texts in order, as the prompt numbers them [1]..[k] (title first when there is one);
+    `texts` replaces the passages' own (their query-focused cut)."""
+    texts = [p["text"] for p in passages] if texts is None else texts
+    return [f"({p['title']}) {t}" if p.get("title") else t for p, t in zip(passages, texts)]
 
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     consult_audio_formats: str = "wav,flac,ogg,oga,opus,mp3,m4a,webm"  # accepted file extensions
     consult_max_text_chars: int = Field(default=2000, ge=1)  # a typed question
     consult_top_k: int = Field(default=4, ge=1, le=20)  # passages given to the LLM as [1]..[k]
+    # The passages' sentences that bear on the question, within this many LLM tokens (knowledge/focus.py);
+    # 0: whole passages. Prompt evaluation is most of the wait for the first spoken word on CPU.
+    consult_context_tokens: int = Field(default=320, ge=0)
     consult_max_tokens: int | None = Field(default=None, ge=1, le=4096)  # default: llm_max_tokens
     consult_history_turns: int = Field(default=4, ge=0)  # earlier turns of the consultation in the prompt
     consult_history_tokens: int = Field(default=600, ge=0)  # ...bounded by this many LLM tokens

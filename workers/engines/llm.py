@@ -104,6 +104,10 @@ class LlmEngine:
         prompt = self._formatter(messages=messages).prompt
         return self._tokenize(prompt)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text (no BOS, no chat template), as a budget counts them."""
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def _tokenize(self, text: str) -> list[int]:
         tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         bos = self.llm.token_bos()

@@ -40,6 +40,7 @@ import sqlalchemy.exc
 from celery import Task
 from sqlalchemy import delete, select
 
+from knowledge.focus import focus_passages
 from workers import engines, events
 from workers.celery_app import celery_app
 from workers.db import session_scope
@@ -375,7 +376,10 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
             engine = engines.get("llm")
             history = history_messages(turn, s.consult_history_turns, s.consult_history_tokens,
                                        lambda msgs: len(engine.tokens_for(msgs)))
-            msgs = llm_tasks.build_prompt(question=question, context=context_texts(passages), history=history,
+            texts = [p["text"] for p in passages]
+            if s.consult_context_tokens:  # the sentences that bear on the question: a shorter prompt to evaluate
+                texts = focus_passages(question, texts, s.consult_context_tokens, engine.count_tokens)
+            msgs = llm_tasks.build_prompt(question=question, context=context_texts(passages, texts), history=history,
                                           language=answer_language(language))
 
             def on_sentence(_index: int, text: str) -> None:
@@ -405,6 +409,7 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
                 # passages, so point at them rather than claim the knowledge base has nothing.
                 emit(unverified(language))
             timing = {**result["timings"], "history_turns": len(history) // 2, "attributed": attributed[0],
+                      "focused_passages": sum(t != p["text"] for t, p in zip(texts, passages)),
                       "sentences_generated": counts["generated"], "guard_replaced": counts["replaced"],
                       "guard_dropped": counts["dropped"], "finish_reason": result["finish_reason"]}
         timing["total_s"] = round(time.perf_counter() - t0, 4)
