@@ -26,8 +26,7 @@ def focus_passages(question: str, texts: list[str], budget_tokens: int,
                    count_tokens: Callable[[str], int]) -> list[str]:
     """The passages, trimmed to the sentences that matter most to `question` within `budget_tokens`
     (as `count_tokens` counts); returned unchanged when they fit already."""
-    costs = [count_tokens(t) for t in texts]
-    if sum(costs) <= budget_tokens:
+    if sum(count_tokens(t) for t in texts) <= budget_tokens:
         return list(texts)
     asked = _terms(question)
     sentences = [split_sentences(t) or [t] for t in texts]
@@ -44,14 +43,13 @@ def focus_passages(question: str, texts: list[str], budget_tokens: int,
     order = [(i, ranked[i][0]) for i in range(len(texts))]
     order += sorted(((i, j) for i in range(len(texts)) for j in ranked[i][1:]),
                     key=lambda ij: (-score(*ij), ij[0], ij[1]))
-    cost: dict[tuple[int, int], int] = {}
     chosen: dict[int, set[int]] = {i: set() for i in range(len(texts))}
     used = 0
     for i, j in order:
-        cost[i, j] = cost.get((i, j)) or count_tokens(sentences[i][j]) + 1
-        if used + cost[i, j] <= budget_tokens or not chosen[i]:  # a passage is never left empty
+        cost = count_tokens(sentences[i][j]) + 1  # (+1: the space or mark between sentences)
+        if used + cost <= budget_tokens or not chosen[i]:  # a passage is never left empty
             chosen[i].add(j)
-            used += cost[i, j]
+            used += cost
     out = []
     for i, group in enumerate(sentences):
         picked = sorted(chosen[i])
