@@ -112,13 +112,16 @@ class SearchResult:
 
 
 def decay_factor(doc_date: str, today: date, base: float, unit_days: float) -> float:
-    if not doc_date:
-        return 1.0
     try:
-        age_days = (today - date.fromisoformat(doc_date)).days
+        ordinal = date.fromisoformat(doc_date).toordinal() if doc_date else 0
     except ValueError:
-        return 1.0
-    return float(base ** (max(age_days, 0) / unit_days))
+        ordinal = 0
+    return decay_at(ordinal, today.toordinal(), base, unit_days)
+
+
+def decay_at(ordinal: int, today_ordinal: int, base: float, unit_days: float) -> float:
+    """The decay of a document dated by its date ordinal (0: undated, no decay); future dates do not boost."""
+    return float(base ** (max(today_ordinal - ordinal, 0) / unit_days)) if ordinal > 0 else 1.0
 
 
 class KnowledgeBase:
@@ -409,18 +412,20 @@ class KnowledgeBase:
         # Only what ranking needs is fetched here: vectors of lexical-only candidates (for their exact cosine)
         # and metadata of chunks newer than this process's BM25 index. Dates come from the in-memory index.
         need_vec = [c for c in cand if dense_used and c not in dense]
+        today_ord = (today or date.today()).toordinal()
+
+        def decay_of(ordinal: int) -> float:
+            return decay_at(ordinal, today_ord, self.cfg.decay_base, self.cfg.decay_unit_days) if decay_on else 1.0
+
         if need_vec and lexical_used and fusion != "rrf" and len(dense) >= k:
             # Prune: a chunk outside the HNSW top-n has a cosine at most the n-th one's (HNSW is near-exact
             # here), so a lexical-only candidate whose best possible final score cannot beat the k-th best
             # known one needs no vector fetch and cannot change the top k.
             w = self.cfg.dense_weight
             d_floor = min(dense.values())
-            today_ord0 = (today or date.today()).toordinal()
 
             def dec(c: str) -> float:
-                o = lex.date_ordinal(c) or 0
-                return self.cfg.decay_base ** (max(today_ord0 - o, 0) / self.cfg.decay_unit_days) \
-                    if decay_on and o > 0 else 1.0
+                return decay_of(lex.date_ordinal(c) or 0)
 
             known = sorted(((w * dense[c] + (1 - w) * (lexical.get(c) if c in lexical else
                              (float(lex_all[lex.row[c]]) if lex_all is not None and c in lex.row else 0.0))) * dec(c)
@@ -441,7 +446,6 @@ class KnowledgeBase:
                     i = lex.row.get(c)
                     lexical[c] = float(lex_all[i]) if i is not None else 0.0
         fused = self._fuse(cand, dense if dense_used else None, lexical if lexical_used else None, fusion)
-        today_ord = (today or date.today()).toordinal()
         scored = []
         for c in cand:
             sim = fused[c]
@@ -450,8 +454,7 @@ class KnowledgeBase:
             d_ord = lex.date_ordinal(c)
             if d_ord is None:
                 d_ord = int(extra[c]["meta"].get("date_ord") or 0)
-            dec = self.cfg.decay_base ** (max(today_ord - d_ord, 0) / self.cfg.decay_unit_days) \
-                if decay_on and d_ord > 0 else 1.0
+            dec = decay_of(d_ord)
             scored.append((sim * dec, c, sim, dec))
         scored.sort(key=lambda x: (-x[0], x[1]))
         top = scored[: k + 5]  # a few spares: a chunk may have been deleted by another process meanwhile
