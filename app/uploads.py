@@ -3,9 +3,13 @@
 `body_limited` counts the request body as it arrives (a chunked upload with no Content-Length that goes
 past the limit stops with InputTooLarge instead of being spooled to disk whole); `read_upload` reads one
 multipart file part up to a limit. Both raise the typed InputTooLarge (413) of workers/errors.py.
+`store_upload` writes an accepted upload where the workers will read it.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -47,3 +51,12 @@ def body_limited(request: Request, limit: int) -> Request:
 
     return Request(request.scope, receive)
 
+
+
+def store_upload(path: Path, data: bytes) -> Path:
+    """Write atomically (a temporary file, then a rename): a worker never reads a half-written upload."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path

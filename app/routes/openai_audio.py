@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 import zlib
 from collections.abc import Callable, Coroutine
@@ -48,10 +47,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from app.audio import AudioInfo, extension_of, validate_audio
+from app.audio import extension_of, validate_audio
 from app.audit import audit
 from app.deps import AppSettings, CurrentUser, DbSession
-from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload
+from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upload
 from workers.engines.refs import resolve_ref, to_ref
 from workers.errors import ERRORS_BY_NAME, InputTooLarge, MedvoiceError, from_exception
 from workers.records import User, new_id
@@ -249,15 +248,6 @@ def _options(form: Any) -> dict[str, Any]:
             "language": _language(_field(form, "language"))}
 
 
-def _store(settings: Settings, call_id: str, info: AudioInfo, data: bytes) -> Path:
-    path = settings.audio_dir / "openai" / f"{call_id}.{info.extension}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def _timestamp(seconds: float, decimal: str) -> str:
     """HH:MM:SS,mmm (SRT) or HH:MM:SS.mmm (WebVTT)."""
     ms = max(0, round(float(seconds) * 1000))
@@ -364,7 +354,8 @@ async def create_transcription(request: Request, user: CurrentUser, db: DbSessio
         except MedvoiceError as exc:
             raise OpenAIError.from_typed(exc, param="file") from None
         detail.update(audio_s=info.duration_s, bytes=info.bytes, codec=info.codec)
-        path = await run_in_threadpool(_store, settings, call_id, info, data)
+        path = await run_in_threadpool(store_upload, settings.audio_dir / "openai" / f"{call_id}.{info.extension}",
+                                       data)
         del data
         result = await run_in_threadpool(
             call_task, settings, "asr.transcribe",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -36,7 +35,7 @@ from app.audio import AudioInfo, extension_of, validate_audio
 from app.audit import audit
 from app.deps import AppSettings, CurrentUser, DbSession
 from app.routes.consultations import TurnOut, load_consultation, turn_out
-from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload
+from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upload
 from workers import events
 from workers.engines.refs import resolve_ref, to_ref
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
@@ -127,15 +126,6 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
                                     '{"text": ...}'})
 
 
-def _store_audio(settings: Settings, consultation_id: str, turn_id: str, info: AudioInfo, data: bytes) -> Path:
-    path = settings.audio_dir / "in" / consultation_id / f"{turn_id}.{info.extension}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def _create_turn(db: Session, user: User, settings: Settings, consultation_id: str,
                  body: dict[str, Any]) -> Turn:
     c = load_consultation(db, user, consultation_id)
@@ -149,7 +139,7 @@ def _create_turn(db: Session, user: User, settings: Settings, consultation_id: s
     path: Path | None = None
     if body["kind"] == "audio":
         info = validate_audio(body["data"], body["filename"], settings)
-        path = _store_audio(settings, c.id, turn_id, info, body["data"])
+        path = store_upload(settings.audio_dir / "in" / c.id / f"{turn_id}.{info.extension}", body["data"])
     try:
         for attempt in range(5):
             try:
