@@ -129,6 +129,13 @@ def join_pieces(pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
     }
 
 
+def transcribe_here(out: dict[str, Any]) -> dict[str, Any]:
+    """What start() returned, finished in this process: its own result, or its pieces one after another."""
+    if "result" in out:
+        return out["result"]
+    return join_pieces([transcribe_piece(**p) for p in out["pieces"]], out["meta"])
+
+
 def pieces_chord(piece_task: str, pieces: list[dict[str, Any]], join_task: str, join_arg: dict[str, Any]):  # noqa: ANN201
     """The canvas a long recording's task replaces itself with: pieces in parallel, then one join."""
     from celery import chord, group
@@ -142,10 +149,8 @@ def transcribe(self, audio_ref: str, language: str | None = None, initial_prompt
                hotwords: str | None = None, turn_id: str | None = None) -> dict[str, Any]:
     out = start(audio_ref, key=self.request.id or f"local-{os.getpid()}-{time.time_ns()}", language=language,
                 initial_prompt=initial_prompt, hotwords=hotwords)
-    if "result" in out:
-        result = out["result"]
-    elif self.request.called_directly or not out["pieces"]:
-        result = join_pieces([transcribe_piece(**p) for p in out["pieces"]], out["meta"])
+    if "result" in out or self.request.called_directly or not out["pieces"]:
+        result = transcribe_here(out)
     else:
         raise self.replace(pieces_chord("asr.piece", out["pieces"], "asr.join", out["meta"]))
     log.info("asr.transcribe task=%s turn=%s audio=%.2fs lang=%s rtf=%.3f", self.request.id, turn_id,

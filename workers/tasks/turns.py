@@ -188,11 +188,8 @@ def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
             raise InputError("this turn has no audio", {"turn_id": turn_id})
         # A language the client named forces ASR (detection is weak on short Chinese); else detect.
         out = asr_tasks.start(turn.audio_ref, key=turn_id, language=turn.language or None)
-        if "result" in out:
-            return _transcribed(turn_id, out["result"])
-        if self.request.called_directly or not out["pieces"]:
-            pieces = [asr_tasks.transcribe_piece(**p) for p in out["pieces"]]
-            return _transcribed(turn_id, asr_tasks.join_pieces(pieces, out["meta"]))
+        if "result" in out or self.request.called_directly or not out["pieces"]:
+            return _transcribed(turn_id, asr_tasks.transcribe_here(out))
         # A long recording: its pieces go to the asr pool as a group; asr.turn_join records the transcript
         # and the chain goes on from there to rag.turn (Celery appends the rest of the chain to the chord).
         log.info("turn=%s asr: %d pieces", turn_id, len(out["pieces"]))
