@@ -174,9 +174,7 @@ def show(doc_id: str, full: bool = typer.Option(False, "--full", help="Print who
 def delete(doc_id: str) -> None:
     """Delete a document and all its chunks."""
     t0 = time.perf_counter()
-    n = _run(lambda kb: kb.delete(doc_id), "rag.delete", {"doc_id": doc_id}, timeout=60)
-    if isinstance(n, dict):
-        n = n["chunks"]
+    n = _run(lambda kb: {"chunks": kb.delete(doc_id)}, "rag.delete", {"doc_id": doc_id}, timeout=60)["chunks"]
     if n == 0:
         console.print(f"[red]no document {doc_id}[/red]")
         raise typer.Exit(code=1)
