@@ -1,6 +1,6 @@
 """Grounding for a consultation turn: numbered passages, the no-answer reply, citation markers, numbers guard.
 
-Pure functions (stdlib only), used by the turn pipeline (workers/tasks/turns.py):
+Pure functions (no model library), used by the turn pipeline (workers/tasks/turns.py):
 
 - `passages_from_hits` turns rag.search hits into the numbered passages [1]..[k] the LLM sees; each
   passage becomes one Citation row with the same `n`.
@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from knowledge.quantities import quantities
 
 NO_ANSWER = {
     "en": "The knowledge base has no answer to this question.",
@@ -49,8 +51,23 @@ def disclaimer(settings: Any, language: str | None) -> str | None:
     return text.strip() or None
 
 
-def no_answer(language: str | None) -> str:
-    return NO_ANSWER[answer_language(language)]
+# The no-answer reply that names what the knowledge base lacks, in the question's own words.
+NO_ANSWER_ON = {
+    "en": "The knowledge base has nothing on {missing}.",
+    "zh": "知识库中没有关于{missing}的内容。",
+}
+
+
+def no_answer(language: str | None, missing: str = "") -> str:
+    lang = answer_language(language)
+    return NO_ANSWER_ON[lang].format(missing=missing) if missing else NO_ANSWER[lang]
+
+
+def is_canned(answer: str) -> bool:
+    """A no-answer or could-not-verify reply (it tells a later turn nothing)."""
+    text = (answer or "").strip()
+    return text in UNVERIFIED.values() or any(text.startswith(t.split("{")[0]) for t in NO_ANSWER_ON.values()) \
+        or text in NO_ANSWER.values()
 
 
 def passages_from_hits(hits: Iterable[dict[str, Any]], k: int) -> list[dict[str, Any]]:
@@ -67,6 +84,7 @@ def passages_from_hits(hits: Iterable[dict[str, Any]], k: int) -> list[dict[str,
             "title": (hit.get("title") or None),
             "source": (hit.get("source") or None),
             "score": float(hit.get("score") or 0.0),
+            "context": (hit.get("context") or None),  # "title — section heading": a table row's subject
             "text": text,
         })
         if len(out) >= k:
@@ -96,69 +114,6 @@ def cited_numbers(text: str, known: Iterable[int] | None = None) -> list[int]:
 
 
 # ---- numbers guard ------------------------------------------------------------------------------------
-# unit spelling → canonical unit. Longer spellings first so the regex prefers them.
-_UNITS: dict[str, str] = {}
-
-
-def _unit(canonical: str, *spellings: str) -> None:
-    for s in (canonical, *spellings):
-        _UNITS[s.lower()] = canonical
-
-
-_unit("mg/kg", "mg/kg/day", "mg per kg")
-_unit("mg/dl", "mg/dL")
-_unit("mmol/l", "mmol/L", "mmol")
-_unit("mmhg", "mm hg", "mmHg")
-_unit("mcg", "µg", "μg", "ug", "microgram", "micrograms")
-_unit("mg", "milligram", "milligrams", "mgs", "毫克")
-_unit("g", "gram", "grams", "克")
-_unit("kg", "kilogram", "kilograms", "公斤", "千克")
-_unit("ml", "mL", "millilitre", "milliliter", "millilitres", "milliliters", "毫升")
-_unit("l", "litre", "liter", "litres", "liters", "升")
-_unit("iu", "IU", "units", "unit", "单位")
-_unit("%", "percent", "per cent")
-_unit("tablet", "tablets", "tab", "tabs", "pill", "pills", "片")
-_unit("capsule", "capsules", "caps", "粒", "胶囊")
-_unit("drop", "drops", "滴")
-_unit("puff", "puffs", "喷")
-_unit("dose", "doses", "剂")
-_unit("times", "time", "x", "次")
-_unit("min", "minute", "minutes", "mins", "分钟")
-_unit("h", "hour", "hours", "hr", "hrs", "小时")
-_unit("d", "day", "days", "天", "日")
-_unit("wk", "week", "weeks", "周", "星期")
-_unit("mo", "month", "months", "个月", "月")
-_unit("y", "year", "years", "yr", "yrs", "年", "岁")
-_unit("bpm", "beats per minute")
-_unit("°c", "°C", "degrees", "度")
-
-_UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
-_NUM = r"\d+(?:[.,]\d+)?"
-# "500 mg", "500mg", "7-10 days", "7 to 10 days", "2–3 times", "3次", "10 毫克"
-_QUANTITY = re.compile(
-    rf"(?<![A-Za-z0-9.])({_NUM})(?:\s*(?:-|–|—|to|~|至|到)\s*({_NUM}))?\s*(?:-\s*)?({_UNIT_ALT})(?![A-Za-z])",
-    re.IGNORECASE,
-)
-
-
-def _number(raw: str) -> float:
-    return float(raw.replace(",", "")) if raw.count(",") == 1 and len(raw.split(",")[1]) == 3 else float(
-        raw.replace(",", "."))
-
-
-def quantities(text: str) -> set[tuple[float, str]]:
-    """Every (value, canonical unit) in `text`; a range gives both ends."""
-    out: set[tuple[float, str]] = set()
-    for m in _QUANTITY.finditer(text or ""):
-        unit = _UNITS.get(m.group(3).lower())
-        if unit is None:
-            continue
-        out.add((_number(m.group(1)), unit))
-        if m.group(2):
-            out.add((_number(m.group(2)), unit))
-    return out
-
-
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？；;])\s+|(?<=[。！？；])")
 _WORD = re.compile(r"[a-z0-9]+|[\u4e00-\u9fff]", re.IGNORECASE)
 _STOP = {"the", "a", "an", "of", "and", "or", "to", "in", "for", "is", "are", "be", "with", "on", "at", "by",

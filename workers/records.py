@@ -125,6 +125,9 @@ class Turn(Base):
     guard_fired: Mapped[bool] = mapped_column(Boolean, default=False)
     # As given with the answer: a later change of the configured text does not rewrite the record.
     disclaimer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the answer-safety checks decided (workers/answering.py): answerability, each sentence's claim
+    # verdict, the style filter, and whether the answer was quoted or generated.
+    verdicts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -110,10 +110,11 @@ class Settings(BaseSettings):
     llm_seed: int = 1234
     llm_prefix_cache: bool = True  # evaluate the fixed system prompt once per process, restore its state
     llm_system_prompt: str = (
-        "You are medvoice, a careful assistant for clinicians. Answer briefly in plain sentences that "
-        "read well aloud, using the numbered context passages when they are given and citing them as "
-        "[1], [2]. If the context does not contain the answer, say so. Always answer in the language "
-        "of the question. 请用提问所用的语言回答。"
+        "You are medvoice, a careful assistant for clinicians. Answer in at most three short plain sentences "
+        "that read well aloud: no lists, no markdown, no preamble, do not repeat the question and do not explain "
+        "your reasoning. Use only the numbered context passages and cite them as [1], [2]. Give doses and "
+        "targets exactly as the passage states them for the patient described. If the context does not "
+        "contain the answer, say so. Always answer in the language of the question. 请用提问所用的语言回答。"
     )
     # rag.embed uses the knowledge base's embedder (kb_embedder / kb_embedder_path) so vectors match the KB.
     embed_batch_size: int = Field(default=32, ge=1)
@@ -144,7 +145,16 @@ class Settings(BaseSettings):
     consult_max_tokens: int | None = Field(default=None, ge=1, le=4096)  # default: llm_max_tokens
     consult_history_turns: int = Field(default=4, ge=0)  # earlier turns of the consultation in the prompt
     consult_history_tokens: int = Field(default=600, ge=0)  # ...bounded by this many LLM tokens
-    consult_numbers_guard: bool = True  # doses/units/durations must appear in a cited passage
+    consult_numbers_guard: bool = True  # doses/units/durations must appear in a cited passage (safety off)
+    # Answer safety (workers/answering.py): the answerability gate, claim support, extractive answers and the
+    # spoken-style filter. Off: only the numbers guard, as before (for comparison in bench/answer_safety.py).
+    consult_safety: bool = True
+    # extractive: dose/frequency/duration/threshold/which-drug questions are answered by quoting the passage
+    # line for this patient; generative: the LLM phrases every answer (its sentences are still claim-checked).
+    consult_answer_mode: Literal["extractive", "generative"] = "extractive"
+    consult_relative_floor: float = Field(default=0.4, ge=0, le=1)  # passages below this share of the best go
+    consult_min_coverage: float = Field(default=0.6, ge=0, le=1)  # of the question's term weight, by one document
+    consult_max_sentences: int = Field(default=3, ge=1, le=20)  # a spoken answer is short
     consult_attribute_citations: bool = True  # add the [n] a small model leaves out (word overlap)
     consult_stage_retries: int = Field(default=3, ge=0)  # transient broker/DB errors, per stage
     consult_sse_timeout_s: float = Field(default=600.0, gt=0)  # an SSE stream ends after this long

@@ -53,6 +53,7 @@ class TurnOut(BaseModel):
     citations: list[CitationOut]
     timings: dict[str, Any]
     guard_fired: bool
+    verdicts: dict[str, Any] | None  # answerability, claim and style verdicts, answer mode (quoted / generated)
     error: str | None
     disclaimer: str | None  # the medical disclaimer the answer was given with, in its language
     has_reply_audio: bool
@@ -71,7 +72,8 @@ def turn_out(t: Turn) -> TurnOut:
         question=t.question_text, transcript=t.transcript, language=t.language, answer=t.answer,
         citations=[CitationOut(n=c.n, title=c.title, source=c.source, score=c.score, document_id=c.document_id,
                                chunk_id=c.chunk_id, cited=c.n in used) for c in t.citations],
-        timings=t.timings or {}, guard_fired=bool(t.guard_fired), error=t.error,
+        timings=t.timings or {}, guard_fired=bool(t.guard_fired), verdicts=t.verdicts,
+        error=t.error,
         disclaimer=t.disclaimer,
         has_reply_audio=bool(t.reply_audio_ref), created_at=t.created_at, updated_at=t.updated_at,
     )

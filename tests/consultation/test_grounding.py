@@ -44,7 +44,10 @@ def test_no_answer_follows_the_language():
 
 
 def test_quantities_normalise_units_and_ranges():
-    assert quantities("500 mg three times daily for 5 to 7 days") == {(500.0, "mg"), (5.0, "d"), (7.0, "d")}
+    # spelled-out and word counts are frequencies too: "three times", "twice"
+    assert quantities("500 mg three times daily for 5 to 7 days") == {
+        (500.0, "mg"), (3.0, "times"), (5.0, "d"), (7.0, "d")}
+    assert quantities("clarithromycin 500 mg twice daily") == {(500.0, "mg"), (2.0, "times")}
     assert quantities("500mg, 2 tablets, 10 milligrams, every 6 hrs") == {
         (500.0, "mg"), (2.0, "tablet"), (10.0, "mg"), (6.0, "h")}
     assert quantities("40 mg/kg per day") == {(40.0, "mg/kg")}

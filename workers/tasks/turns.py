@@ -41,20 +41,19 @@ from celery import Task
 from sqlalchemy import delete, select
 
 from knowledge.focus import focus_passages
-from workers import engines, events
+from workers import answering, engines, events
 from workers.celery_app import celery_app
 from workers.db import session_scope
 from workers.engines.refs import to_ref
 from workers.errors import EmptyInput, EngineFailure, InputError, MedvoiceError, TurnCancelled, from_exception
 from workers.grounding import (
-    NO_ANSWER,
-    UNVERIFIED,
     NumbersGuard,
     answer_language,
     attribute,
     cited_numbers,
     context_texts,
     disclaimer,
+    is_canned,
     no_answer,
     passages_from_hits,
     unverified,
@@ -75,7 +74,6 @@ TRANSIENT = (
     sqlalchemy.exc.OperationalError,
 )
 FINISHED = (TurnStatus.done, TurnStatus.error)
-CANNED_REPLIES = {*NO_ANSWER.values(), *UNVERIFIED.values()}  # left out of the history the LLM sees
 STAGES = ("asr.turn", "rag.turn", "llm.turn", "tts.turn")  # the API chains them by name (app/routes/turns.py)
 
 
@@ -258,7 +256,9 @@ def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         if "error" in res:
             raise InputError(res["error"]["message"], {"code": res["error"]["code"]})
         hits = [] if res.get("nothing_relevant") else res.get("hits") or []
-        passages = passages_from_hits(hits, s.consult_top_k)
+        # Only passages that cover what the question is about go on, renumbered; none: the reply names what is missing.
+        chosen = answering.select(question, passages_from_hits(hits, s.consult_top_k), s)
+        passages = chosen.passages
         seconds = round(time.perf_counter() - t0, 4)
         with session_scope(s.resolved_database_url) as db:
             t = db.get(Turn, turn_id)
@@ -273,12 +273,16 @@ def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
             if not t.language:
                 t.language = language
             t.timings = {**(t.timings or {}), "rag": {"total_s": seconds, "hits": len(passages),
-                                                      "nothing_relevant": not passages,
+                                                      "retrieved": len(hits), "nothing_relevant": not passages,
+                                                      "answerable": chosen.answerable,
                                                       "search_ms": res.get("timings_ms", {})}}
+            t.verdicts = {"answerability": chosen.verdict}
         events.append(turn_id, "retrieved", count=len(passages), nothing_relevant=not passages,
+                      answerable=chosen.answerable,
                       citations=[{k: p[k] for k in ("n", "title", "source", "score")} for p in passages])
-        log.info("turn=%s rag: %d passages in %.3fs", turn_id, len(passages), seconds)
-        return {"turn_id": turn_id, "language": language, "passages": passages}
+        log.info("turn=%s rag: %d passages in %.3fs answerable=%s", turn_id, len(passages), seconds, chosen.answerable)
+        return {"turn_id": turn_id, "language": language, "passages": passages,
+                "missing": chosen.verdict.get("missing") or ""}
 
     return _run_stage(self, "rag", state, body)
 
@@ -334,7 +338,7 @@ def history_messages(turn: Turn, max_turns: int, max_tokens: int, count_tokens: 
     for question, answer in pairs:  # newest first
         # A canned reply (nothing in the knowledge base, nothing verifiable) tells the model nothing, and a small
         # model given one in its history tends to repeat it for the next question.
-        if not question.strip() or not answer.strip() or answer.strip() in CANNED_REPLIES:
+        if not question.strip() or not answer.strip() or is_canned(answer):
             continue
         candidate = [{"role": "user", "content": question.strip()}, {"role": "assistant", "content": answer.strip()},
                      *kept]
@@ -354,74 +358,130 @@ def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
         passages = state.get("passages") or []
         r = events.client()
         sentences: list[str] = []
-        guard = NumbersGuard(passages)
-        attributed = [0]  # sentences given a [n] marker the model left out
-        counts = {"generated": 0, "replaced": 0, "dropped": 0}  # sentences from the model / the guard
-        t0 = time.perf_counter()
-
         clips: list[str | None] = []  # the tts.synthesize task speaking each sentence, sent as it appears
+        t0 = time.perf_counter()
 
         def emit(text: str) -> None:
             events.append(turn_id, "sentence", r=r, index=len(sentences), text=text)
             clips.append(_speak_early(turn_id, len(sentences), text) if s.consult_stream_tts else None)
             sentences.append(text)
 
-        if not passages:
-            emit(no_answer(language))
-            timing: dict[str, Any] = {"skipped": "nothing relevant in the knowledge base", "total_s": 0.0}
+        if s.consult_safety:
+            guard_fired, verdicts, timing = _answer_safely(turn, question, language, passages, state, emit, r)
         else:
-            engine = engines.get("llm")
-            history = history_messages(turn, s.consult_history_turns, s.consult_history_tokens,
-                                       lambda msgs: len(engine.tokens_for(msgs)))
-            texts = [p["text"] for p in passages]
-            if s.consult_context_tokens:  # the sentences that bear on the question: a shorter prompt to evaluate
-                texts = focus_passages(question, texts, s.consult_context_tokens, engine.count_tokens)
-            msgs = llm_tasks.build_prompt(question=question, context=context_texts(passages, texts), history=history,
-                                          language=answer_language(language))
-
-            def on_sentence(_index: int, text: str) -> None:
-                counts["generated"] += 1
-                if s.consult_numbers_guard:
-                    checked = guard.check(text)
-                    if checked.fired:
-                        counts["replaced" if checked.text else "dropped"] += 1
-                        log.info("turn=%s numbers guard fired (%s)", turn_id,
-                                 "replaced" if checked.text else "dropped")
-                    text = checked.text
-                if not text:
-                    return
-                if s.consult_attribute_citations:
-                    marked = attribute(text, passages)
-                    attributed[0] += marked != text
-                    text = marked
-                emit(text)
-
-            result = engine.generate(msgs, max_tokens=s.consult_max_tokens or s.llm_max_tokens,
-                                     cancel=events.CancelCheck(turn_id, r=r), on_sentence=on_sentence,
-                                     first_chunk_comma=False)
-            if result["cancelled"]:
-                raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn_id})
-            if not sentences:
-                # Nothing generated, or every sentence stated a number no passage supports: there were
-                # passages, so point at them rather than claim the knowledge base has nothing.
-                emit(unverified(language))
-            timing = {**result["timings"], "history_turns": len(history) // 2, "attributed": attributed[0],
-                      "focused_passages": sum(t != p["text"] for t, p in zip(texts, passages)),
-                      "sentences_generated": counts["generated"], "guard_replaced": counts["replaced"],
-                      "guard_dropped": counts["dropped"], "finish_reason": result["finish_reason"]}
+            guard_fired, verdicts, timing = _answer_unchecked(turn, question, language, passages, emit, r)
+        if not sentences:
+            # Nothing generated, or every sentence failed its check: there were passages, so point at them
+            # rather than claim the knowledge base has nothing.
+            emit(unverified(language))
+            verdicts["mode"] = "unverified"
         timing["total_s"] = round(time.perf_counter() - t0, 4)
         sep = "" if answer_language(language) == "zh" else " "
         answer = sep.join(sentences)
         notice = disclaimer(s, language)
-        _record(turn_id, "llm", timing, answer=answer, guard_fired=guard.fired, disclaimer=notice)
-        events.append(turn_id, "answered", r=r, sentences=len(sentences), guard_fired=guard.fired,
-                      disclaimer=notice,
+        verdicts = {**(turn.verdicts or {}), **verdicts}
+        _record(turn_id, "llm", timing, answer=answer, guard_fired=guard_fired, disclaimer=notice, verdicts=verdicts)
+        events.append(turn_id, "answered", r=r, sentences=len(sentences), guard_fired=guard_fired,
+                      disclaimer=notice, mode=verdicts.get("mode"),
                       citations=cited_numbers(answer, [p["n"] for p in passages]), timings=timing)
-        log.info("turn=%s llm: %d sentences in %.3fs guard=%s", turn_id, len(sentences), timing["total_s"],
-                 guard.fired)
+        log.info("turn=%s llm: %d sentences in %.3fs mode=%s guard=%s", turn_id, len(sentences), timing["total_s"],
+                 verdicts.get("mode"), guard_fired)
         return {"turn_id": turn_id, "sentences": sentences, "clips": clips}
 
     return _run_stage(self, "llm", state, body)
+
+
+def _prompt(turn: Turn, question: str, language: str | None,
+            passages: list[dict[str, Any]]) -> tuple[Any, list, list, list[str]]:
+    """The engine, the chat for this turn (history, focused passages) and the passage texts it used."""
+    s = get_settings()
+    engine = engines.get("llm")
+    history = history_messages(turn, s.consult_history_turns, s.consult_history_tokens,
+                               lambda msgs: len(engine.tokens_for(msgs)))
+    texts = [p["text"] for p in passages]
+    if s.consult_context_tokens:  # the sentences that bear on the question: a shorter prompt to evaluate
+        texts = focus_passages(question, texts, s.consult_context_tokens, engine.count_tokens)
+    msgs = llm_tasks.build_prompt(question=question, context=context_texts(passages, texts), history=history,
+                                  language=answer_language(language))
+    return engine, msgs, history, texts
+
+
+def _generation_timing(result: dict[str, Any], history: list, texts: list[str],
+                       passages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**result["timings"], "history_turns": len(history) // 2,
+            "focused_passages": sum(t != p["text"] for t, p in zip(texts, passages)),
+            "finish_reason": result["finish_reason"]}
+
+
+def _answer_safely(turn: Turn, question: str, language: str | None, passages: list[dict[str, Any]],
+                   state: dict[str, Any], emit: Callable[[str], None], r: Any) -> tuple[bool, dict, dict]:
+    """The checked answer (workers/answering.py): quoted, or generated sentence by sentence and claim-checked."""
+    s = get_settings()
+    prompt: dict[str, Any] = {}
+
+    def generate(on_sentence: Callable[[str], bool], stop: Callable[[], bool]) -> dict[str, Any]:
+        engine, msgs, history, texts = _prompt(turn, question, language, passages)
+        prompt.update(history=history, texts=texts)
+        cancel = events.CancelCheck(turn.id, r=r)
+        result = engine.generate(msgs, max_tokens=s.consult_max_tokens or s.llm_max_tokens,
+                                 cancel=lambda: stop() or cancel(), on_sentence=lambda _i, text: on_sentence(text),
+                                 first_chunk_comma=False)
+        # A stop after enough sentences is not the clinician's cancel.
+        result["cancelled"] = result["cancelled"] and events.is_cancelled(turn.id)
+        if result["cancelled"]:
+            raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn.id})
+        return result
+
+    out = answering.answer(question, language, passages, s, emit, generate, missing=state.get("missing") or "")
+    timing: dict[str, Any] = {"mode": out.mode, "attributed": out.attributed,
+                              "sentences_generated": len(out.claims),
+                              "guard_replaced": sum(c["action"] == "replaced" for c in out.claims),
+                              "guard_dropped": sum(c["action"] == "dropped" for c in out.claims)}
+    if out.generation is not None:
+        timing = {**_generation_timing(out.generation, prompt.get("history", []), prompt.get("texts", []), passages),
+                  **timing}
+    elif not passages:
+        timing["skipped"] = "nothing in the knowledge base covers the question"
+    if out.guard_fired:
+        log.info("turn=%s claim check: %d replaced, %d dropped", turn.id, timing["guard_replaced"],
+                 timing["guard_dropped"])
+    return out.guard_fired, out.verdicts(), timing
+
+
+def _answer_unchecked(turn: Turn, question: str, language: str | None, passages: list[dict[str, Any]],
+                      emit: Callable[[str], None], r: Any) -> tuple[bool, dict, dict]:
+    """The answer with the numbers guard only (consult_safety off): kept to measure what the checks add."""
+    s = get_settings()
+    if not passages:
+        emit(no_answer(language))
+        return False, {"mode": "no_answer"}, {"skipped": "nothing relevant in the knowledge base"}
+    guard = NumbersGuard(passages)
+    counts = {"generated": 0, "replaced": 0, "dropped": 0, "attributed": 0}
+    engine, msgs, history, texts = _prompt(turn, question, language, passages)
+
+    def on_sentence(_index: int, text: str) -> None:
+        counts["generated"] += 1
+        if s.consult_numbers_guard:
+            checked = guard.check(text)
+            if checked.fired:
+                counts["replaced" if checked.text else "dropped"] += 1
+            text = checked.text
+        if not text:
+            return
+        if s.consult_attribute_citations:
+            marked = attribute(text, passages)
+            counts["attributed"] += marked != text
+            text = marked
+        emit(text)
+
+    result = engine.generate(msgs, max_tokens=s.consult_max_tokens or s.llm_max_tokens,
+                             cancel=events.CancelCheck(turn.id, r=r), on_sentence=on_sentence, first_chunk_comma=False)
+    if result["cancelled"]:
+        raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn.id})
+    timing = {**_generation_timing(result, history, texts, passages), "mode": "generated",
+              "attributed": counts["attributed"], "sentences_generated": counts["generated"],
+              "guard_replaced": counts["replaced"], "guard_dropped": counts["dropped"]}
+    return guard.fired, {"mode": "generated"}, timing
 
 
 # ---- tts ------------------------------------------------------------------------------------------------
