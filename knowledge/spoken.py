@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from knowledge.quantities import quantities
 from knowledge.terms import stem
 from knowledge.text import EN_STOP
 
@@ -66,13 +67,13 @@ def _content(text: str) -> list[str]:
 
 def is_echo(sentence: str, question: str) -> bool:
     """The sentence only says back what the question said: nearly all its words are the question's, and it
-    adds no number."""
+    states no quantity the question did not."""
     words = _content(sentence)
     if not words:
         return True
     asked = set(_content(question))
     new = [w for w in words if w not in asked]
-    return len(new) <= max(1, len(words) // 6) and not re.search(r"\d", _MARKER.sub("", sentence))
+    return len(new) <= max(1, len(words) // 6) and quantities(sentence) <= quantities(question)
 
 
 def is_fragment(sentence: str) -> bool:
@@ -80,5 +81,5 @@ def is_fragment(sentence: str) -> bool:
     body = _MARKER.sub("", sentence).strip()
     cjk = len(re.findall(r"[\u4e00-\u9fff]", body))
     if cjk:
-        return cjk < 5
+        return cjk < 6
     return len(re.findall(r"[A-Za-z0-9]+", body)) < 4

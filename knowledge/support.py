@@ -24,7 +24,7 @@ from typing import Any
 
 from knowledge.quantities import blood_pressures, consistent, matches, patient_bands, quantities
 from knowledge.terms import Term, TextIndex, question_terms, stem
-from knowledge.text import EN_STOP, split_sentences
+from knowledge.text import EN_STOP, cjk_ratio, split_sentences
 
 DOSE_UNITS = frozenset({"mg", "g", "mcg", "ml", "mg/kg", "tablet", "capsule", "iu", "drop", "puff", "l"})
 THRESHOLD_UNITS = frozenset({"mmhg", "°c", "mmol/l", "%", "mg/dl", "ml/min", "bpm"})
@@ -36,7 +36,7 @@ _WANTS = {
                             r"|几次|多久一次|间隔|每天|每日", re.IGNORECASE),
     "duration": re.compile(r"\b(?:how long|how many days|how many weeks|duration|for how long|course)\b"
                            r"|多久|几天|疗程|多长时间|连用", re.IGNORECASE),
-    "threshold": re.compile(r"\b(?:target|threshold|goal|cut-?off|limit|maximum|max|no more than|at most|level)\b"
+    "threshold": re.compile(r"\b(?:target|threshold|goal|aim|cut-?off|limit|maximum|max|no more than|at most|level)\b"
                             r"|目标|标准|上限|不超过|最多|最大", re.IGNORECASE),
     "drug": re.compile(r"\b(?:which|what)\b[^?]*\b(?:drug|medicine|medication|antibiotic|antiviral|treatment|option|"
                        r"alternative|choice|tablet|pill|give|prescribe|use|start)\b|first[- ]line|first choice|"
@@ -249,9 +249,10 @@ class Support:
         pressures = blood_pressures(sentence)
         if pressures:  # "140/90 mmHg" is one claim, not a claim of 90 mmHg
             claims = {c for c in claims if c[1] != "mmhg"}
-        terms = [t for t in question_terms(sentence) if t.specific]
+        terms = [t for t in question_terms(sentence) if t.required]
+        zh = cjk_ratio(sentence) >= 0.2
         neg = negated(sentence)
-        if not claims and not pressures and not terms:
+        if not claims and not pressures and not terms and not zh:
             words = _words(sentence)
             best = max((len(words & ln.words) / max(1, len(words)) for ln in self.lines), default=0.0)
             return Verdict(best >= 0.5, "supported" if best >= 0.5 else "no support")
@@ -262,7 +263,15 @@ class Support:
             if not fits:
                 reason = "patient"  # the numbers are there, on another patient's line
                 continue
-            if not all(ln.full.covers(t) for t in terms):
+            # A drug or condition word: on the line or in its heading; or, for a line that names no drug of its
+            # own (a renal-dose row after the sentence that names the drug), anywhere in its passage. Chinese is
+            # read by character pairs, since jieba cuts unknown drug names differently in each sentence.
+            if zh:
+                share = max(ln.full.pair_share(sentence), 0.0 if ln.drugs else ln.passage.pair_share(sentence))
+                words_ok = share >= 0.75
+            else:
+                words_ok = all(ln.full.covers(t) or (not ln.drugs and ln.passage.covers(t)) for t in terms)
+            if not words_ok:
                 reason = "terms" if reason != "patient" else reason
                 continue
             if (claims or pressures) and self._overridden(ln, claims, pressures):

@@ -158,9 +158,14 @@ def _stemmer():  # noqa: ANN202
     return snowballstemmer.stemmer("english")
 
 
+_IRREGULAR = {"children": "child", "women": "woman", "men": "man", "feet": "foot", "teeth": "tooth",
+              "mice": "mouse", "lice": "louse", "people": "person"}
+
+
 @lru_cache(maxsize=20000)
 def stem(word: str) -> str:
-    s = _stemmer().stemWord(word.lower())
+    word = word.lower()
+    s = _stemmer().stemWord(_IRREGULAR.get(word, word))
     # British spellings: paediatric/pediatric, anaemia/anemia, oesophagus/esophagus, haem/hem.
     return s.replace("ae", "e").replace("oe", "e") if len(s) >= 5 else s
 
@@ -173,6 +178,16 @@ def zipf(word: str, language: str) -> float:
         return float(zipf_frequency(word, language))
     except Exception:  # noqa: BLE001 - an unknown script or tokenizer trouble: treat as rare
         return 0.0
+
+
+def _lemmas(word: str) -> set[str]:
+    """The word and its likely base forms: an inflection is as common as its base ("lowers" as "lower")."""
+    out = {word}
+    for suffix, repl in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
+                         ("ly", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            out.add(word[: len(word) - len(suffix)] + repl)
+    return out
 
 
 def _cjk_words(run: str, offset: int) -> list[tuple[str, int]]:
@@ -246,7 +261,7 @@ def question_terms(text: str) -> list[Term]:
             continue
         if re.fullmatch(r"\d+[a-z]*", w):
             continue  # "2nd", "500mg"
-        z = zipf(w, "en")
+        z = max(zipf(v, "en") for v in _lemmas(w))
         alts = LAY_SYNONYMS.get(w, (w,))
         specific = (z < SPECIFIC_ZIPF["en"] or bool(_TECHNICAL.search(w))) and w not in LAY_SYNONYMS
         terms.append(Term(w, alts, specific, _weight(z), m.start(), False))
@@ -299,6 +314,19 @@ class TextIndex:
 
     def covers(self, term: Term) -> bool:
         return any(self.has(a) for a in term.alternatives)
+
+    def pair_share(self, text: str) -> float:
+        """The share of a Chinese text's character pairs found here (how a jieba-independent check reads it)."""
+        pairs = chinese_pairs(text)
+        return sum(p in self.raw for p in pairs) / len(pairs) if pairs else 1.0
+
+
+def chinese_pairs(text: str) -> list[str]:
+    """Adjacent Chinese character pairs of each run, less those made only of particles."""
+    out = []
+    for run in _CJK_RUN.findall(normalise(text)):
+        out += [run[i:i + 2] for i in range(len(run) - 1) if not (run[i] in _PARTICLES and run[i + 1] in _PARTICLES)]
+    return out
 
 
 def missing_phrase(terms: list[Term], question: str) -> str:

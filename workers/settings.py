@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     flower_port: int = 5555
     flower_basic_auth: str | None = None  # "user:password"; required when Flower binds beyond loopback
 
-    # ---- Knowledge base (knowledge/, issue 4) -------------------------------------------------------------
+    # ---- Knowledge base (knowledge/) ----------------------------------------------------------------------------
     kb_dir: Path | None = None  # default: data_dir/knowledge (embedded Chroma under <kb_dir>/chroma)
     # Chroma server (`medvoice kb server`): required when several processes (rag workers + the admin CLI)
     # open the knowledge base at once; Chroma's embedded client is not process-safe.
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     tts_model_path: Path | None = None
     tts_config_path: Path | None = None
 
-    # ---- Model engines (workers/engines, issue 3) ------------------------------------------------------
+    # ---- Model engines (workers/engines) ---------------------------------------------------------------
     # A `*_sha256` makes a deployer's own file verified like the shipped ones (refused on mismatch).
     asr_model_sha256: str | None = None  # of <asr_model_path>/model.bin
     asr_device: Literal["cpu", "cuda"] = "cpu"
@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     asr_beam_size: int = Field(default=1, ge=1, le=10)
     asr_vad_filter: bool = True
     asr_language: str | None = None  # None: detect; "zh"/"en" forces it (detection is weak on short Chinese)
+    # Whisper writes Mandarin in either script from one run to the next; the knowledge base, the answer checks and
+    # the clinician read one. "simplified" | "traditional" (OpenCC), or "" to keep what Whisper wrote.
+    asr_zh_script: Literal["simplified", "traditional", ""] = "simplified"
     asr_initial_prompt: str | None = None
     asr_hotwords: str | None = None
     asr_kb_vocabulary: bool = True  # the knowledge base's titles and drug/disease names as Whisper hotwords
@@ -131,7 +134,7 @@ class Settings(BaseSettings):
     tts_noise_w_scale: float | None = Field(default=None, ge=0, le=2)  # variation of phoneme lengths
     # ---- end of model engines ------------------------------------------------------------------------
 
-    # ---- Consultations (issue 5) ---------------------------------------------------------------------
+    # ---- Consultations and answers ------------------------------------------------------------------
     # Uploads are checked in the API process (PyAV decode, no model library) before anything is stored.
     consult_max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     consult_max_audio_s: float = Field(default=300.0, gt=0)

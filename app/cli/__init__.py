@@ -9,7 +9,7 @@ from enum import Enum
 import typer
 
 from app.cli import demo, models, users
-from app.cli import kb  # knowledge base admin (issue 4)
+from app.cli import kb  # knowledge base admin
 from workers.settings import POOLS, get_settings
 
 cli = typer.Typer(

@@ -181,8 +181,10 @@ def describe_event(type_: str, data: dict[str, Any]) -> str:
     if type_ == "sentence":
         return f"[bold]sentence {int(data.get('index', 0)) + 1}[/bold]: {escape(data.get('text', ''))}"
     if type_ == "answered":
+        mode = {"extractive": "quoted from the passage", "generated": "generated and claim-checked",
+                "no_answer": "not in the knowledge base", "unverified": "nothing verifiable"}.get(data.get("mode"), "")
         return f"[bold]answered[/bold]: {data.get('sentences')} sentences, cites {data.get('citations')}, " \
-               f"numbers guard {'fired' if data.get('guard_fired') else 'quiet'}"
+               f"{mode + ', ' if mode else ''}claim check {'fired' if data.get('guard_fired') else 'quiet'}"
     if type_ == "audio":
         return f"[bold]audio[/bold] clip {int(data.get('index', 0)) + 1} ({data.get('duration_s')} s)"
     if type_ == "audio_ready":
@@ -287,7 +289,7 @@ def print_consultation(console: Console, run: ConsultationRun, dates: dict[str, 
     dates = dates or {}
     heard = t["transcript"] or t["question"] or ""
     console.print(Panel(escape(heard), title=f"transcript ({t['language']})", title_align="left"))
-    guard = " · numbers guard fired" if t["guard_fired"] else ""
+    guard = " · claim check fired" if t["guard_fired"] else ""
     console.print(Panel(escape(t["answer"] or ""), title=f"answer{guard}", title_align="left"))
     cites = Table("n", "title", "source", "date", "score", "cited", title="citations")
     for c in t["citations"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class AsrEngine:
                                   cpu_threads=settings.asr_threads, num_workers=1, local_files_only=True)
         self.load_s = time.perf_counter() - t0
         self.device, self.compute_type = device, compute_type
+        self._opencc: Any = None
 
     @staticmethod
     def decode(path: Path) -> np.ndarray:
@@ -86,6 +88,17 @@ class AsrEngine:
             raise AudioUnreadable("the audio holds non-finite samples", {})
         return duration
 
+    def _script(self, language: str | None) -> Callable[[str], str]:
+        """Chinese text in the configured script (OpenCC); other languages as they are."""
+        want = self.settings.asr_zh_script
+        if not want or not (language or "").startswith("zh"):
+            return lambda text: text
+        if self._opencc is None:
+            import opencc
+
+            self._opencc = opencc.OpenCC("t2s" if want == "simplified" else "s2t")
+        return self._opencc.convert
+
     def transcribe(
         self,
         audio: np.ndarray | Path | str,
@@ -111,8 +124,9 @@ class AsrEngine:
             condition_on_previous_text=False,
         )
         segments = []
+        script = self._script(info.language)
         for seg in segments_iter:  # the generator does the decoding work
-            segments.append({"start": round(seg.start, 3), "end": round(seg.end, 3), "text": seg.text.strip(),
+            segments.append({"start": round(seg.start, 3), "end": round(seg.end, 3), "text": script(seg.text.strip()),
                              "avg_logprob": round(seg.avg_logprob, 4),
                              "no_speech_prob": round(seg.no_speech_prob, 4)})
         t_done = time.perf_counter()
