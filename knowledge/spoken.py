@@ -73,7 +73,7 @@ def is_echo(sentence: str, question: str) -> bool:
         return True
     asked = set(_content(question))
     new = [w for w in words if w not in asked]
-    return len(new) <= max(1, len(words) // 6) and quantities(sentence) <= quantities(question)
+    return len(new) <= len(words) // 6 and quantities(sentence) <= quantities(question)
 
 
 def is_fragment(sentence: str) -> bool:

@@ -193,7 +193,7 @@ class Support:
     # -- which line answers the question --------------------------------------------------------------------
     def _score(self, ln: Line) -> float | None:
         q = self.question
-        if not all(ln.full.covers(t) or ln.passage.covers(t) for t in q.terms if t.required):
+        if not self._about_the_question(ln):
             return None
         if "drug" not in q.wants and ln.names_other_drug(q):
             return None
@@ -208,6 +208,14 @@ class Support:
         score = (0.4 * own + 0.2 * ctx + 0.3 * len(wants) / max(1, len(q.wants)) + 0.4 * matches(q.bands, ln.bands)
                  + 0.2 * overlap)
         return score * (0.6 + 0.4 * ln.rank)
+
+    def _about_the_question(self, ln: Line) -> bool:
+        """Every drug, condition and patient the question names is on the line, in its heading or title; only a
+        line that names no drug of its own (a dose row under the sentence that names it) may lean on the rest
+        of its passage. So "amoxicillin 500 mg" does not answer a question about penicillin allergy, nor
+        "clarithromycin 500 mg" one about pregnancy."""
+        return all(ln.full.covers(t) or (not ln.drugs and ln.passage.covers(t))
+                   for t in self.question.terms if t.required)
 
     def best_lines(self, limit: int = 2) -> list[Pick]:
         """The lines that answer the question, best first: the best one, then one that adds a kind of fact it
@@ -271,7 +279,7 @@ class Support:
                 words_ok = share >= 0.75
             else:
                 words_ok = all(ln.full.covers(t) or (not ln.drugs and ln.passage.covers(t)) for t in terms)
-            if not words_ok:
+            if not words_ok or not self._about_the_question(ln):
                 reason = "terms" if reason != "patient" else reason
                 continue
             if (claims or pressures) and self._overridden(ln, claims, pressures):

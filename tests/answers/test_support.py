@@ -97,3 +97,14 @@ def test_quantity_helpers():
     assert consistent([(45.0, 45.0, "ml/min")], patient_bands("30 至 60 mL/min"))
     assert not consistent([(20.0, 20.0, "kg")], patient_bands("5 kg: 75 mg"))
     assert quantities("每日两次，连用 5 天") == {(2.0, "times"), (5.0, "d")}
+
+
+def test_a_line_for_everyone_does_not_answer_for_a_special_case(sample_passages):
+    otitis = of(sample_passages, "Acute otitis media in adults")
+    allergic = Support("Which antibiotic for otitis media if the patient is allergic to penicillin?", otitis)
+    assert not allergic.check("Amoxicillin 500 mg three times daily for 5 days [1].").supported
+    assert allergic.check("Clarithromycin 500 mg twice daily for 5 days [1].").supported
+    pneumonia = of(sample_passages, "Community-acquired pneumonia")
+    pregnant = Support("What clarithromycin dose for pneumonia in pregnancy?", pneumonia)
+    assert pregnant.best_lines() == []  # the page gives no dose for pregnancy
+    assert not pregnant.check("Clarithromycin 500 mg twice daily for 5 days.").supported
