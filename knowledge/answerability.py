@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge.terms import Term, TextIndex, missing_phrase, question_terms
+from knowledge.terms import POPULATION, Term, TextIndex, missing_phrase, names, question_terms
 
 MIN_COVERAGE = 0.6
 
@@ -61,22 +61,28 @@ def assess(question: str, passages: list[Mapping[str, Any]], min_coverage: float
     for p in passages:
         by_doc.setdefault(str(p.get("doc_id") or p["n"]), []).append(p)
     total = sum(t.weight for t in terms)
+    phrases = names(terms, question)
     best: tuple[float, list[Term]] | None = None
     keep: list[int] = []
     for group in by_doc.values():
         index = passage_index(group)
         covered = [t for t in terms if index.covers(t)]
         share = sum(t.weight for t in covered) / total
-        if all(t in covered for t in terms if t.required) and share >= min_coverage:
+        # "chronic lymphocytic leukemia" is not covered by a page on hairy cell leukemia that mentions lymphocytes
+        named = all(index.has(p) for p in phrases)
+        if named and all(t in covered for t in terms if t.required) and share >= min_coverage:
             keep += [int(p["n"]) for p in group]
         if best is None or share > best[0]:
-            best = (share, covered)
+            best = (share, covered if named else [t for t in covered if not any(t.surface in p for p in phrases)])
     assert best is not None
     share, covered = best
     if keep:
         return Answerability(True, "", sorted(keep), share, len(terms), "covered")
     missing = _to_name(terms, covered)
-    return Answerability(False, missing_phrase(missing, question), [], share, len(terms), "not covered")
+    phrase = missing_phrase(missing, question)
+    if missing and not missing[0].zh and all(t.surface in POPULATION for t in missing) and len(missing) < len(terms):
+        phrase = f"this for {phrase}"  # the topic is there, just not for this patient
+    return Answerability(False, phrase, [], share, len(terms), "not covered")
 
 
 def _to_name(terms: list[Term], covered: list[Term]) -> list[Term]:

@@ -30,7 +30,7 @@ FRAME_EN = frozenset("""
 about above after again against all also any anything answer anyone around ask asked available based
 before below best between both case cases common commonly correct could current currently daily day days
 describe different do does doing dosage dosages dose doses dosing drug drugs each else enough every
-exactly give given giving go good guideline guidelines help how however just kind know known like line
+exactly give given giving max go good guideline guidelines help how however just kind know known like line
 long look main make manage managed management many maximum may maybe me mean means medication medications
 medicine medicines might minimum more most much must need needed new normal now often ok okay one only other
 our ought over patient patients people per person please possible prescribe prescribed prescribing
@@ -41,6 +41,9 @@ typically under until us usual usually very want way we well what whats when whe
 whom whose why would yes yet first second third choice option options first-line second-line regimen amount
 information info explain there's it's i'm i'd can't don't many recommended much often appropriate standard
 use used using administer administered
+symptom symptoms sign signs cause causes caused diagnose diagnosed diagnosis diagnosing prognosis outlook
+inherited inheritance risk risks prevent prevention complication complications stage stages research trials
+affected affect affects related
 """.split())
 FRAME_ZH = frozenset("""
 什么 怎么 怎样 如何 多少 多久 几次 几天 哪些 哪种 哪个 为什么 请问 一下 一个 可以 能 会 要 想 知道 应该 需要
@@ -130,7 +133,33 @@ LAY_SYNONYMS: dict[str, tuple[str, ...]] = {
     "感冒": ("感冒", "上呼吸道感染"),
 }
 _PARTICLES = frozenset("的 了 吗 呢 吧 啊 是 在 和 与 及 或 也 就 都 而 之 于 得 着 过 把 被 让 给 用 吃".split())
-_PHRASES = sorted((p for p in LAY_SYNONYMS if " " in p), key=lambda p: -len(p.split()))
+# The same drug by another name: US and UK names, and common brands. Unlike everyday words these stay specific.
+DRUG_SYNONYMS: dict[str, tuple[str, ...]] = {}
+for _names in (
+    ("paracetamol", "acetaminophen", "tylenol", "panadol", "calpol", "对乙酰氨基酚", "扑热息痛"),
+    ("ibuprofen", "advil", "nurofen", "motrin", "布洛芬"),
+    ("amoxicillin", "amoxycillin", "amoxil", "阿莫西林"),
+    ("co-amoxiclav", "augmentin", "amoxicillin-clavulanate", "阿莫西林克拉维酸"),
+    ("clarithromycin", "klacid", "biaxin", "克拉霉素"),
+    ("azithromycin", "zithromax", "阿奇霉素"),
+    ("erythromycin", "红霉素"),
+    ("doxycycline", "多西环素"),
+    ("oseltamivir", "tamiflu", "奥司他韦", "达菲"),
+    ("amlodipine", "norvasc", "氨氯地平"),
+    ("losartan", "cozaar", "氯沙坦"),
+    ("ramipril", "tritace", "altace", "雷米普利"),
+    ("metformin", "glucophage", "二甲双胍"),
+    ("atorvastatin", "lipitor", "阿托伐他汀"),
+    ("salbutamol", "albuterol", "ventolin", "沙丁胺醇"),
+    ("warfarin", "coumadin", "华法林"),
+    ("adrenaline", "epinephrine", "肾上腺素"),
+    ("furosemide", "frusemide", "lasix", "呋塞米"),
+    ("lidocaine", "lignocaine", "利多卡因"),
+    ("aspirin", "acetylsalicylic acid", "阿司匹林"),
+):
+    for _name in _names:
+        DRUG_SYNONYMS[_name] = _names
+_PHRASES = sorted((p for p in [*LAY_SYNONYMS, *DRUG_SYNONYMS] if " " in p), key=lambda p: -len(p.split()))
 
 # Endings of drug (INN stems) and disease names: such a word is specific however common its spelling.
 _TECHNICAL = re.compile(
@@ -251,9 +280,10 @@ def question_terms(text: str) -> list[Term]:
     taken = low
     for phrase in _PHRASES:
         for m in re.finditer(rf"(?<![a-z]){re.escape(phrase)}(?![a-z])", taken):
-            alts = LAY_SYNONYMS[phrase]
+            drug = phrase in DRUG_SYNONYMS
+            alts = DRUG_SYNONYMS[phrase] if drug else LAY_SYNONYMS[phrase]
             z = min(zipf(w, "en") for w in phrase.split())
-            terms.append(Term(phrase, alts, False, _weight(z) + 1.0, m.start(), False))
+            terms.append(Term(phrase, alts, drug, _weight(z) + 1.0, m.start(), False))
             taken = taken[: m.start()] + " " * len(phrase) + taken[m.end():]
     for m in _EN_WORD.finditer(taken):
         w = m.group(0).strip("'-")
@@ -262,14 +292,14 @@ def question_terms(text: str) -> list[Term]:
         if re.fullmatch(r"\d+[a-z]*", w):
             continue  # "2nd", "500mg"
         z = max(zipf(v, "en") for v in _lemmas(w))
-        alts = LAY_SYNONYMS.get(w, (w,))
-        specific = (z < SPECIFIC_ZIPF["en"] or bool(_TECHNICAL.search(w))) and w not in LAY_SYNONYMS
+        alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w, (w,))
+        specific = w in DRUG_SYNONYMS or (z < SPECIFIC_ZIPF["en"] or bool(_TECHNICAL.search(w))) and w not in LAY_SYNONYMS
         terms.append(Term(w, alts, specific, _weight(z), m.start(), False))
     for run in _CJK_RUN.finditer(low):
         for w, at in _cjk_words(run.group(0), run.start()):
             z = zipf(w, "zh")
-            alts = LAY_SYNONYMS.get(w, (w,))
-            specific = z < SPECIFIC_ZIPF["zh"] and w not in LAY_SYNONYMS
+            alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w, (w,))
+            specific = w in DRUG_SYNONYMS or z < SPECIFIC_ZIPF["zh"] and w not in LAY_SYNONYMS
             terms.append(Term(w, alts, specific, _weight(z), at, True))
     terms.sort(key=lambda t: t.position)
     # The same word twice counts once.
@@ -329,10 +359,8 @@ def chinese_pairs(text: str) -> list[str]:
     return out
 
 
-def missing_phrase(terms: list[Term], question: str) -> str:
-    """The uncovered terms as the question words them: adjacent ones joined ("broken leg"), the rest listed."""
-    if not terms:
-        return ""
+def adjacent(terms: list[Term], question: str) -> list[list[Term]]:
+    """The terms in runs of words that stand next to each other in the question ("hairy cell leukemia")."""
     low = normalise(question)
     groups: list[list[Term]] = []
     for t in sorted(terms, key=lambda t: t.position):
@@ -343,6 +371,26 @@ def missing_phrase(terms: list[Term], question: str) -> str:
                 groups[-1].append(t)
                 continue
         groups.append([t])
+    return groups
+
+
+def names(terms: list[Term], question: str) -> list[str]:
+    """Specific English words that stand together name one thing ("lymphocytic leukemia"): the phrase from the
+    first specific word of a run to its last, wherever a run holds two or more."""
+    out = []
+    for run in adjacent(terms, question):
+        idx = [i for i, t in enumerate(run) if t.specific and not t.zh and " " not in t.surface]
+        if len(idx) >= 2:
+            out.append(" ".join(t.surface for t in run[idx[0]: idx[-1] + 1]))
+    return out
+
+
+def missing_phrase(terms: list[Term], question: str) -> str:
+    """The uncovered terms as the question words them: adjacent ones joined ("broken leg"), the rest listed."""
+    if not terms:
+        return ""
+    low = normalise(question)
+    groups = adjacent(terms, question)
     phrases = []
     for g in groups:
         start, end = g[0].position, g[-1].position + len(g[-1].surface)

@@ -56,7 +56,7 @@ def test_a_special_population_the_document_does_not_cover_is_refused(sample_pass
     # the otitis page is about adults: a child's dose is not on it
     adults = [p for p in sample_passages if p["title"] == "Acute otitis media in adults"]
     verdict = assess("What amoxicillin dose for otitis media in a child?", adults)
-    assert not verdict.answerable and verdict.missing == "child"
+    assert not verdict.answerable and verdict.missing == "this for child"
 
 
 def test_terms_across_two_documents_do_not_make_one_answer(sample_passages):
@@ -79,3 +79,17 @@ def test_coverage_matches_stems_british_spellings_and_chinese_pairs():
     text = TextIndex("Paediatric infections: amoxicillin for children. 应尽早使用奥司他韦。")
     covers = {t.surface: text.covers(t) for t in question_terms("pediatric infection in a kid 奥司他韦")}
     assert covers == {"pediatric": True, "infection": True, "kid": True, "奥司他韦": True}
+
+
+def test_a_named_condition_must_appear_as_named():
+    page = [{"n": 1, "doc_id": "hcl", "title": "Hairy cell leukemia",
+             "text": "Hairy cell leukemia is a rare, chronic cancer of B lymphocytes."}]
+    assert assess("How to diagnose hairy cell leukemia?", page).answerable
+    other = assess("What are the symptoms of chronic lymphocytic leukemia?", page)
+    assert not other.answerable and other.missing == "lymphocytic leukemia"
+
+
+def test_brand_and_us_names_reach_the_guideline_name(sample_passages):
+    assert assess("What is the Tylenol dose for a 20 kg kid?", sample_passages).answerable
+    assert assess("Acetaminophen dose for a child of 10 kg?", sample_passages).answerable
+    assert not assess("What is the dose of Glucophage?", sample_passages).answerable
