@@ -50,7 +50,7 @@ def passage_index(passages: Iterable[Mapping[str, Any]]) -> TextIndex:
 
 def assess(question: str, passages: list[Mapping[str, Any]], min_coverage: float = MIN_COVERAGE) -> Answerability:
     """Whether the passages (rag hits as numbered passages: n, doc_id, title, context, text) cover the question."""
-    terms = question_terms(question)
+    terms = question_terms(question, patient=True)
     if not passages:
         return Answerability(False, missing_phrase(_to_name(terms, []), question), [], 0.0, len(terms),
                              "nothing retrieved")

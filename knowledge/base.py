@@ -139,7 +139,7 @@ class KnowledgeBase:
         self.baseline_cosine = BASELINE_COSINE.get(kind, 0.0)
 
     @classmethod
-    def open(cls, cfg: KBConfig, embedder: Embedder | None = None) -> "KnowledgeBase":
+    def open(cls, cfg: KBConfig, embedder: Embedder | None = None) -> KnowledgeBase:
         emb = embedder or load_embedder(cfg.embedder, cfg.embedder_path, cfg.threads)
         store = ChromaStore(cfg, emb.name, emb.dim)
         kb = cls(cfg, emb, store)
@@ -283,7 +283,7 @@ class KnowledgeBase:
                 for d in pending:
                     try:
                         results.extend(self.ingest_documents([d]))
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         log.exception("ingest failed for %s", d.doc_id)
                         results.append(IngestItem(d.doc_id, "failed", 0, d.path, f"{type(exc).__name__}: {exc}"))
             for r in results:
@@ -343,7 +343,8 @@ class KnowledgeBase:
         got = self.store.chunks.get(where={"doc_id": doc_id}, include=["documents", "metadatas"])
         rows = sorted(zip(got["ids"], got["documents"], got["metadatas"]), key=lambda r: r[2]["chunk_index"])
         return {**rec.as_dict(), "chunk_list": [
-            {"chunk_id": cid, "index": m["chunk_index"], "context": m.get("context", ""), "text": d} for cid, d, m in rows
+            {"chunk_id": cid, "index": m["chunk_index"], "context": m.get("context", ""), "text": d}
+            for cid, d, m in rows
         ]}
 
     def stats(self) -> dict[str, Any]:

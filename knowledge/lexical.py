@@ -32,7 +32,7 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]],
-              dates: list[int] | None = None) -> "LexicalIndex":
+              dates: list[int] | None = None) -> LexicalIndex:
         b = LexicalBuilder()
         b.add(ids, texts, sources, tags, dates or [0] * len(ids))
         return b.finish()
@@ -81,7 +81,8 @@ class LexicalBuilder:
         self.tags: list[frozenset[str]] = []
         self.dates: list[int] = []
 
-    def add(self, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]], dates: list[int]) -> None:
+    def add(self, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]],
+            dates: list[int]) -> None:
         vocab = self.vocab
         for text in texts:
             toks = lexical_tokens(text)

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from knowledge.text import detect_language, normalise
@@ -94,7 +94,7 @@ def parse_date(value: object) -> str:
 
 
 def _mtime_date(path: Path) -> str:
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date().isoformat()
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date().isoformat()
 
 
 def doc_id_for_path(path: Path) -> str:
@@ -258,7 +258,7 @@ def _load_pdf(path: Path) -> tuple[str, list[Section], str]:
                     raise LoadError("encrypted PDF (a password is needed)")
             except LoadError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise LoadError(f"encrypted PDF: {exc}") from exc
         pages = [normalise(p.extract_text() or "") for p in reader.pages]
         meta = reader.metadata
@@ -266,7 +266,7 @@ def _load_pdf(path: Path) -> tuple[str, list[Section], str]:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise LoadError(f"unreadable PDF: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many things on broken files
+    except Exception as exc:  # pypdf raises many things on broken files
         raise LoadError(f"unreadable PDF: {type(exc).__name__}: {exc}") from exc
     title, meta_date = "", ""
     if meta:
@@ -294,7 +294,7 @@ def _load_docx(path: Path) -> tuple[str, list[Section], str]:
         d = docx.Document(str(path))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise LoadError(f"unreadable .docx: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - python-docx raises package errors of several kinds
+    except Exception as exc:  # python-docx raises package errors of several kinds
         raise LoadError(f"unreadable .docx: {type(exc).__name__}: {exc}") from exc
     items: list[tuple[int, str] | str] = []
     title = (d.core_properties.title or "").strip()

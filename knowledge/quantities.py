@@ -101,16 +101,18 @@ _PATIENT_UNIT = r"(kg|kgs|kilograms?|kilos?|公斤|千克|years?(?:[- ]old)?|yrs
 _BAND_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # 30 to 60 mL/min, 5-10 kg, 30 至 60 mL/min
     (re.compile(rf"({_NUM})\s*(?:-|–|—|to|至|到|~)\s*({_NUM})\s*{_PATIENT_UNIT}", re.IGNORECASE), "range"),
-    # aged 80 or over, 65 岁及以上, 80 years and older, over 5 kg, under 3 months
-    (re.compile(rf"(?:under|below|less than|younger than|lighter than)\s+({_NUM})\s*{_PATIENT_UNIT}?",
-                re.IGNORECASE), "below"),
-    (re.compile(rf"(?:over|above|more than|older than|heavier than)\s+({_NUM})\s*{_PATIENT_UNIT}?",
-                re.IGNORECASE), "above"),
-    (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}?\s*(?:or|and)\s+(?:over|above|more|older)", re.IGNORECASE), "above"),
-    (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}\s*(?:及以上|以上)"), "above"),
-    (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}\s*(?:以下)"), "below"),
+    # "under 3 months", "低于 30 mL/min": the bound itself is not in the band
+    (re.compile(rf"(?:under|below|less than|younger than|lighter than|低于|小于|不足|少于)\s*({_NUM})\s*-?\s*"
+                rf"{_PATIENT_UNIT}?", re.IGNORECASE), "below"),
+    (re.compile(rf"(?:over|above|more than|older than|heavier than|高于|大于|超过|多于)\s*({_NUM})\s*-?\s*"
+                rf"{_PATIENT_UNIT}?", re.IGNORECASE), "above"),
+    # "aged 80 or over", "65 岁及以上": the bound is in the band
+    (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}?\s*(?:or|and)\s+(?:over|above|more|older)", re.IGNORECASE), "from"),
+    (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}\s*(?:及以上|以上)"), "from"),
+    (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}\s*(?:及以下|以下)"), "to"),
     (re.compile(rf"(?<![\d.])({_NUM})\s*-?\s*{_PATIENT_UNIT}(?![A-Za-z])", re.IGNORECASE), "point"),
 ]
+_EDGE = 1e-6  # "below 30" does not hold 30
 _AGE_WORD = re.compile(r"\b(?:aged?|age of|ages)\b|年龄|岁", re.IGNORECASE)
 
 
@@ -122,6 +124,25 @@ def _band_unit(raw: str | None, text: str, at: int) -> str | None:
         return unit if unit in PATIENT_UNITS else None
     # "aged 80 or over", "Age under 55": a bare number after an age word is years
     return "y" if _AGE_WORD.search(text[max(0, at - 12):at]) else None
+
+
+# A question may give an age as a bare number: "my patient is 82", "she's 7".
+_BARE_AGE = re.compile(r"\b(?:patient|he|she|they|child|kid|son|daughter|mother|father|man|woman|boy|girl|baby)"
+                       r"(?:\s+is|\s+was|'s|\s+aged)\s+(\d{1,3})\b(?!\s*(?:[a-zA-Z%/°]|\.\d))", re.IGNORECASE)
+
+
+def question_bands(text: str) -> list[tuple[float, float, str]]:
+    """The patient a question is about: patient_bands, plus an age given as a bare number."""
+    bands = patient_bands(text)
+    if not any(u == "y" for _, _, u in bands):
+        bands += [(float(m.group(1)), float(m.group(1)), "y") for m in _BARE_AGE.finditer(text or "")
+                  if 0 < int(m.group(1)) <= 120]
+    return bands
+
+
+def is_child(bands: list[tuple[float, float, str]]) -> bool:
+    """An age under 16, or one given in months: a child, whom adult guidance does not cover."""
+    return any((u == "y" and hi < 16) or u == "mo" for lo, hi, u in bands)
 
 
 def patient_bands(text: str) -> list[tuple[float, float, str]]:
@@ -144,9 +165,13 @@ def patient_bands(text: str) -> list[tuple[float, float, str]]:
             if unit is None:
                 continue
             if kind == "below":
-                lo, hi = float("-inf"), hi
+                lo, hi = float("-inf"), hi - _EDGE
             elif kind == "above":
-                lo, hi = lo, float("inf")
+                lo, hi = lo + _EDGE, float("inf")
+            elif kind == "from":
+                hi = float("inf")
+            elif kind == "to":
+                lo = float("-inf")
             out.append((lo, hi, unit))
             used.append((m.start(), m.end()))
     return out

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -188,10 +188,6 @@ class ChromaStore:
             out.update({d: _record(d, m) for d, m in zip(got["ids"], got["metadatas"])})
         return out
 
-    def upsert_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray, content_hash: str) -> int:
-        old = self.get_document(doc.doc_id)
-        return self.upsert_documents([(doc, chunks, vectors, content_hash, old.chunks if old else 0)])
-
     def upsert_documents(self, batch: list[tuple[Document, list[Chunk], np.ndarray, str, int]]) -> int:
         """Write documents' chunks (same ids are overwritten), drop chunks a document no longer has, record
         the documents, and bump the generation once. batch: (doc, chunks, vectors, content_hash, old_chunks)."""
@@ -200,7 +196,7 @@ class ChromaStore:
         metas: list[dict[str, Any]] = []
         vecs: list[np.ndarray] = []
         records: list[tuple[str, dict[str, Any]]] = []
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         for doc, chunks, vectors, content_hash, _ in batch:
             date_ord = date_ordinal(doc.date)
             for c in chunks:
@@ -269,9 +265,10 @@ class ChromaStore:
         # No count() first: it costs ~8 ms at 100k chunks, and Chroma returns fewer results when it has fewer.
         try:
             res = self.chunks.query(
-                query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, where=where, include=["distances"],
+                query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, where=where,
+                include=["distances"],
             )
-        except Exception:  # noqa: BLE001 - an empty collection (or an empty filtered set) has nothing to return
+        except Exception:  # an empty collection (or an empty filtered set) has nothing to return
             if self.count() == 0:
                 return [], []
             raise

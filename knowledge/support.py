@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge.quantities import blood_pressures, consistent, matches, patient_bands, quantities
-from knowledge.terms import Term, TextIndex, question_terms, stem
+from knowledge.quantities import blood_pressures, consistent, matches, patient_bands, quantities, question_bands
+from knowledge.quantities import UNITS
+from knowledge.terms import CHILD, DRUG_SYNONYMS, POPULATION, QUALIFIERS, Term, TextIndex, question_terms, stem
 from knowledge.text import EN_STOP, cjk_ratio, split_sentences
 
 DOSE_UNITS = frozenset({"mg", "g", "mcg", "ml", "mg/kg", "tablet", "capsule", "iu", "drop", "puff", "l"})
@@ -40,9 +41,12 @@ _WANTS = {
                             r"|目标|标准|上限|不超过|最多|最大", re.IGNORECASE),
     "drug": re.compile(r"\b(?:which|what)\b[^?]*\b(?:drug|medicine|medication|antibiotic|antiviral|treatment|option|"
                        r"alternative|choice|tablet|pill|give|prescribe|use|start)\b|first[- ]line|first choice|"
-                       r"\balternative\b|\binstead\b|\bswitch\b|什么药|哪种药|哪些药|用什么|吃什么|首选|替代|换用|换成",
+                       r"\balternative\b|\binstead\b|\bswitch\b|\bwhat next\b|\bnext step\b|\bthen what\b|什么药|哪种药|哪些药|用什么|吃什么|首选|替代|换用|换成",
                        re.IGNORECASE),
 }
+_PERMISSION = re.compile(r"^\s*(?:can|could|may|should|is it safe|is it ok(?:ay)?|are .* safe|is .* safe)\b"
+                         r"|可以.*吗|能不能|能否|要不要|是否可以|可不可以|能.*吗", re.IGNORECASE)
+_HOW_MANY = re.compile(r"\bhow many\s+([a-z]+)|几(次|片|粒|剂)|多少(片|粒|剂|次)", re.IGNORECASE)
 _FREQUENCY_WORDS = re.compile(r"\bevery\b|\bonce\b|\btwice\b|\bdaily\b|\ba day\b|每日|每天|一次|两次|每\s*\d+\s*小时",
                               re.IGNORECASE)
 _THRESHOLD_WORDS = re.compile(r"\b(?:below|above|under|over|less than|more than|at least|no more than|target)\b"
@@ -83,7 +87,14 @@ class Question:
     @classmethod
     def read(cls, text: str) -> "Question":
         wants = {kind for kind, rx in _WANTS.items() if rx.search(text)}
-        return cls(text, question_terms(text), patient_bands(text), quantities(text), wants, _words(text))
+        # "how many doses", "几片": a count in that unit; "can I give X in Y?": a line that speaks of X and Y
+        for m in _HOW_MANY.finditer(text):
+            unit = UNITS.get((m.group(1) or m.group(2) or m.group(3) or "").lower())
+            if unit:
+                wants = (wants - {"dose", "frequency"}) | {f"count:{unit}"}
+        if _PERMISSION.search(text):
+            wants.add("permission")
+        return cls(text, question_terms(text, patient=True), question_bands(text), quantities(text), wants, _words(text))
 
     @property
     def factual(self) -> bool:
@@ -116,12 +127,18 @@ class Line:
         if want == "frequency":
             return bool(units & {"times", "h"}) or bool(_FREQUENCY_WORDS.search(self.text))
         if want == "duration":
-            return bool(units & {"d", "wk", "mo"})
+            return bool(units & {"d", "wk", "mo", "h"})
         if want == "threshold":
             return (bool(units & THRESHOLD_UNITS) or bool(self.pressures)
                     or bool(self.quantities and _THRESHOLD_WORDS.search(self.text)))
         if want == "drug":  # names a drug the question did not
             return bool(self.drugs - {t.surface for t in question.terms})
+        if want.startswith("count:"):
+            return want.split(":", 1)[1] in units
+        if want == "permission":  # speaks of the drug and the patient asked about, on the line itself
+            head = TextIndex(self.text, self.heading)
+            asked = [t for t in question.terms if is_drug(t) or is_population(t)]
+            return bool(asked) and all(head.covers(t) for t in asked)
         return False
 
     def names_other_drug(self, question: Question) -> bool:
@@ -129,6 +146,17 @@ class Line:
         asked = [t for t in question.terms if t.specific]
         head = TextIndex(self.text, self.heading)
         return bool(self.drugs - {t.surface for t in question.terms}) and any(not head.covers(t) for t in asked)
+
+
+def is_drug(term: Term) -> bool:
+    if term.surface in DRUG_SYNONYMS:
+        return True
+    return bool(_DRUG_ZH.search(term.surface)) if term.zh else any(_DRUG_EN.search(w) for w in term.surface.split())
+
+
+def is_population(term: Term) -> bool:
+    """Who the patient is, or what about them changes the answer (a child, pregnancy, an allergy, the kidneys)."""
+    return term.surface in POPULATION or term.surface in QUALIFIERS or term is CHILD
 
 
 def drug_names(text: str) -> set[str]:
@@ -210,12 +238,20 @@ class Support:
         return score * (0.6 + 0.4 * ln.rank)
 
     def _about_the_question(self, ln: Line) -> bool:
-        """Every drug, condition and patient the question names is on the line, in its heading or title; only a
-        line that names no drug of its own (a dose row under the sentence that names it) may lean on the rest
-        of its passage. So "amoxicillin 500 mg" does not answer a question about penicillin allergy, nor
-        "clarithromycin 500 mg" one about pregnancy."""
-        return all(ln.full.covers(t) or (not ln.drugs and ln.passage.covers(t))
-                   for t in self.question.terms if t.required)
+        """Every drug, condition and patient the question names is on the line, in its heading or title. The
+        drug asked about may be named elsewhere in the passage (the section is about it: "If the ACE inhibitor
+        causes cough..." under ramipril); a condition may be, for a line that names no drug of its own (a
+        renal-dose row); the patient never (a child's question is not answered from the adults' line). So
+        "amoxicillin 500 mg" does not answer a question about penicillin allergy, nor "clarithromycin 500 mg"
+        one about pregnancy."""
+        for t in self.question.terms:
+            if not t.required or ln.full.covers(t):
+                continue
+            if is_population(t):
+                return False
+            if not ((is_drug(t) or not ln.drugs) and ln.passage.covers(t)):
+                return False
+        return True
 
     def best_lines(self, limit: int = 2) -> list[Pick]:
         """The lines that answer the question, best first: the best one, then one that adds a kind of fact it
@@ -230,11 +266,18 @@ class Support:
         scored.sort(key=lambda p: -p.score)
         picks = [scored[0]]
         lacking = {w for w in self.question.wants if not scored[0].line.satisfies(w, self.question)}
-        for p in scored[1:]:
+        # A guideline states a rule, then its dose on the next line ("...: a calcium-channel blocker." "Start
+        # amlodipine 5 mg..."): what the best line lacks is looked for on the lines that follow it first.
+        first = self.lines.index(scored[0].line)
+        following = [ln for ln, fits in zip(self.lines[first + 1: first + 3], self._fits[first + 1: first + 3])
+                     if fits and ln.n == scored[0].line.n]
+        candidates = [Pick(ln, scored[0].score) for ln in following] + scored[1:]
+        for p in candidates:
             if len(picks) >= limit or not lacking:
                 break
             adds = {w for w in lacking if p.line.satisfies(w, self.question)}
-            if adds and p.line.n == picks[0].line.n and p.score >= 0.5 * picks[0].score:
+            if adds and p.line.n == picks[0].line.n and p.score >= 0.5 * picks[0].score \
+                    and all(p.line is not q.line for q in picks):
                 picks.append(p)
                 lacking -= adds
         return picks

@@ -21,6 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from knowledge.quantities import is_child, question_bands
 from knowledge.text import EN_STOP, ZH_STOP
 
 SPECIFIC_ZIPF = {"en": 4.0, "zh": 4.1}
@@ -44,6 +45,7 @@ use used using administer administered
 symptom symptoms sign signs cause causes caused diagnose diagnosed diagnosis diagnosing prognosis outlook
 inherited inheritance risk risks prevent prevention complication complications stage stages research trials
 affected affect affects related
+inject injected injecting injection infuse infused taper titrate dilute reconstitute swallow chew crush apply
 """.split())
 FRAME_ZH = frozenset("""
 什么 怎么 怎样 如何 多少 多久 几次 几天 哪些 哪种 哪个 为什么 请问 一下 一个 可以 能 会 要 想 知道 应该 需要
@@ -59,6 +61,13 @@ child children kid kids baby babies infant infants toddler newborn neonate neona
 pregnant pregnancy breastfeeding lactating elderly paediatric pediatric adolescent teenager
 儿童 小孩 孩子 宝宝 婴儿 新生儿 小朋友 孕妇 怀孕 妊娠 哺乳 老人 老年人 青少年
 """.split())
+
+# What about the patient changes the answer (an allergy, the kidneys, the liver): like a population, a line
+# must name it to answer for it.
+QUALIFIERS = frozenset("""
+allergy allergies allergic intolerance intolerant renal kidney kidneys hepatic liver impairment
+过敏 肾功能 肝功能 肾 肝 肾功能不全 肝功能不全
+""".split()) | {"kidney function"}
 
 # A clinician's everyday words and the words guidelines use for them. Each entry: the phrase as asked →
 # alternatives any of which covers it. General clinical synonymy, not tuned to one knowledge base.
@@ -105,6 +114,9 @@ LAY_SYNONYMS: dict[str, tuple[str, ...]] = {
     "temperature": ("temperature", "fever", "°c"),
     "high temperature": ("fever", "temperature"),
     "febrile": ("fever", "febrile"),
+    "feverish": ("fever", "feverish", "febrile", "temperature"),
+    "unwell": ("unwell", "ill", "systemically"),
+    "poorly": ("unwell", "ill"),
     "tummy": ("abdominal", "stomach", "tummy"),
     "antibiotics": ("antibiotic",),
     "jab": ("vaccine", "vaccination", "injection"),
@@ -131,6 +143,9 @@ LAY_SYNONYMS: dict[str, tuple[str, ...]] = {
     "喉咙痛": ("咽痛",),
     "怀孕": ("孕妇", "妊娠", "怀孕"),
     "感冒": ("感冒", "上呼吸道感染"),
+    "退烧": ("退烧", "热退", "退热", "发热退"),
+    "上班": ("上班", "工作"),
+    "上学": ("上学", "学校"),
 }
 _PARTICLES = frozenset("的 了 吗 呢 吧 啊 是 在 和 与 及 或 也 就 都 而 之 于 得 着 过 把 被 让 给 用 吃".split())
 # The same drug by another name: US and UK names, and common brands. Unlike everyday words these stay specific.
@@ -175,7 +190,7 @@ _MARKER = re.compile(r"\[\d{1,3}\]")
 _NOT_TOPIC = frozenset("""
 mg mcg ml kg g l mmhg iu mmol mmol/l mg/kg kilogram kilograms kilo kilos gram grams milligram milligrams
 millilitre millilitres milliliter milliliters tablet tablets pill pills capsule capsules drop drops puff puffs
-hour hours week weeks month months year years old year-old years-old minute minutes once twice thrice
+hour hours week weeks month months year years old min mins year-old years-old minute minutes once twice thrice
 half quarter one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty
 """.split())
 
@@ -219,16 +234,27 @@ def _lemmas(word: str) -> set[str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _jieba_with_names():  # noqa: ANN202
+    """jieba, told the Chinese drug names and everyday words above so that it does not cut them apart."""
+    from knowledge.text import _jieba
+
+    jieba = _jieba()
+    for word in [*DRUG_SYNONYMS, *LAY_SYNONYMS, *POPULATION]:
+        if _CJK_RUN.fullmatch(word):
+            jieba.add_word(word, freq=2000)
+    return jieba
+
+
 def _cjk_words(run: str, offset: int) -> list[tuple[str, int]]:
     """Jieba's words of a run of Chinese characters, less the frame, with their offsets. A drug name jieba
     does not know comes out in pieces (二甲 双 胍; 用奥司 他 韦): single characters are glued back onto the
     word before them, and coverage is then judged on character pairs (TextIndex.has)."""
-    from knowledge.text import _jieba
-
+    jieba = _jieba_with_names()
     out: list[list] = []
     at = offset
     prev_end = -1
-    for w in _jieba().lcut(run):
+    for w in jieba.lcut(run):
         start, at = at, at + len(w)
         if len(w) == 1 and w not in _PARTICLES and out and prev_end == start and zipf(out[-1][0], "zh") < 4.1:
             out[-1][0] += w  # inside a word jieba does not know (奥司 他 韦)
@@ -261,19 +287,37 @@ class Term:
     @property
     def required(self) -> bool:
         """A text that does not speak of this term does not answer the question."""
-        return self.specific or self.surface in POPULATION
+        return self.specific or self.surface in POPULATION or self.surface in QUALIFIERS
 
 
 def _weight(z: float) -> float:
     return max(0.5, 7.0 - z)
 
 
+# How a symptom or a manner is described ("nagging", "wheezy", "bloated", "painful"): such a word may be rare
+# without naming what the question is about, so it weighs in the coverage but does not decide it alone.
+_DESCRIPTOR = re.compile(r"(?:ing|ish|ful|less|ed|en|ly|[^aeiour]y)$")
+
+
+def _is_name(word: str, z: float) -> bool:
+    """A rare word that names a drug, a disease or a thing (rather than describing one)."""
+    if word in DRUG_SYNONYMS or _TECHNICAL.search(word):
+        return True
+    if word in LAY_SYNONYMS or z >= SPECIFIC_ZIPF["en"]:
+        return False
+    return not (_DESCRIPTOR.search(word) and z >= 2.0)
+
+
 def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", _MARKER.sub(" ", text or "")).lower()
 
 
-def question_terms(text: str) -> list[Term]:
-    """The topic terms of a question (or of an answer sentence), in order."""
+CHILD = Term("child", ("child", "children", "paediatric", "infant", "儿童", "小儿"), False, 1.7, 10_000, False)
+
+
+def question_terms(text: str, patient: bool = False) -> list[Term]:
+    """The topic terms of a question (or of an answer sentence), in order. `patient`: a question whose patient
+    is a child by age ("a 10-year-old", "8 months") also asks about children."""
     low = normalise(text)
     terms: list[Term] = []
     # English everyday phrases first ("ear infection"), then the words left.
@@ -293,13 +337,16 @@ def question_terms(text: str) -> list[Term]:
             continue  # "2nd", "500mg"
         z = max(zipf(v, "en") for v in _lemmas(w))
         alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w, (w,))
-        specific = w in DRUG_SYNONYMS or (z < SPECIFIC_ZIPF["en"] or bool(_TECHNICAL.search(w))) and w not in LAY_SYNONYMS
-        terms.append(Term(w, alts, specific, _weight(z), m.start(), False))
+        specific = _is_name(w, z)
+        weight = _weight(z) if specific or not _DESCRIPTOR.search(w) else _weight(z) / 2
+        terms.append(Term(w, alts, specific, weight, m.start(), False))
     for run in _CJK_RUN.finditer(low):
         for w, at in _cjk_words(run.group(0), run.start()):
             z = zipf(w, "zh")
             alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w, (w,))
-            specific = w in DRUG_SYNONYMS or z < SPECIFIC_ZIPF["zh"] and w not in LAY_SYNONYMS
+            # A two-character piece wordfreq has never seen is usually jieba cutting an unknown name apart.
+            specific = w in DRUG_SYNONYMS or (z < SPECIFIC_ZIPF["zh"] and w not in LAY_SYNONYMS
+                                              and (z > 0 or len(w) >= 3))
             terms.append(Term(w, alts, specific, _weight(z), at, True))
     terms.sort(key=lambda t: t.position)
     # The same word twice counts once.
@@ -309,6 +356,8 @@ def question_terms(text: str) -> list[Term]:
         if t.surface not in seen:
             seen.add(t.surface)
             out.append(t)
+    if patient and is_child(question_bands(text)) and not any(t.surface in POPULATION for t in out):
+        out.append(CHILD)
     return out
 
 
@@ -317,7 +366,8 @@ class TextIndex:
 
     def __init__(self, *texts: str) -> None:
         self.raw = normalise(" \n ".join(t for t in texts if t))
-        words = [w.strip("'-") for w in _EN_WORD.findall(self.raw)]
+        # "low-severity" and "low severity", "co-amoxiclav" and "co amoxiclav" read the same
+        words = [w.strip("'") for w in _EN_WORD.findall(self.raw.replace("-", " "))]
         self.stems = [stem(w) for w in words if w]
         self.stem_set = frozenset(self.stems)
         self._joined = " " + " ".join(self.stems) + " "
@@ -330,7 +380,7 @@ class TextIndex:
             # A word jieba cut differently here and in the text: most of its character pairs are there.
             pairs = [alt[i:i + 2] for i in range(len(alt) - 1)]
             return len(alt) >= 3 and sum(p in self.raw for p in pairs) >= 0.75 * len(pairs)
-        parts = [stem(w) for w in _EN_WORD.findall(alt)]
+        parts = [stem(w) for w in _EN_WORD.findall(alt.replace("-", " "))]
         if not parts:
             return False
         if len(parts) == 1:
@@ -394,7 +444,8 @@ def missing_phrase(terms: list[Term], question: str) -> str:
     phrases = []
     for g in groups:
         start, end = g[0].position, g[-1].position + len(g[-1].surface)
-        phrases.append(question_slice(question, low, start, end))
+        # a term the question implies (a child, from the age it gives) is named by its own word
+        phrases.append(question_slice(question, low, start, end) or " ".join(t.surface for t in g))
     if any(t.zh for t in terms):
         return "、".join(phrases)
     if len(phrases) == 1:
@@ -404,6 +455,8 @@ def missing_phrase(terms: list[Term], question: str) -> str:
 
 def question_slice(question: str, low: str, start: int, end: int) -> str:
     """The question's own spelling of low[start:end] (NFKC keeps lengths for the text we see)."""
+    if start >= len(low):
+        return ""
     text = unicodedata.normalize("NFKC", _MARKER.sub(" ", question or ""))
     piece = text[start:end] if len(text) == len(low) else low[start:end]
     return piece.strip()

@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def write(path: Path, generation: int, terms: list[str]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     target = path / FILE_NAME
     tmp = target.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-    body = {"generation": generation, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    body = {"generation": generation, "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "terms": terms}
     tmp.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, target)  # a reader never sees half a file

@@ -225,7 +225,8 @@ def test_chinese_speech_with_the_language_named(api, tokens, knowledge):
     assert sse_events(api, r.json()["turn_id"], tokens["ann"])[-1][0] == "done"
     turn = api.get(f"/v1/turns/{r.json()['turn_id']}", headers=tokens["ann"]).json()
     assert turn["language"] == "zh" and turn["transcript"].startswith("欢迎大家")
-    assert turn["answer"] == NO_ANSWER["zh"]  # the knowledge base holds one English page on otitis media
+    # the knowledge base holds one English page on otitis media: the Chinese no-answer reply names the topic
+    assert turn["answer"].startswith("知识库中没有关于") and turn["citations"] == []
     assert "诊所知识库" in turn["disclaimer"]  # the medical disclaimer, in the answer's language
 
 
