@@ -15,11 +15,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help install models system-deps redis migrate test demo stop clean
+.PHONY: help install models system-deps redis migrate lint test demo stop clean
 
 help:
 	@echo "make demo   - set up, start API + pools + Flower, show a round trip (stop with: make stop)"
-	@echo "make test   - set up and run the whole test suite"
+	@echo "make test   - set up, lint, and run the whole test suite"
+	@echo "make lint   - ruff check (configured in pyproject.toml)"
 
 # torch goes in first, pinned to the CPU wheel: installed later as a dependency it would pull
 # several GB of CUDA packages.
@@ -65,7 +66,13 @@ redis: system-deps
 migrate: install
 	$(BIN)/medvoice migrate
 
-test: models system-deps
+LINT_PATHS := app workers knowledge tests bench migrations
+
+# A lint error fails `make test` before any test runs (ruff comes with the dev extra).
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+
+test: lint models system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: models redis migrate
