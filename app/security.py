@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from argon2 import PasswordHasher
@@ -42,7 +42,7 @@ class TokenError(Exception):
 
 
 def issue_token(user: User, settings: Settings) -> tuple[str, int]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     lifetime = timedelta(minutes=settings.jwt_lifetime_minutes)
     claims = {
         "iss": settings.jwt_issuer,
@@ -82,7 +82,7 @@ def decode_token(token: str, settings: Settings) -> TokenClaims:
     return TokenClaims(
         sub=str(raw["sub"]),
         role=role,
-        iat=datetime.fromtimestamp(raw["iat"], timezone.utc),
-        exp=datetime.fromtimestamp(raw["exp"], timezone.utc),
+        iat=datetime.fromtimestamp(raw["iat"], UTC),
+        exp=datetime.fromtimestamp(raw["exp"], UTC),
         jti=str(raw["jti"]),
     )

@@ -83,7 +83,6 @@ def main() -> None:
         sys.exit(f"needs ../shared/eval-data (MedQuAD passages and speech clips), not found at {EVAL}")
 
     import jiwer
-    import soundfile as sf
 
     from knowledge.vocabulary import VocabularyBuilder
     from workers import engines
@@ -159,7 +158,8 @@ def main() -> None:
           f"{len(topics)} MedQuAD topics, one Piper-spoken question each")
     print(f"KB vocabulary ({s.asr_kb_vocabulary_chars} chars, {len(in_vocab)}/{len(topics)} focus terms fit): "
           f"{vocab[:160]}…\n")
-    head = f"{'condition':24} {'term acc (in vocab)':>20} {'term acc (not in)':>18} {'other-word WER':>15} {'RTF p50':>8}"
+    head = (f"{'condition':24} {'term acc (in vocab)':>20} {'term acc (not in)':>18} {'other-word WER':>15} "
+            f"{'RTF p50':>8}")
     rest_names = [sp["name"] for sp in speech]
     print(head + "".join(f" {n[:22]:>23}" for n in rest_names))
     for label, r in results.items():

@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,7 @@ def epoch(ts: Any) -> float:
     if isinstance(ts, str):
         ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return ts.timestamp()
 
 
@@ -382,7 +382,8 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"workers not ready after {timeout_s:.0f}s\n" + "\n".join(self.tail(w) for w in self.workers))
+        tails = "\n".join(self.tail(w) for w in self.workers)
+        raise RuntimeError(f"workers not ready after {timeout_s:.0f}s\n" + tails)
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -937,7 +938,8 @@ def run() -> None:
             f"[bold]medvoice consultation benchmark[/bold] — {started}, {time.perf_counter() - t_start:.0f} s; "
             f"{platform.node()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
             f"load average at start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}, at end "
-            f"{load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} (other work on the machine inflates every figure)",
+            f"{load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} "
+            "(other work on the machine inflates every figure)",
             f"models: {describe_models(s)}",
             f"threads: asr {s.asr_threads}, rag {s.rag_threads}, llm {s.llm_threads}, tts {s.tts_threads}; "
             f"[bold]answer limit MEDVOICE_CONSULT_MAX_TOKENS={args.max_tokens}[/bold] (set by this bench to keep runs "
@@ -951,9 +953,10 @@ def run() -> None:
             f"{args.runs} measured runs per mode after one warm-up each, Celery and in-process alternating",
         ]
         if "workers_ready_s" in results:
+            rss = results.get("latency_worker_rss_mb", {})
             header.append(f"workers' models ready {results['workers_ready_s']:.1f} s after start; in-process engines "
                           f"loaded in {results.get('inproc_load_s', float('nan')):.1f} s; worker RSS MB: " +
-                          ", ".join(f"{k.split('-')[1]} {v:.0f}" for k, v in results.get("latency_worker_rss_mb", {}).items()))
+                          ", ".join(f"{k.split('-')[1]} {v:.0f}" for k, v in rss.items()))
         note = None
         if latency and latency["inproc"] and latency["celery"] and workers_stream:
             note = ("note: the workers stream TTS (sentences are spoken while the LLM generates) and the in-process "

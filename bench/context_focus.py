@@ -75,7 +75,7 @@ def kept_share(focused: str, gold_text: str, conclusion: str) -> float | None:
     return len(wanted & set(lexical_tokens(focused))) / len(wanted) if wanted else None
 
 
-def lead(texts: list[str], budget: int, count) -> list[str]:  # noqa: ANN001
+def lead(texts: list[str], budget: int, count) -> list[str]:
     """The naive alternative: each passage cut to its leading sentences, an equal share of the budget each."""
     from knowledge.text import split_sentences
 
@@ -107,7 +107,8 @@ def main() -> None:
         sys.exit(f"skipped: {DATA} is absent (../shared/eval-data is not part of a user's clone)")
 
     from knowledge.focus import focus_passages
-    from workers.engines.llm import build_messages, load as load_llm
+    from workers.engines.llm import build_messages
+    from workers.engines.llm import load as load_llm
     from workers.settings import Settings
 
     s = Settings(llm_n_ctx=4096)

@@ -52,7 +52,7 @@ def vm_hwm_mb(pid: int | str = "self") -> float:
     return float("nan")
 
 
-def rag_context(target_tokens: int, count_tokens, skip: int = 0) -> list[str]:  # noqa: ANN001
+def rag_context(target_tokens: int, count_tokens, skip: int = 0) -> list[str]:
     """MedQuAD passages (eval data) until the prompt reaches ~target_tokens; synthetic text without it.
     `skip` starts further down the file, so that successive turns carry different context."""
     passages: list[str] = []
@@ -234,7 +234,7 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise RuntimeError((tmp / "worker.log").read_text()[-3000:])
 
-        def call(task: str, *args, **kwargs) -> tuple[dict, float]:  # noqa: ANN002, ANN003
+        def call(task: str, *args, **kwargs) -> tuple[dict, float]:
             t = time.perf_counter()
             r = celery_app.send_task(task, args=args, kwargs=kwargs).get(timeout=600)
             return r, time.perf_counter() - t
@@ -324,7 +324,8 @@ def report(results: dict, pool: dict | None) -> str:
             first=True)
     if "llm" in results:
         r = results["llm"]
-        add("llm", f"first token, cold ({r['prompt_tokens']}-token prompt)", r["cold"]["first_token_s"], None, first=True)
+        add("llm", f"first token, cold ({r['prompt_tokens']}-token prompt)", r["cold"]["first_token_s"], None,
+            first=True)
         add("llm", "first sentence, cold context", r["cold"]["first_sentence_s"], None)
         add("llm", f"first sentence, prefix state restored ({r['prefix_tokens']} tok)",
             r["prefix"]["first_sentence_s"], None)
@@ -408,7 +409,8 @@ def main() -> None:
         for engine, err in failed.items():
             print(f"{engine}: failed ({err.strip().splitlines()[-1] if err.strip() else 'no output'})")
         if args.json:
-            slim = {k: {kk: vv for kk, vv in v.items() if kk not in ("messages", "passages")} for k, v in results.items()}
+            slim = {k: {kk: vv for kk, vv in v.items() if kk not in ("messages", "passages")}
+                    for k, v in results.items()}
             args.json.write_text(json.dumps({"in_process": slim, "pool": pool}, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

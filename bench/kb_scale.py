@@ -44,9 +44,10 @@ import numpy as np  # noqa: E402
 
 
 def rss_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
     return 0.0
 
 
@@ -57,7 +58,6 @@ def pct(xs: list[float], p: float) -> float:
 
 def scale(args: argparse.Namespace) -> None:
     import retrieval as R
-
     from knowledge.base import KnowledgeBase
     from knowledge.config import KBConfig
     from knowledge.embedders import load_embedder
@@ -204,8 +204,8 @@ def _mp_fresh(path: str) -> None:
     import chromadb
 
     c = chromadb.PersistentClient(path=path).get_collection("mptest")
-    print(f"  a new process: count() {c.count()}, query top-3 {c.query(query_embeddings=[[1.0] * 8], n_results=3)['ids'][0]}",
-          flush=True)
+    top3 = c.query(query_embeddings=[[1.0] * 8], n_results=3)["ids"][0]
+    print(f"  a new process: count() {c.count()}, query top-3 {top3}", flush=True)
 
 
 def multiprocess(_: argparse.Namespace) -> None:

@@ -95,7 +95,7 @@ def load_set(name: str, limit: int | None, strict: bool = False) -> tuple[list[D
 
 
 class CachedVectors:
-    def __init__(self, embedder, cache_dir: Path) -> None:  # noqa: ANN001
+    def __init__(self, embedder, cache_dir: Path) -> None:
         self.e = embedder
         self.dir = cache_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def build(kb: KnowledgeBase, docs: list[Document], cache: CachedVectors) -> tupl
     return len(texts), time.perf_counter() - t0
 
 
-def evaluate(kb: KnowledgeBase, qs, mode: str, fusion: str | None = None, depth: int = 40,  # noqa: ANN001
+def evaluate(kb: KnowledgeBase, qs, mode: str, fusion: str | None = None, depth: int = 40,
              strict: bool = False, language_aware: bool = True):
     r1 = r5 = r10 = mrr = 0.0
     lat = []
@@ -185,7 +185,8 @@ def main() -> None:
     print(f"threads {THREADS}; load average at start {os.getloadavg()[0]:.1f} (2 cores, shared)", flush=True)
     for name in args.sets.split(","):
         docs, qs = load_set(name, args.limit or None, strict=args.strict)
-        embs = args.embedders.split(",") if args.embedders else (["minilm", "e5"] if name.startswith("zh") else ["minilm"])
+        default_embs = ["minilm", "e5"] if name.startswith("zh") else ["minilm"]
+        embs = args.embedders.split(",") if args.embedders else default_embs
         for e in embs:
             if e not in loaded:
                 loaded[e] = load_embedder(EMBEDDERS[e], threads=THREADS)
@@ -201,7 +202,8 @@ def main() -> None:
                 print(f"== {name} / {e}: {len(docs)} passages → {n_chunks} chunks ({secs:.1f}s), {len(qs)} questions",
                       flush=True)
                 st = args.strict
-                rows = [("bm25", evaluate(kb, qs, "lexical", strict=st)), (f"dense:{e}", evaluate(kb, qs, "dense", strict=st))]
+                rows = [("bm25", evaluate(kb, qs, "lexical", strict=st)),
+                        (f"dense:{e}", evaluate(kb, qs, "dense", strict=st))]
                 for f in args.fusions.split(","):
                     rows.append((f"hybrid:{f}", evaluate(kb, qs, "hybrid", fusion=f, strict=st)))
                 if name.startswith("zh") and not emb.reads("zh"):
@@ -213,7 +215,8 @@ def main() -> None:
                     results.append({"set": name, "embedder": e, "method": method, **m})
                 kb.close()
     print(f"load average at end {os.getloadavg()[0]:.1f}")
-    print("\n| set | embedder | method | R@1 | R@5 | R@10 | MRR@10 | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| set | embedder | method | R@1 | R@5 | R@10 | MRR@10 | p50 ms | p95 ms |"
+          "\n|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['set']} | {r['embedder']} | {r['method']} | {r['R@1']:.3f} | {r['R@5']:.3f} | {r['R@10']:.3f} | "
               f"{r['MRR@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")

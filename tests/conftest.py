@@ -160,14 +160,14 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(sqlite_url: str, tmp_path: Path):  # noqa: ANN201
+def settings(sqlite_url: str, tmp_path: Path):
     from workers.settings import Settings
 
     return Settings(database_url=sqlite_url, data_dir=tmp_path / "data")
 
 
 @pytest.fixture
-def client(settings):  # noqa: ANN001, ANN201
+def client(settings):
     from fastapi.testclient import TestClient
 
     from app.main import create_app

@@ -2,7 +2,7 @@
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -69,7 +69,7 @@ def test_malformed_token(client, accounts, token):
 def test_expired_token(client, accounts, settings):
     with session_scope(settings.resolved_database_url) as db:
         uid = svc.get_by_username(db, "clin").id
-    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    past = datetime.now(UTC) - timedelta(hours=2)
     token = jwt.encode({"iss": settings.jwt_issuer, "sub": uid, "role": "clinician", "iat": past,
                         "exp": past + timedelta(minutes=5), "jti": "x"}, settings.jwt_secret, algorithm="HS256")
     r = client.get("/v1/auth/me", headers=bearer(token))

@@ -23,7 +23,8 @@ def tokens(client, settings):
 
 def audit_actions(settings, record_id):
     with session_scope(settings.resolved_database_url) as db:
-        return [(e.action, e.actor_role) for e in db.query(AuditEvent).filter_by(record_id=record_id).order_by(AuditEvent.id)]
+        rows = db.query(AuditEvent).filter_by(record_id=record_id).order_by(AuditEvent.id)
+        return [(e.action, e.actor_role) for e in rows]
 
 
 def test_isolation_and_audit(client, tokens, settings):
@@ -46,7 +47,8 @@ def test_isolation_and_audit(client, tokens, settings):
 
 def test_unknown_id_and_bad_body(client, tokens):
     assert client.get("/v1/consultations/does-not-exist", headers=tokens["ann"]).status_code == 404
-    r = client.post("/v1/consultations", content=b"{not json", headers={**tokens["ann"], "Content-Type": "application/json"})
+    r = client.post("/v1/consultations", content=b"{not json",
+                    headers={**tokens["ann"], "Content-Type": "application/json"})
     assert r.status_code == 422
     r = client.post("/v1/consultations", json={"title": "x" * 500}, headers=tokens["ann"])
     assert r.status_code == 422

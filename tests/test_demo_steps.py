@@ -7,7 +7,8 @@ from app.cli import demo_steps as steps
 
 def test_sse_events_parse_ids_types_and_json():
     lines = ["retry: 2000", "", ": keep-alive", "", "id: 1-0", "event: status", 'data: {"status": "transcribing"}', "",
-             "event: done", 'data: {"status": "done", "from": "record"}', "", "id: 2-0", "event: odd", "data: not json", ""]
+             "event: done", 'data: {"status": "done", "from": "record"}', "",
+             "id: 2-0", "event: odd", "data: not json", ""]
     assert list(steps.sse_events(iter(lines))) == [
         ("1-0", "status", {"status": "transcribing"}),
         (None, "done", {"status": "done", "from": "record"}),

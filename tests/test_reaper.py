@@ -24,7 +24,8 @@ def seed(url: str) -> dict[str, str]:
         db.add(c)
         db.flush()
         turns = {}
-        for i, (name, status) in enumerate([("old_queued", TurnStatus.queued), ("old_generating", TurnStatus.generating),
+        for i, (name, status) in enumerate([("old_queued", TurnStatus.queued),
+                                            ("old_generating", TurnStatus.generating),
                                             ("old_done", TurnStatus.done), ("fresh", TurnStatus.queued)]):
             t = Turn(consultation_id=c.id, index=i + 1, status=status, input_kind="text", question_text="q")
             db.add(t)
@@ -51,7 +52,8 @@ def test_stalled_turns_are_reaped_and_told(any_db_url, tmp_path):
     s = Settings(database_url=any_db_url, data_dir=tmp_path / "data", consult_stall_after_s=3600)
     assert sorted(reap(s)) == sorted([turns["old_queued"], turns["old_generating"]])
     got = statuses(any_db_url, turns)
-    assert got["old_queued"][0] == TurnStatus.error and got["old_queued"][1].startswith("stalled: no progress while queued")
+    assert got["old_queued"][0] == TurnStatus.error
+    assert got["old_queued"][1].startswith("stalled: no progress while queued")
     assert got["old_generating"][0] == TurnStatus.error and "while generating" in got["old_generating"][1]
     assert got["old_done"] == (TurnStatus.done, None) and got["fresh"] == (TurnStatus.queued, None)
     last = events.read_all(turns["old_queued"])[-1]

@@ -38,13 +38,12 @@ def test_records_roundtrip_and_cascade(any_db_url):
 
 def test_turn_index_unique_per_consultation(any_db_url):
     upgrade(any_db_url)
-    with pytest.raises(IntegrityError):
-        with session_scope(any_db_url) as db:
-            u = svc.create_user(db, "dr-bo", "long-password", Role.clinician)
-            c = Consultation(owner_id=u.id)
-            db.add(c)
-            db.flush()
-            db.add_all([Turn(consultation_id=c.id, index=0), Turn(consultation_id=c.id, index=0)])
+    with pytest.raises(IntegrityError), session_scope(any_db_url) as db:
+        u = svc.create_user(db, "dr-bo", "long-password", Role.clinician)
+        c = Consultation(owner_id=u.id)
+        db.add(c)
+        db.flush()
+        db.add_all([Turn(consultation_id=c.id, index=0), Turn(consultation_id=c.id, index=0)])
 
 
 def test_user_with_consultations_cannot_be_deleted(any_db_url):
@@ -52,6 +51,5 @@ def test_user_with_consultations_cannot_be_deleted(any_db_url):
     with session_scope(any_db_url) as db:
         u = svc.create_user(db, "dr-cy", "long-password", Role.clinician)
         db.add(Consultation(owner_id=u.id))
-    with pytest.raises(svc.UserError, match="disable"):
-        with session_scope(any_db_url) as db:
-            svc.delete_user(db, "dr-cy")
+    with pytest.raises(svc.UserError, match="disable"), session_scope(any_db_url) as db:
+        svc.delete_user(db, "dr-cy")

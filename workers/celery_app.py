@@ -17,7 +17,10 @@ from workers.settings import POOLS, get_settings
 # success by default; keep the id and runtime only (read at call time, so once per process suffices).
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
-TASK_MODULES = ["workers.tasks.ping", "workers.tasks.rag", "workers.tasks.asr", "workers.tasks.embed", "workers.tasks.llm", "workers.tasks.tts", "workers.tasks.turns"]
+TASK_MODULES = [
+    "workers.tasks.ping", "workers.tasks.rag", "workers.tasks.asr", "workers.tasks.embed", "workers.tasks.llm",
+    "workers.tasks.tts", "workers.tasks.turns",
+]
 
 
 def make_celery() -> Celery:

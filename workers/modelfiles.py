@@ -387,7 +387,8 @@ def resolve_coqui(settings: Settings) -> tuple[Path, Path]:
             {"setting": "MEDVOICE_TTS_MODEL_PATH"},
         )
     model = _override(settings, settings.tts_model_path, settings.tts_model_sha256, "MEDVOICE_TTS_MODEL_PATH")
-    config_setting = settings.tts_config_path or (model.parent / "config.json" if model.is_file() else model / "config.json")
+    beside = model.parent / "config.json" if model.is_file() else model / "config.json"
+    config_setting = settings.tts_config_path or beside
     config = Path(config_setting).expanduser()
     if not config.is_file():
         raise ModelFileMissing(f"Coqui TTS config not found: {config} (set MEDVOICE_TTS_CONFIG_PATH)",

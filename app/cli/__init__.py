@@ -8,8 +8,7 @@ from enum import Enum
 
 import typer
 
-from app.cli import demo, models, users
-from app.cli import kb  # knowledge base admin
+from app.cli import demo, kb, models, users
 from workers.settings import POOLS, get_settings
 
 cli = typer.Typer(

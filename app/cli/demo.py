@@ -134,7 +134,7 @@ def _up(host: str, port: int, ready_timeout: float, question: str, language: str
     console.print(f"Flower     http://{s.flower_host}:{s.flower_port}")
     console.print(f"logs       {run_dir.resolve()}/*.log   stop with: make stop")
     console.print(f"users      demo-admin / demo-clinician, password {DEMO_PASSWORD}\n")
-    console.print("Try it (token valid for %d min):" % s.jwt_lifetime_minutes, soft_wrap=True)
+    console.print(f"Try it (token valid for {s.jwt_lifetime_minutes:d} min):", soft_wrap=True)
     console.print(f"curl -s -H 'Authorization: Bearer {token}' {base}/v1/auth/me", soft_wrap=True, highlight=False)
 
 

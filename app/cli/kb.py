@@ -163,7 +163,8 @@ def show(doc_id: str, full: bool = typer.Option(False, "--full", help="Print who
     if doc is None:
         console.print(f"[red]no document {doc_id}[/red]")
         raise typer.Exit(code=1)
-    for key in ("doc_id", "title", "source", "date", "tags", "language", "chunks", "content_hash", "path", "ingested_at"):
+    for key in ("doc_id", "title", "source", "date", "tags", "language", "chunks", "content_hash", "path",
+                "ingested_at"):
         console.print(f"[bold]{key}[/bold]: {doc[key]}")
     for c in doc["chunk_list"]:
         text = c["text"] if full else (c["text"][:200] + ("…" if len(c["text"]) > 200 else ""))
@@ -249,4 +250,5 @@ def server(
     path = Path(kb_config(get_settings()).path) / "chroma"
     path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
-    raise typer.Exit(subprocess.call([binary, "run", "--path", str(path), "--host", host, "--port", str(port)], env=env))
+    command = [binary, "run", "--path", str(path), "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(command, env=env))

@@ -53,8 +53,8 @@ def _dirs(rows) -> None:  # noqa: ANN001
 def _overrides() -> list[tuple[str, str]]:
     s = get_settings()
     out = []
-    for field in ("asr_model_path", "llm_model_path", "embed_model_path", "kb_embedder_path", "tts_model_path", "tts_config_path",
-                  "tts_piper_voice_path"):
+    for field in ("asr_model_path", "llm_model_path", "embed_model_path", "kb_embedder_path", "tts_model_path",
+                  "tts_config_path", "tts_piper_voice_path"):
         value = getattr(s, field, None)
         if value:
             out.append((f"MEDVOICE_{field.upper()}", str(value)))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -15,7 +18,7 @@ app = typer.Typer(help="Manage clinician and admin accounts.", no_args_is_help=T
 console = Console()
 
 
-def _run(fn, *args):  # noqa: ANN001, ANN202
+def _run(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         with session_scope(get_settings().resolved_database_url) as db:
             return fn(db, *args)

@@ -38,7 +38,7 @@ def _call(task: str, settings: Settings, timeout: float | None = None, **kwargs:
         result.forget()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"knowledge service (rag pool) did not answer in "
                             f"{timeout:.0f}s") from exc
-    except Exception as exc:  # noqa: BLE001 - a worker-side failure is a 502 to the client, details in logs
+    except Exception as exc:  # a worker-side failure is a 502 to the client, details in logs
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"knowledge service failed: {type(exc).__name__}") from exc
     if isinstance(out, dict) and "error" in out:
         raise HTTPException(422, out["error"])

@@ -57,7 +57,7 @@ def tokens(api, settings: Settings) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def pipeline_worker(start_module_worker, settings: Settings):  # noqa: ANN201
+def pipeline_worker(start_module_worker, settings: Settings):
     """One worker consuming every pool (asr, rag, llm, tts): memory for one set of models, not four."""
     return start_module_worker("all", timeout_s=240, **worker_env(settings))
 
@@ -78,7 +78,7 @@ def knowledge(pipeline_worker, settings: Settings) -> dict:
 
 
 @pytest.fixture(scope="module")
-def speech(pipeline_worker, settings: Settings):  # noqa: ANN201
+def speech(pipeline_worker, settings: Settings):
     """speech(text) → WAV bytes of a Piper voice saying it, made by the worker's own tts.synthesize."""
     from workers.celery_app import celery_app
 

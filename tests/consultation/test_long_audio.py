@@ -28,7 +28,7 @@ SPLIT_ENV = {"MEDVOICE_ASR_SPLIT_ABOVE_S": "10", "MEDVOICE_ASR_PIECE_MAX_S": "6"
 
 
 @pytest.fixture(scope="module")
-def pipeline_worker(start_module_worker, settings):  # noqa: ANN201 - overrides the conftest's: split settings
+def pipeline_worker(start_module_worker, settings):  # overrides the conftest's: split settings
     env = {**worker_env(settings), **SPLIT_ENV}
     worker = start_module_worker("all", timeout_s=240, **env)
     start_module_worker("asr", timeout_s=240, **env)  # a second asr process: the pieces spread over both

@@ -51,14 +51,14 @@ def base_url(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def client(base_url: str, tokens: dict[str, dict[str, str]]):  # noqa: ANN201
+def client(base_url: str, tokens: dict[str, dict[str, str]]):
     key = tokens["ann"]["Authorization"].removeprefix("Bearer ")
     with openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def fever_wav(pipeline_worker, client) -> bytes:  # noqa: ANN001
+def fever_wav(pipeline_worker, client) -> bytes:
     """The phrase spoken by the worker's Piper voice, fetched through audio.speech.create."""
     response = client.audio.speech.create(model="tts-1", voice="alloy", input=PHRASE, response_format="wav")
     return response.content
@@ -82,7 +82,7 @@ def test_a_missing_or_bad_key_is_401_in_openai_shape(base_url: str) -> None:
 
 @pytest.mark.parametrize("case", ["empty file", "text named .wav", "truncated wav header", "wav named .flac",
                                   "unsupported extension", "no extension"])
-def test_bad_audio_is_refused_with_the_consultation_upload_statuses(client, case: str) -> None:  # noqa: ANN001
+def test_bad_audio_is_refused_with_the_consultation_upload_statuses(client, case: str) -> None:
     filename, data, status, code = bad_uploads(30.0)[case]
     with pytest.raises(openai.APIStatusError) as info:
         client.audio.transcriptions.create(model="whisper-1", file=(filename, data))
@@ -101,13 +101,13 @@ def test_bad_audio_is_refused_with_the_consultation_upload_statuses(client, case
     ({"model": "whisper-1", "temperature": 3.0}, "temperature"),
     ({"model": "whisper-1", "timestamp_granularities": ["word"]}, "timestamp_granularities"),
 ])
-def test_bad_transcription_parameters_are_400(client, params: dict, param: str) -> None:  # noqa: ANN001
+def test_bad_transcription_parameters_are_400(client, params: dict, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.audio.transcriptions.create(file=("q.wav", tone(1.0)), **params)
     assert info.value.param == param and info.value.message
 
 
-def test_a_declared_oversize_upload_is_413(base_url: str, tokens, settings: Settings) -> None:  # noqa: ANN001
+def test_a_declared_oversize_upload_is_413(base_url: str, tokens, settings: Settings) -> None:
     import httpx
 
     big = b"RIFF" + b"\0" * (settings.consult_max_audio_bytes + 1)
@@ -124,7 +124,7 @@ def test_a_declared_oversize_upload_is_413(base_url: str, tokens, settings: Sett
     ({"model": "tts-9"}, "model"),
     ({"speed": 9.0}, "speed"),
 ])
-def test_bad_speech_requests_are_400(client, params: dict, param: str) -> None:  # noqa: ANN001
+def test_bad_speech_requests_are_400(client, params: dict, param: str) -> None:
     request = {"model": "tts-1", "voice": "alloy", "input": "hello", "response_format": "wav", **params}
     with pytest.raises(openai.BadRequestError) as info:
         client.audio.speech.create(**request)
@@ -132,7 +132,7 @@ def test_bad_speech_requests_are_400(client, params: dict, param: str) -> None: 
 
 
 # ---- through the worker ----------------------------------------------------------------------------------
-def test_a_typed_worker_error_keeps_its_status(pipeline_worker, settings: Settings) -> None:  # noqa: ANN001
+def test_a_typed_worker_error_keeps_its_status(pipeline_worker, settings: Settings) -> None:
     from app.routes.openai_audio import OpenAIError, call_task
 
     with pytest.raises(OpenAIError) as info:
@@ -150,7 +150,7 @@ def test_speech_is_a_wav_of_the_configured_voice(fever_wav: bytes) -> None:
     assert 1.0 <= len(audio) / rate <= 10.0
 
 
-def test_speech_as_raw_pcm_at_24khz(client, fever_wav: bytes) -> None:  # noqa: ANN001
+def test_speech_as_raw_pcm_at_24khz(client, fever_wav: bytes) -> None:
     import numpy as np
     import soundfile as sf
 
@@ -162,7 +162,7 @@ def test_speech_as_raw_pcm_at_24khz(client, fever_wav: bytes) -> None:  # noqa: 
     assert np.abs(np.frombuffer(pcm, dtype="<i2")).max() > 1000  # not silence
 
 
-def test_transcription_in_every_format(client, fever_wav: bytes, settings: Settings) -> None:  # noqa: ANN001
+def test_transcription_in_every_format(client, fever_wav: bytes, settings: Settings) -> None:
     import soundfile as sf
 
     expected = {"fever", "sore", "throat"}
@@ -203,7 +203,7 @@ def test_transcription_in_every_format(client, fever_wav: bytes, settings: Setti
     assert not list((settings.audio_dir / "tts" / "adhoc").glob("*.wav"))
 
 
-def test_audited_without_text_and_logged_without_text(client, fever_wav: bytes, settings: Settings,  # noqa: ANN001
+def test_audited_without_text_and_logged_without_text(client, fever_wav: bytes, settings: Settings,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     from sqlalchemy import select
 
@@ -225,7 +225,7 @@ def test_audited_without_text_and_logged_without_text(client, fever_wav: bytes, 
     assert "fever" not in dumped and "throat" not in dumped
 
 
-def test_malformed_speech_json_is_400(base_url: str, tokens) -> None:  # noqa: ANN001
+def test_malformed_speech_json_is_400(base_url: str, tokens) -> None:
     import httpx
 
     r = httpx.post(f"{base_url}/audio/speech", content=b"{not json",

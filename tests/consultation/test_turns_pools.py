@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pools(start_module_worker, settings):  # noqa: ANN201
+def pools(start_module_worker, settings):
     env = worker_env(settings)
     return {pool: start_module_worker(pool, timeout_s=240, **env) for pool in ("rag", "asr", "llm", "tts")}
 
@@ -27,9 +27,10 @@ def test_a_spoken_turn_crosses_the_four_pools(api, tokens, settings, pools):
     src = Path(settings.data_dir) / "kb-src" / "otitis.md"
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_text(KB_DOC, encoding="utf-8")
-    assert celery_app.send_task("rag.ingest", args=[[str(src)]], kwargs={"source": "formulary"}).get(timeout=180)["added"] == 1
-    spoken = celery_app.send_task("tts.synthesize", kwargs={"text": "How should an adult with a middle ear infection be treated?",
-                                                            "speed": 1.0}).get(timeout=120)
+    ingested = celery_app.send_task("rag.ingest", args=[[str(src)]], kwargs={"source": "formulary"}).get(timeout=180)
+    assert ingested["added"] == 1
+    question = "How should an adult with a middle ear infection be treated?"
+    spoken = celery_app.send_task("tts.synthesize", kwargs={"text": question, "speed": 1.0}).get(timeout=120)
     wav = (Path(settings.data_dir) / spoken["audio_ref"]).read_bytes()
 
     h = tokens["ann"]
@@ -51,7 +52,7 @@ def test_a_spoken_turn_crosses_the_four_pools(api, tokens, settings, pools):
     # The answer was spoken sentence by sentence on the tts pool while the llm pool generated it: tts.turn
     # only joined the clips. (With one sentence its clip can only follow it: no order is asserted then.)
     assert turn["timings"]["tts"]["streamed_clips"] == turn["timings"]["tts"]["clips"] >= 1, turn["timings"]
-    assert f"tts.synthesize task=" in pools["tts"].log() and f"turn={tid} index=0" in pools["tts"].log()
+    assert "tts.synthesize task=" in pools["tts"].log() and f"turn={tid} index=0" in pools["tts"].log()
     if types.count("sentence") >= 2:
         assert types.index("audio") < types.index("answered"), types
 

@@ -11,7 +11,7 @@ from tiny_models import write_tiny_vits
 from workers.settings import Settings
 
 
-def test_coqui_pool_returns_audio_of_plausible_length(start_worker, tmp_path: Path) -> None:  # noqa: ANN001
+def test_coqui_pool_returns_audio_of_plausible_length(start_worker, tmp_path: Path) -> None:
     pytest.importorskip("TTS", reason="coqui-tts is in the engines extra")
     from workers.celery_app import celery_app
 

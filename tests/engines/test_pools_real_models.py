@@ -43,7 +43,7 @@ def _models_ready() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory, redis_url: str):  # noqa: ANN201
+def worker(tmp_path_factory: pytest.TempPathFactory, redis_url: str):
     reason = _models_ready()
     if reason:
         pytest.skip(reason)
@@ -63,7 +63,7 @@ def data_dir() -> Path:
     return d
 
 
-def run(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+def run(name: str, *args, **kwargs):
     from workers.celery_app import celery_app
 
     return celery_app.send_task(name, args=args, kwargs=kwargs).get(timeout=RESULT_TIMEOUT_S)
@@ -75,7 +75,7 @@ def put_audio(data_dir: Path, src: Path) -> str:
     return dest.relative_to(data_dir).as_posix()
 
 
-def test_asr_transcribes_the_jfk_clip(worker, data_dir: Path) -> None:  # noqa: ANN001
+def test_asr_transcribes_the_jfk_clip(worker, data_dir: Path) -> None:
     ref = put_audio(data_dir, eval_data("speech", "en_jfk_16k_mono.wav"))
     r = run("asr.transcribe", ref)
     assert "ask not what your country can do for you" in normalize(r["text"])
@@ -84,7 +84,7 @@ def test_asr_transcribes_the_jfk_clip(worker, data_dir: Path) -> None:  # noqa: 
     assert 10.5 < r["duration_s"] < 11.5 and r["timings"]["rtf"] < 2.0
 
 
-def test_asr_with_forced_chinese_and_hotwords(worker, data_dir: Path) -> None:  # noqa: ANN001
+def test_asr_with_forced_chinese_and_hotwords(worker, data_dir: Path) -> None:
     ref = put_audio(data_dir, eval_data("speech", "funasr_example_0.wav"))
     r = run("asr.transcribe", ref, language="zh", hotwords="达摩院 语音识别", initial_prompt="以下是普通话的句子。")
     assert r["language"] == "zh"
@@ -92,7 +92,7 @@ def test_asr_with_forced_chinese_and_hotwords(worker, data_dir: Path) -> None:  
     assert "欢迎" in r["text"] and "模型" in r["text"]
 
 
-def test_corrupt_audio_fails_typed_and_the_worker_keeps_serving(worker, data_dir: Path) -> None:  # noqa: ANN001
+def test_corrupt_audio_fails_typed_and_the_worker_keeps_serving(worker, data_dir: Path) -> None:
     bad = data_dir / "audio" / "in" / "corrupt.wav"
     bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(2000))
     with pytest.raises(errors.AudioUnreadable) as info:
@@ -119,7 +119,7 @@ def _cjk_ratio(text: str) -> float:
     return sum(1 for c in letters if "\u4e00" <= c <= "\u9fff") / max(1, len(letters))
 
 
-def test_llm_answers_in_the_language_asked_and_streams_sentences(worker, redis_url: str) -> None:  # noqa: ANN001
+def test_llm_answers_in_the_language_asked_and_streams_sentences(worker, redis_url: str) -> None:
     r = events.client(redis_url)
     en_turn, zh_turn = f"en-{uuid.uuid4().hex[:8]}", f"zh-{uuid.uuid4().hex[:8]}"
     en = run("llm.generate", en_turn, question="What is a normal resting heart rate for adults?",
@@ -137,7 +137,7 @@ def test_llm_answers_in_the_language_asked_and_streams_sentences(worker, redis_u
         assert 0 < t["first_token_s"] <= t["first_sentence_s"] <= t["total_s"] and t["tokens"] <= 60
 
 
-def test_llm_stops_when_the_turn_is_cancelled(worker, redis_url: str) -> None:  # noqa: ANN001
+def test_llm_stops_when_the_turn_is_cancelled(worker, redis_url: str) -> None:
     from workers.celery_app import celery_app
 
     r = events.client(redis_url)
@@ -161,7 +161,7 @@ def test_llm_stops_when_the_turn_is_cancelled(worker, redis_url: str) -> None:  
     assert dropped["cancelled"] is True and dropped["audio_ref"] is None
 
 
-def test_piper_speech_is_transcribed_back_by_the_asr_pool(worker, data_dir: Path, redis_url: str) -> None:  # noqa: ANN001
+def test_piper_speech_is_transcribed_back_by_the_asr_pool(worker, data_dir: Path, redis_url: str) -> None:
     turn = f"tts-{uuid.uuid4().hex[:8]}"
     sentence = "Please take two tablets every six hours with water."
     out = run("tts.synthesize", sentence, turn_id=turn, index=0)
@@ -183,7 +183,7 @@ def test_piper_speech_is_transcribed_back_by_the_asr_pool(worker, data_dir: Path
                     "sample_rate": o["sample_rate"]} for o in (out, again)]
 
 
-def test_worker_log_holds_no_transcript_or_answer_text(worker) -> None:  # noqa: ANN001
+def test_worker_log_holds_no_transcript_or_answer_text(worker) -> None:
     """Runs after the tests above: ids and timings only at INFO."""
     log = worker.log().lower()
     assert "asr.transcribe" in log and "succeeded" in log
@@ -191,7 +191,7 @@ def test_worker_log_holds_no_transcript_or_answer_text(worker) -> None:  # noqa:
         assert text not in log
 
 
-def test_rag_embed_returns_normalized_vectors(worker) -> None:  # noqa: ANN001
+def test_rag_embed_returns_normalized_vectors(worker) -> None:
     out = run("rag.embed", ["Aspirin reduces fever.", "Insulin lowers blood glucose."])
     assert out["dim"] == 384 and len(out["vectors"]) == 2
     for v in out["vectors"]:

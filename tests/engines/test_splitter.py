@@ -40,7 +40,8 @@ def test_first_chunk_may_end_at_a_comma_once_long_enough() -> None:
     assert split_sentences(en, first_chunk_comma=True) == [
         "For most adults with a fever,", "the usual dose is 500 mg, every six hours.", "Okay."]
     zh = "对于大多数成年人来说，发烧时通常的剂量是五百毫克，每六小时一次。"
-    assert split_sentences(zh, first_chunk_comma=True) == ["对于大多数成年人来说，", "发烧时通常的剂量是五百毫克，每六小时一次。"]
+    assert split_sentences(zh, first_chunk_comma=True) == [
+        "对于大多数成年人来说，", "发烧时通常的剂量是五百毫克，每六小时一次。"]
     # too short to be worth speaking alone, and never inside a number
     assert split_sentences("Yes, 1,000 mg is fine.", first_chunk_comma=True) == ["Yes, 1,000 mg is fine."]
     assert split_sentences("好的，谢谢。", first_chunk_comma=True) == ["好的，谢谢。"]

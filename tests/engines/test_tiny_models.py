@@ -33,7 +33,7 @@ def tiny_vits(tiny_dir: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def llm_engine(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def llm_engine(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
     from workers.engines.llm import load
 
     sha = hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()
@@ -42,14 +42,14 @@ def llm_engine(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory):  # no
     return load(s)  # the registered loader: verify the hash, then llama_cpp.Llama(model_path=...)
 
 
-def test_llm_loads_with_its_gguf_chat_template_and_evaluates_the_prefix_once(llm_engine) -> None:  # noqa: ANN001
+def test_llm_loads_with_its_gguf_chat_template_and_evaluates_the_prefix_once(llm_engine) -> None:
     assert llm_engine.template_source == "gguf"
     assert len(llm_engine.prefix_tokens) > 10 and llm_engine._prefix_state is not None
     msgs = [{"role": "system", "content": llm_engine.settings.llm_system_prompt}, {"role": "user", "content": "hi"}]
     assert llm_engine.tokens_for(msgs)[: len(llm_engine.prefix_tokens)] == llm_engine.prefix_tokens
 
 
-def test_llm_streams_sentences_within_max_tokens(llm_engine) -> None:  # noqa: ANN001
+def test_llm_streams_sentences_within_max_tokens(llm_engine) -> None:
     from workers.engines.llm import build_messages
 
     seen: list[tuple[int, str]] = []
@@ -62,7 +62,7 @@ def test_llm_streams_sentences_within_max_tokens(llm_engine) -> None:  # noqa: A
     assert r["cancelled"] is False
 
 
-def test_llm_cancel_stops_between_tokens(llm_engine) -> None:  # noqa: ANN001
+def test_llm_cancel_stops_between_tokens(llm_engine) -> None:
     from workers.engines.llm import build_messages
 
     calls = {"n": 0}
@@ -78,7 +78,7 @@ def test_llm_cancel_stops_between_tokens(llm_engine) -> None:  # noqa: ANN001
     assert r2["cancelled"] and r2["timings"]["tokens"] == 0 and r2["text"] == ""
 
 
-def test_llm_prefix_state_is_restored_after_another_prompt(llm_engine) -> None:  # noqa: ANN001
+def test_llm_prefix_state_is_restored_after_another_prompt(llm_engine) -> None:
     from workers.engines.llm import build_messages
 
     other = llm_engine.generate([{"role": "user", "content": "no system prompt here"}], max_tokens=5)
@@ -89,7 +89,7 @@ def test_llm_prefix_state_is_restored_after_another_prompt(llm_engine) -> None: 
     assert again["timings"]["prefix_restored"] is False  # the KV cache already starts with it
 
 
-def test_llm_refuses_a_prompt_larger_than_its_context(llm_engine) -> None:  # noqa: ANN001
+def test_llm_refuses_a_prompt_larger_than_its_context(llm_engine) -> None:
     with pytest.raises(InputTooLarge):
         llm_engine.generate([{"role": "user", "content": "x" * 3000}], max_tokens=5)
 
@@ -101,7 +101,7 @@ def test_llm_refuses_a_gguf_whose_hash_differs(tiny_gguf: Path, tmp_path: Path) 
         load(Settings(data_dir=tmp_path, llm_model_path=tiny_gguf, llm_model_sha256="ab" * 32))
 
 
-def _coqui(tiny_vits: tuple[Path, Path], data_dir: Path, **overrides: object):  # noqa: ANN202
+def _coqui(tiny_vits: tuple[Path, Path], data_dir: Path, **overrides: object):
     from workers.engines.tts import load
 
     model, config = tiny_vits
@@ -110,7 +110,7 @@ def _coqui(tiny_vits: tuple[Path, Path], data_dir: Path, **overrides: object):  
 
 
 @pytest.fixture(scope="module")
-def coqui_engine(tiny_vits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def coqui_engine(tiny_vits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
     return _coqui(tiny_vits, tmp_path_factory.mktemp("data"))
 
 
@@ -122,7 +122,7 @@ def test_coqui_voice_variation_follows_the_noise_settings(tiny_vits: tuple[Path,
     assert not np.array_equal(lively.synthesize(text)[0], lively.synthesize(text)[0])
 
 
-def test_coqui_loads_from_local_files_and_writes_pcm16(coqui_engine, tmp_path: Path) -> None:  # noqa: ANN001
+def test_coqui_loads_from_local_files_and_writes_pcm16(coqui_engine, tmp_path: Path) -> None:
     assert coqui_engine.name == "coqui" and coqui_engine.sample_rate == 16000
     assert type(coqui_engine.backend.tts).__module__ == "TTS.api"
     text = "Take two tablets every six hours."
@@ -138,13 +138,13 @@ def test_coqui_loads_from_local_files_and_writes_pcm16(coqui_engine, tmp_path: P
     assert info.frames == wav.size
 
 
-def test_coqui_speed_changes_duration(coqui_engine) -> None:  # noqa: ANN001
+def test_coqui_speed_changes_duration(coqui_engine) -> None:
     text = "Take two tablets every six hours."
     slow, _ = coqui_engine.synthesize(text, speed=0.5)
     normal, _ = coqui_engine.synthesize(text, speed=1.0)
     assert slow.size > normal.size * 1.5
 
 
-def test_tts_rejects_text_with_nothing_to_speak(coqui_engine) -> None:  # noqa: ANN001
+def test_tts_rejects_text_with_nothing_to_speak(coqui_engine) -> None:
     with pytest.raises(EmptyInput):
         coqui_engine.synthesize(" ** [1] -- ")

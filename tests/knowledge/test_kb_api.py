@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from app import users as svc
@@ -132,7 +133,7 @@ def kb_cli(tmp_path, monkeypatch):
     get_settings.cache_clear()
     runner = CliRunner()
 
-    def run(*args: str):  # noqa: ANN202
+    def run(*args: str):
         return runner.invoke(cli, ["kb", *args], catch_exceptions=False)
 
     yield run

@@ -28,6 +28,7 @@ def test_rag_tasks_are_registered_by_name():
     import workers.tasks.rag  # noqa: F401
     from workers.celery_app import celery_app
 
-    assert {"rag.search", "rag.ingest", "rag.list", "rag.show", "rag.delete", "rag.stats", "rag.reindex"} <= set(celery_app.tasks)
+    rag_tasks = {"rag.search", "rag.ingest", "rag.list", "rag.show", "rag.delete", "rag.stats", "rag.reindex"}
+    assert rag_tasks <= set(celery_app.tasks)
     assert "rag.embed" not in {n for n in celery_app.tasks if n.startswith("rag.") and n.endswith("embed")
                                and celery_app.tasks[n].__module__ == "workers.tasks.rag"}

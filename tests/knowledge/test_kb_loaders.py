@@ -137,8 +137,8 @@ def test_parse_date():
 
 def test_chinese_sentences_split_at_cjk_punctuation():
     text = "高血压需要长期服药。饮食要少盐！运动有帮助吗？是的。Take it daily. Dr. Smith agrees."
-    assert split_sentences(text) == ["高血压需要长期服药。", "饮食要少盐！", "运动有帮助吗？", "是的。", "Take it daily.",
-                                     "Dr. Smith agrees."]
+    assert split_sentences(text) == ["高血压需要长期服药。", "饮食要少盐！", "运动有帮助吗？", "是的。",
+                                     "Take it daily.", "Dr. Smith agrees."]
 
 
 def test_chunks_respect_budget_overlap_and_keep_heading_context():

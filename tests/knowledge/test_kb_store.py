@@ -36,12 +36,13 @@ def corpus(root: Path) -> Path:
     (d / "sub").mkdir(parents=True)
     (d / "htn.md").write_text(MD)
     (d / "asthma.html").write_text(HTML)
-    (d / "sub" / "fever.txt").write_text("Fever in children\nGive paracetamol by body weight. See a doctor after 3 days.")
+    (d / "sub" / "fever.txt").write_text(
+        "Fever in children\nGive paracetamol by body weight. See a doctor after 3 days.")
     write_docx(d / "gout.docx", "Gout", [("Acute attack", ["Colchicine or NSAIDs treat an acute gout attack."])])
     write_pdf(d / "copd.pdf", ["COPD management", "Long-acting bronchodilators improve breathlessness."], title="COPD")
     rows = [
-        {"id": "zh-dm", "title": "糖尿病", "text": "糖尿病患者应控制饮食。二甲双胍是常用的一线药物。", "source": "zh-guide",
-         "date": "2023-01-01", "tags": ["endocrine"]},
+        {"id": "zh-dm", "title": "糖尿病", "text": "糖尿病患者应控制饮食。二甲双胍是常用的一线药物。",
+         "source": "zh-guide", "date": "2023-01-01", "tags": ["endocrine"]},
         {"id": "en-dm", "title": "Diabetes", "text": "Metformin is the usual first medicine for type 2 diabetes.",
          "source": "guide", "date": "2023-01-01", "tags": ["endocrine"]},
     ]
@@ -60,8 +61,10 @@ def test_every_format_ingests_bad_file_skipped_with_reason(kb, tmp_path):
     assert len(docs) == 7 and kb.store.count() == sum(r.chunks for r in docs.values())
     assert {r.title for r in docs.values()} >= {"Hypertension guide", "Asthma care", "Gout", "COPD", "糖尿病"}
     # each format can be found by its content
-    for q, title in [("ACE inhibitors first-line therapy", "Hypertension guide"), ("inhaled corticosteroids", "Asthma care"),
-                     ("paracetamol dose for a child with fever", "Fever in children"), ("colchicine gout attack", "Gout"),
+    for q, title in [("ACE inhibitors first-line therapy", "Hypertension guide"),
+                     ("inhaled corticosteroids", "Asthma care"),
+                     ("paracetamol dose for a child with fever", "Fever in children"),
+                     ("colchicine gout attack", "Gout"),
                      ("bronchodilators for COPD", "COPD")]:
         res = kb.search(q, k=3)
         assert res.hits and res.hits[0].title == title, (q, [h.title for h in res.hits])

@@ -148,7 +148,7 @@ class TtsEngine:
         t0 = time.perf_counter()
         try:
             wav = self.backend.synthesize(clean, speed)
-        except Exception as exc:  # noqa: BLE001 - a model failure on one sentence must not kill the worker
+        except Exception as exc:  # a model failure on one sentence must not kill the worker
             raise EngineFailure(f"{self.name} synthesis failed: {type(exc).__name__}", {"backend": self.name}) from exc
         synth_s = time.perf_counter() - t0
         duration = wav.shape[0] / self.sample_rate if wav.size else 0.0

@@ -20,7 +20,7 @@ from typing import Any
 
 from workers import engines
 from workers.celery_app import celery_app
-from workers.engines import asr as _asr_engine  # noqa: F401 - registers the "asr" engine loader
+from workers.engines import asr as _asr_engine  # registers the "asr" engine loader
 from workers.engines.refs import resolve_ref, to_ref
 from workers.engines.vocabulary import hotwords as kb_hotwords
 from workers.engines.vocabulary import kb_terms
