@@ -3,7 +3,7 @@ migrations match the SQLAlchemy models exactly."""
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from app.migrate import downgrade, upgrade
 from app.readiness import alembic_head
@@ -38,8 +38,6 @@ def test_upgrade_is_idempotent(sqlite_url):
 def test_0002_keeps_every_recorded_turn(any_db_url):
     """Upgrading a database with turns in it (and back) loses none of them: the disclaimer is a new column,
     empty for answers given before it existed."""
-    from sqlalchemy import text
-
     upgrade(any_db_url, "0001")
     engine = create_engine(any_db_url)
     try:

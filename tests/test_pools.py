@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, wait_for
-from workers.settings import POOLS
+from workers.settings import POOLS, Settings
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,6 @@ def test_readyz_reports_unmigrated_database(tmp_path, redis_url):
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from workers.settings import Settings
 
     s = Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}", data_dir=tmp_path)
     with TestClient(create_app(s)) as c:

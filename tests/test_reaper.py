@@ -11,7 +11,7 @@ from tests.conftest import wait_for
 from workers import events
 from workers.db import session_scope
 from workers.records import Consultation, Role, Turn, TurnStatus, User, utcnow
-from workers.settings import Settings
+from workers.settings import Settings, get_settings
 
 
 def seed(url: str) -> dict[str, str]:
@@ -78,7 +78,6 @@ def test_the_cli_reaps_once(settings, monkeypatch):
     from typer.testing import CliRunner
 
     from app.cli import cli
-    from workers.settings import get_settings
 
     turns = seed(settings.resolved_database_url)
     monkeypatch.setenv("MEDVOICE_DATABASE_URL", settings.resolved_database_url)

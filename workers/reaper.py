@@ -4,7 +4,7 @@ reaper marks it `error` ("stalled: ...") and ends its event stream, so a client 
 
 A turn counts as stalled when its row has not changed for settings.consult_stall_after_s, which must be
 longer than any stage may run (the default is twice the Celery hard time limit). Idempotent, so every API
-process may run it (app/main.py runs it every consult_reap_interval_s); `medvoice turns reap` runs it once.
+process may run it (app/main.py runs it every consult_reap_interval_s); `medvoice reap-turns` runs it once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`medvoice` console script (Typer): serve, worker, flower, migrate, users, demo."""
+"""`medvoice` console script (Typer): serve, worker, flower, migrate, reap-turns, users, demo, kb, models."""
 
 from __future__ import annotations
 

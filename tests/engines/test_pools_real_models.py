@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import WorkerProcess, eval_data
-from workers import errors, events
+from workers import errors, events, modelfiles
 from workers.settings import Settings
 
 RESULT_TIMEOUT_S = 300
@@ -30,8 +30,6 @@ def normalize(text: str) -> str:
 
 
 def _models_ready() -> str | None:
-    from workers import modelfiles
-
     s = Settings()
     try:
         modelfiles.resolve_asr(s)
