@@ -97,7 +97,8 @@ def has_number(text: str) -> bool:
 
 # ---- the patient a question or a passage line is about: weight, age and renal-function bands ----------
 _BP = re.compile(r"(?<![\d.])(\d{2,3})\s*/\s*(\d{2,3})(?![\d.])(?=\s*(?:mm\s*hg|mmhg|毫米汞柱)?)", re.IGNORECASE)
-_PATIENT_UNIT = r"(kg|kgs|kilograms?|kilos?|公斤|千克|years?(?:[- ]old)?|yrs?|岁|months?(?:[- ]old)?|个月|ml/min|毫升/分钟)"
+_PATIENT_UNIT = (r"(kg|kgs|kilograms?|kilos?|公斤|千克|years?(?:[- ]old)?|yrs?|岁|months?(?:[- ]old)?|个月"
+                 r"|ml/min|毫升/分钟)")
 _BAND_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # 30 to 60 mL/min, 5-10 kg, 30 至 60 mL/min
     (re.compile(rf"({_NUM})\s*(?:-|–|—|to|至|到|~)\s*({_NUM})\s*{_PATIENT_UNIT}", re.IGNORECASE), "range"),

@@ -28,7 +28,8 @@ _LEAD_IN = re.compile(
     r"|(?:the\s+)?answer(?:\s+is)?\s*:\s*|response\s*:\s*)",
     re.IGNORECASE,
 )
-_LEAD_IN_ZH = re.compile(r"^\s*(?:根据|依据|按照|参考)(?:所?提供的|上述|以上)?(?:上下文|资料|内容|信息|知识库|文献|指南)"
+_LEAD_IN_ZH = re.compile(r"^\s*(?:根据|依据|按照|参考)(?:所?提供的|上述|以上)?"
+                         r"(?:上下文|资料|内容|信息|知识库|文献|指南)"
                          r"(?:\s*\[\d{1,3}\])*\s*[，,:：]\s*|^\s*(?:回答|答案)\s*[:：]\s*")
 _THINKING = re.compile(
     r"^\s*(?:let'?s|let us|let me|first,? (?:we|i|let)|step \d|to answer (?:this|the)|we need to|i need to|i will|"

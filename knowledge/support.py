@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge.quantities import blood_pressures, consistent, matches, patient_bands, quantities, question_bands
-from knowledge.quantities import UNITS
+from knowledge.quantities import UNITS, blood_pressures, consistent, matches, patient_bands, quantities, question_bands
 from knowledge.terms import CHILD, DRUG_SYNONYMS, POPULATION, QUALIFIERS, Term, TextIndex, question_terms, stem
 from knowledge.text import EN_STOP, cjk_ratio, split_sentences
 
@@ -31,7 +30,8 @@ DOSE_UNITS = frozenset({"mg", "g", "mcg", "ml", "mg/kg", "tablet", "capsule", "i
 THRESHOLD_UNITS = frozenset({"mmhg", "°c", "mmol/l", "%", "mg/dl", "ml/min", "bpm"})
 
 _WANTS = {
-    "dose": re.compile(r"\b(?:dose|doses|dosage|dosing|how much|how many (?:mg|ml|milligrams?|tablets?)|strength|mg|ml)\b"
+    "dose": re.compile(r"\b(?:dose|doses|dosage|dosing|how much|how many (?:mg|ml|milligrams?|tablets?)|strength"
+                       r"|mg|ml)\b"
                        r"|剂量|用量|多少毫克|多少毫升|吃多少|用多少|服多少|多大量", re.IGNORECASE),
     "frequency": re.compile(r"\b(?:how often|how many times|frequency|times a day|a day|per day|daily)\b"
                             r"|几次|多久一次|间隔|每天|每日", re.IGNORECASE),
@@ -41,7 +41,8 @@ _WANTS = {
                             r"|目标|标准|上限|不超过|最多|最大", re.IGNORECASE),
     "drug": re.compile(r"\b(?:which|what)\b[^?]*\b(?:drug|medicine|medication|antibiotic|antiviral|treatment|option|"
                        r"alternative|choice|tablet|pill|give|prescribe|use|start)\b|first[- ]line|first choice|"
-                       r"\balternative\b|\binstead\b|\bswitch\b|\bwhat next\b|\bnext step\b|\bthen what\b|什么药|哪种药|哪些药|用什么|吃什么|首选|替代|换用|换成",
+                       r"\balternative\b|\binstead\b|\bswitch\b|\bwhat next\b|\bnext step\b|\bthen what\b"
+                       r"|什么药|哪种药|哪些药|用什么|吃什么|首选|替代|换用|换成",
                        re.IGNORECASE),
 }
 _PERMISSION = re.compile(r"^\s*(?:can|could|may|should|is it safe|is it ok(?:ay)?|are .* safe|is .* safe)\b"
@@ -59,7 +60,8 @@ _DRUG_EN = re.compile(
     r"|gliflozin|glutide|mab|tinib|vir|zepam|azolam|triptan|parin|xaban|gatran|olone|sone|profen|fenac|coxib"
     r"|oxetine|pramine|thiazide|semide|caine|amol|clav|inhibitor|blocker|antagonist|diuretic|steroid|vaccine)$"
     r"|^(?:paracetamol|acetaminophen|ibuprofen|aspirin|insulin|codeine|morphine|heparin|warfarin|salbutamol)$")
-_DRUG_ZH = re.compile(r"(?:韦|林|素|星|酚|芬|沙坦|普利|地平|洛尔|霉素|西林|他汀|双胍|唑|松|嗪|抑制剂|阻滞剂|拮抗剂|利尿剂|疫苗)$")
+_DRUG_ZH = re.compile(r"(?:韦|林|素|星|酚|芬|沙坦|普利|地平|洛尔|霉素|西林|他汀|双胍|唑|松|嗪"
+                      r"|抑制剂|阻滞剂|拮抗剂|利尿剂|疫苗)$")
 _WORD = re.compile(r"[a-z][a-z0-9]*|[\u4e00-\u9fff]", re.IGNORECASE)
 _CLAUSE = re.compile(r"(?<=[;；])\s*")
 _MARKER = re.compile(r"\s*\[\d{1,3}\]")
@@ -85,7 +87,7 @@ class Question:
     words: set[str]
 
     @classmethod
-    def read(cls, text: str) -> "Question":
+    def read(cls, text: str) -> Question:
         wants = {kind for kind, rx in _WANTS.items() if rx.search(text)}
         # "how many doses", "几片": a count in that unit; "can I give X in Y?": a line that speaks of X and Y
         for m in _HOW_MANY.finditer(text):
@@ -94,7 +96,8 @@ class Question:
                 wants = (wants - {"dose", "frequency"}) | {f"count:{unit}"}
         if _PERMISSION.search(text):
             wants.add("permission")
-        return cls(text, question_terms(text, patient=True), question_bands(text), quantities(text), wants, _words(text))
+        return cls(text, question_terms(text, patient=True), question_bands(text), quantities(text), wants,
+                   _words(text))
 
     @property
     def factual(self) -> bool:
@@ -342,9 +345,9 @@ class Support:
             return False
         kinds = {u for _, u in claims} | ({"mmhg"} if pressures else set())
         for other, fits in zip(self.lines, self._fits):
-            if other.n == ln.n and fits and matches(q.bands, other.bands):
-                if kinds & ({u for _, u in other.quantities} | ({"mmhg"} if other.pressures else set())):
-                    return True
+            stated = {u for _, u in other.quantities} | ({"mmhg"} if other.pressures else set())
+            if other.n == ln.n and fits and matches(q.bands, other.bands) and kinds & stated:
+                return True
         return False
 
 
@@ -359,12 +362,5 @@ def quote(pick: Pick, question: Question, language: str) -> str:
     if needs:
         sep = "：" if language == "zh" else ": "
         text = f"{lead.rstrip('.:：')}{sep}{text}"
-    end = ""
-    while text and text[-1] in ".。!！?？;；":
-        end = text[-1] + end
-        text = text[:-1]
-    if language == "zh":
-        end = "。"
-    else:
-        end = "."
-    return f"{text} [{ln.n}]{end}"
+    text = text.rstrip(".。!！?？;；")
+    return f"{text} [{ln.n}]{'。' if language == 'zh' else '.'}"

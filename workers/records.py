@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -38,7 +38,7 @@ NAMING = {
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -82,7 +82,7 @@ class User(Base):
     # Tokens issued before this instant are refused (password change, re-enable after disable).
     tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
-    consultations: Mapped[list["Consultation"]] = relationship(back_populates="owner")
+    consultations: Mapped[list[Consultation]] = relationship(back_populates="owner")
 
 
 class Consultation(Base):
@@ -99,7 +99,7 @@ class Consultation(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     owner: Mapped[User] = relationship(back_populates="consultations")
-    turns: Mapped[list["Turn"]] = relationship(
+    turns: Mapped[list[Turn]] = relationship(
         back_populates="consultation", order_by="Turn.index", cascade="all, delete-orphan"
     )
 
@@ -133,7 +133,7 @@ class Turn(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     consultation: Mapped[Consultation] = relationship(back_populates="turns")
-    citations: Mapped[list["Citation"]] = relationship(
+    citations: Mapped[list[Citation]] = relationship(
         back_populates="turn", order_by="Citation.n", cascade="all, delete-orphan"
     )
 

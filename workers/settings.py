@@ -167,14 +167,15 @@ class Settings(BaseSettings):
     consult_disclaimer_en: str = ("Drawn from your clinic's knowledge base by an AI assistant: check it against the "
                                   "cited sources and your clinical judgement.")
     consult_disclaimer_zh: str = "本回答由 AI 助手依据诊所知识库生成，请对照所引资料并结合临床判断核实。"
-    consult_stall_after_s: float | None = Field(default=None, gt=0)  # unchanged this long: stalled (default 2x time limit)
+    # unchanged this long: stalled (default twice the task time limit)
+    consult_stall_after_s: float | None = Field(default=None, gt=0)
     consult_reap_interval_s: float = Field(default=60.0, ge=0)  # the API looks for stalled turns this often; 0: never
     consult_stream_tts: bool = True  # each answer sentence goes to the tts pool as soon as it is generated
     consult_stream_tts_wait_s: float = Field(default=60.0, gt=0)  # tts.turn waits this long for a started clip
     # ---- end of consultations ------------------------------------------------------------------------
 
     @model_validator(mode="after")
-    def _refuse_default_secret_in_production(self) -> "Settings":
+    def _refuse_default_secret_in_production(self) -> Settings:
         if self.env == "production" and self.jwt_secret == DEFAULT_JWT_SECRET:
             raise ValueError(
                 "MEDVOICE_JWT_SECRET is the built-in development secret; set a long random secret "

@@ -82,7 +82,8 @@ def document_dates(client: httpx.Client, admin: dict[str, str]) -> dict[str, str
 
 def print_ingest(console: Console, rows: list[dict[str, Any]]) -> None:
     t = Table("title", "date", "lang", "status", "chunks",
-              title=f"sample knowledge base: knowledge/{SAMPLE_DIR.name}/*.md as sample-<name>, source {SAMPLE_SOURCE!r}")
+              title=f"sample knowledge base: knowledge/{SAMPLE_DIR.name}/*.md as sample-<name>, "
+                    f"source {SAMPLE_SOURCE!r}")
     colour = {"added": "green", "updated": "cyan", "unchanged": "dim"}
     for row in rows:
         st = row["status"]
@@ -124,7 +125,7 @@ def speak(text: str, data_dir: Path, timeout_s: float = 180.0, speed: float = 1.
     try:
         res = celery_app.send_task("tts.synthesize", kwargs={"text": text, "speed": speed})
         out = res.get(timeout=timeout_s)
-    except Exception as exc:  # noqa: BLE001 - no broker, a timeout, or the worker's own error, said plainly
+    except Exception as exc:
         raise DemoError(f"tts.synthesize failed: {type(exc).__name__}: {exc}") from exc
     path = Path(data_dir) / out["audio_ref"]
     try:

@@ -19,7 +19,7 @@ SAMPLE_KB = Path(__file__).resolve().parents[2] / "knowledge" / "sample_kb"
 
 
 @pytest.fixture(scope="module")
-def safety_worker(start_module_worker, settings):  # noqa: ANN201
+def safety_worker(start_module_worker, settings):
     return start_module_worker("all", timeout_s=240, **worker_env(settings), MEDVOICE_CONSULT_STREAM_TTS="false")
 
 

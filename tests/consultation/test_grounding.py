@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from workers.grounding import (
     NO_ANSWER,
-    attribute,
     NumbersGuard,
+    attribute,
     cited_numbers,
     context_texts,
     no_answer,

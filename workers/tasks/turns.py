@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import celery.exceptions
@@ -137,13 +138,13 @@ def _fail(turn_id: str, stage: str, exc: BaseException) -> None:
             if turn is not None and turn.status != TurnStatus.done:
                 turn.status = TurnStatus.error
                 turn.error = reason[:2000]
-    except Exception:  # noqa: BLE001 - the event below still tells the client
+    except Exception:
         log.exception("turn=%s could not record the %s failure", turn_id, stage)
     try:
         # A client's stop ends the stream with `cancelled`; anything else with `error`.
         events.append(turn_id, "cancelled" if isinstance(err, TurnCancelled) else "error", stage=stage,
                       code=err.code, message=err.message, http_status=err.http_status)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("turn=%s could not publish the %s failure", turn_id, stage)
     log.warning("turn=%s stage=%s failed: %s", turn_id, stage, err.code)
 
@@ -324,7 +325,8 @@ def _early_clip(task_id: str | None, wait_s: float) -> dict[str, Any] | None:
 
 
 # ---- llm ------------------------------------------------------------------------------------------------
-def history_messages(turn: Turn, max_turns: int, max_tokens: int, count_tokens: Callable[[list], int]) -> list[dict[str, str]]:
+def history_messages(turn: Turn, max_turns: int, max_tokens: int,
+                     count_tokens: Callable[[list], int]) -> list[dict[str, str]]:
     """Earlier finished turns of the consultation as user/assistant pairs, newest kept, within max_tokens."""
     if max_turns <= 0 or max_tokens <= 0:
         return []
@@ -547,11 +549,10 @@ def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
             created = turn.created_at
             timings["pipeline_s"] = round(stage_total, 4)
             if created is not None:
-                from datetime import timezone
 
                 from workers.records import utcnow
 
-                created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+                created = created if created.tzinfo else created.replace(tzinfo=UTC)
                 timings["wall_s"] = round((utcnow() - created).total_seconds(), 3)
             turn.timings = timings
             turn.status = TurnStatus.done
