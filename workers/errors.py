@@ -113,6 +113,28 @@ class EngineFailure(MedvoiceError):
     http_status = 500
 
 
+# ---- reaching a worker: raised by the caller of a task (app/task_client.py), not by the task (5xx) -----
+class BrokerUnavailable(MedvoiceError):
+    """The queue (or its result store) could not be reached: the task was not sent, or its reply was lost."""
+
+    code = "broker_unavailable"
+    http_status = 503
+
+
+class WorkerTimeout(MedvoiceError):
+    """No reply within the caller's wait (no worker of the pool took it, or it ran too long)."""
+
+    code = "worker_timeout"
+    http_status = 504
+
+
+class WorkerFailed(MedvoiceError):
+    """The task failed with an error that is not one of ours: a bug or crash on the worker's side."""
+
+    code = "worker_failed"
+    http_status = 502
+
+
 def _all_subclasses(cls: type) -> list[type]:
     out = [cls]
     for sub in cls.__subclasses__():
