@@ -7,10 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from app.routes import admin, auth, consultations, health, knowledge, openai_audio, turns
+from workers.errors import MedvoiceError
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger("medvoice.api")
@@ -26,6 +28,17 @@ async def _reap_stalled_turns(settings: Settings) -> None:
         except Exception as exc:  # noqa: BLE001 - the database or Redis may be down for a while
             log.warning("stalled-turn check failed: %s", type(exc).__name__)
         await asyncio.sleep(settings.consult_reap_interval_s)
+
+
+def error_body(exc: MedvoiceError) -> dict:
+    """Our one error shape: {"detail": {"code", "message", "details"}}, with the error's own HTTP status."""
+    return {"detail": {"code": exc.code, "message": exc.message, "details": exc.details}}
+
+
+async def typed_error(_request: Request, exc: MedvoiceError) -> JSONResponse:
+    """A typed error (workers/errors.py) that leaves a route: a task's, the task client's, or the route's own.
+    The OpenAI-compatible routes (/v1/audio/*) answer in OpenAI's shape before it gets here."""
+    return JSONResponse(error_body(exc), status_code=exc.http_status)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Offline voice knowledge assistant for clinics.",
     )
     app.state.settings = settings
+    app.add_exception_handler(MedvoiceError, typed_error)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(consultations.router)

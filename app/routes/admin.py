@@ -7,7 +7,9 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from app import task_client
 from app.deps import AdminUser
+from workers.errors import MedvoiceError
 from workers.settings import POOLS
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -23,17 +25,16 @@ class PoolPing(BaseModel):
 
 @router.get("/pools", response_model=list[PoolPing])
 def ping_pools(_: AdminUser, timeout_s: float = 5.0) -> list[PoolPing]:
-    """Send `<pool>.ping` to every queue at once and report who answered and how fast."""
-    from workers.celery_app import celery_app
-
-    started = {pool: (time.perf_counter(), celery_app.send_task(f"{pool}.ping", expires=timeout_s)) for pool in POOLS}
+    """Send `<pool>.ping` to every queue at once and report who answered and how fast. A pool that does not
+    answer is a row with its error; an unreachable queue is a 503 (broker_unavailable) for the whole call."""
+    sent = {pool: task_client.send(f"{pool}.ping", expires_s=timeout_s) for pool in POOLS}
     out = []
-    for pool, (t0, result) in started.items():
+    for pool, ping in sent.items():
         try:
-            reply = result.get(timeout=timeout_s)
-            out.append(PoolPing(pool=pool, ok=reply["pool"] == pool, worker=reply["worker"],
-                                round_trip_ms=round((time.perf_counter() - t0) * 1000, 1)))
-        except Exception as exc:  # noqa: BLE001 - a missing pool is a result to report, not a crash
-            result.forget()
-            out.append(PoolPing(pool=pool, ok=False, error=f"{type(exc).__name__}: no reply in {timeout_s}s"))
+            reply = task_client.wait(ping, timeout_s)
+        except MedvoiceError as exc:  # a missing pool is a result to report, not a crash
+            out.append(PoolPing(pool=pool, ok=False, error=f"{exc.code}: {exc}"))
+            continue
+        out.append(PoolPing(pool=pool, ok=reply["pool"] == pool, worker=reply["worker"],
+                            round_trip_ms=round((time.perf_counter() - ping.sent_at) * 1000, 1)))
     return out
