@@ -7,9 +7,9 @@ POST /v1/audio/speech           JSON {model, input, voice, response_format (wav 
 The bearer key is one of our own JWTs (POST /v1/auth/token), checked by the same `CurrentUser` dependency
 as every other route. The upload is checked exactly like a consultation upload (app/audio.py: extension,
 size, decode, duration, empty) before it is stored under <audio_dir>/openai/<id>.<ext>; `asr.transcribe`
-is sent to the asr pool by task name and awaited in a threadpool; the stored file is deleted afterwards
-whatever happened (this route keeps no audio). Synthesis sends `tts.synthesize` by name, reads the WAV it
-wrote and deletes it.
+is sent to the asr pool by task name (app/task_client.py) and awaited in a threadpool; the stored file is
+deleted afterwards whatever happened (this route keeps no audio). Synthesis sends `tts.synthesize` by name,
+reads the WAV it wrote and deletes it.
 
 Choices (see README, "OpenAI-compatible audio"):
 - `model`: "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe" or "medvoice-asr" all name the one
@@ -47,12 +47,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from app import task_client
 from app.audio import extension_of, validate_audio
 from app.audit import audit
 from app.deps import AppSettings, CurrentUser, DbSession
 from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upload
 from workers.engines.refs import resolve_ref, to_ref
-from workers.errors import ERRORS_BY_NAME, InputTooLarge, MedvoiceError, from_exception
+from workers.errors import InputTooLarge, MedvoiceError, WorkerFailed
 from workers.records import User, new_id
 from workers.settings import Settings
 
@@ -155,30 +156,8 @@ router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], route_class=O
 
 
 # ---- the worker round trip --------------------------------------------------------------------------------
-def call_task(settings: Settings, name: str, kwargs: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Send a task by name and wait for its reply (blocking: run it in a threadpool)."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    from workers.celery_app import celery_app
-
-    pool = name.split(".", 1)[0]
-    try:
-        result = celery_app.send_task(name, kwargs=kwargs, expires=timeout_s)
-    except Exception as exc:  # noqa: BLE001 - the broker is unreachable
-        log.warning("%s could not be queued: %s", name, type(exc).__name__)
-        raise OpenAIError(503, f"the {pool} queue is unavailable", "broker_unavailable") from None
-    try:
-        return result.get(timeout=timeout_s)
-    except CeleryTimeout:
-        result.forget()
-        raise OpenAIError(504, f"the {pool} pool did not answer in {timeout_s:.0f}s", "worker_timeout") from None
-    except Exception as exc:  # noqa: BLE001 - typed errors keep their status; anything else is the worker's fault
-        if isinstance(exc, MedvoiceError) or type(exc).__name__ in ERRORS_BY_NAME:
-            raise OpenAIError.from_typed(from_exception(exc)) from None
-        log.warning("%s task=%s failed: %s", name, result.id, type(exc).__name__)
-        raise OpenAIError(502, f"the {pool} worker failed ({type(exc).__name__})", "worker_failed") from None
-
-
+# app/task_client.py sends the task and maps what goes wrong to a typed error (503 broker_unavailable,
+# 504 worker_timeout, 502 worker_failed, or the task's own); OpenAIRoute answers it in OpenAI's shape.
 def task_timeout(settings: Settings) -> float:
     """How long a route waits for its task: the task's own hard time limit (a queued task expires then too)."""
     return float(settings.task_time_limit_s)
@@ -357,11 +336,10 @@ async def create_transcription(request: Request, user: CurrentUser, db: DbSessio
         path = await run_in_threadpool(store_upload, settings.audio_dir / "openai" / f"{call_id}.{info.extension}",
                                        data)
         del data
-        result = await run_in_threadpool(
-            call_task, settings, "asr.transcribe",
-            {"audio_ref": to_ref(settings, path), "language": options["language"],
-             "initial_prompt": options["prompt"]},
-            task_timeout(settings))
+        result = await task_client.call_async(
+            "asr.transcribe", {"audio_ref": to_ref(settings, path), "language": options["language"],
+                               "initial_prompt": options["prompt"]},
+            timeout_s=task_timeout(settings))
         detail.update(language=result.get("language"), segments=len(result.get("segments") or []))
         response = render(result, options["response_format"])
         detail["status"] = 200
@@ -453,10 +431,10 @@ async def create_speech(body: SpeechIn, user: CurrentUser, db: DbSession, settin
                               "chars": len(body.input)}
     try:
         _check_speech(body, settings)
-        out = await run_in_threadpool(call_task, settings, "tts.synthesize",
-                                      {"text": body.input, "speed": body.speed}, task_timeout(settings))
+        out = await task_client.call_async("tts.synthesize", {"text": body.input, "speed": body.speed},
+                                           timeout_s=task_timeout(settings))
         if not out.get("audio_ref"):
-            raise OpenAIError(502, "the tts worker returned no audio", "worker_failed")
+            raise WorkerFailed("the tts worker returned no audio", {"task": "tts.synthesize", "pool": "tts"})
         wav = await run_in_threadpool(_read_and_delete, settings, out["audio_ref"])
         detail.update(status=200, audio_s=out.get("duration_s"))
         if body.response_format == "pcm":

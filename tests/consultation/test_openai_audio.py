@@ -133,13 +133,15 @@ def test_bad_speech_requests_are_400(client, params: dict, param: str) -> None:
 
 # ---- through the worker ----------------------------------------------------------------------------------
 def test_a_typed_worker_error_keeps_its_status(pipeline_worker, settings: Settings) -> None:
-    from app.routes.openai_audio import OpenAIError, call_task
+    from app import task_client
+    from app.routes.openai_audio import OpenAIError
+    from workers.errors import InputNotFound
 
-    with pytest.raises(OpenAIError) as info:
-        call_task(settings, "asr.transcribe", {"audio_ref": "audio/openai/nothing-here.wav"}, 120)
-    assert info.value.status_code == 404 and info.value.code == "input_not_found"
-    assert info.value.response().body and json.loads(info.value.response().body)["error"]["type"] == \
-        "invalid_request_error"
+    with pytest.raises(InputNotFound) as info:
+        task_client.call("asr.transcribe", {"audio_ref": "audio/openai/nothing-here.wav"}, timeout_s=120)
+    error = OpenAIError.from_typed(info.value)  # what OpenAIRoute answers with
+    assert error.status_code == 404 and error.code == "input_not_found"
+    assert json.loads(error.response().body)["error"]["type"] == "invalid_request_error"
 
 
 def test_speech_is_a_wav_of_the_configured_voice(fever_wav: bytes) -> None:
