@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -48,11 +49,19 @@ class _Busy(Exception):
     pass
 
 
-def _via_worker(task: str, kwargs: dict, timeout: float) -> dict:
-    from workers.celery_app import celery_app
+def _via_worker(task: str, kwargs: dict, timeout: float) -> Any:
+    """`task` on the rag worker (app/task_client.py). A typed error (bad input, no queue, no reply in time,
+    a worker failure) is printed as `error: <message>` and ends the command: exit 2 for bad input, else 1."""
+    from rich.markup import escape
 
-    res = celery_app.send_task(task, kwargs=kwargs)
-    return res.get(timeout=timeout)
+    from app import task_client
+    from workers.errors import InputError, MedvoiceError
+
+    try:
+        return task_client.call(task, kwargs, timeout_s=timeout)
+    except MedvoiceError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))} [dim]({exc.code})[/dim]", highlight=False)
+        raise typer.Exit(code=2 if isinstance(exc, InputError) else 1) from None
 
 
 def _split_tags(tags: str | None) -> list[str]:
@@ -214,9 +223,6 @@ def search(
     filters = {"source": source, "tags": _split_tags(tags)}
     res = _run(lambda kb: kb.search(question, k=k, language=language, filters=filters).as_dict(), "rag.search",
                {"query": question, "k": k, "language": language, "filters": filters})
-    if "error" in res:
-        console.print(f"[red]error:[/red] {res['error']['message']}")
-        raise typer.Exit(code=2)
     if as_json:
         typer.echo(json.dumps(res, ensure_ascii=False))
         return

@@ -1,8 +1,11 @@
 """Knowledge base over REST: admins upload, list and delete documents; clinicians search.
 
 This process never opens the knowledge base itself (no chromadb, no embedding model here): each route
-sends a `rag.*` task by name to the rag pool and waits for its reply. An uploaded file is saved under
-<data_dir>/knowledge/uploads and passed to the worker by path.
+sends a `rag.*` task by name to the rag pool and waits for its reply (app/task_client.py). An uploaded file
+is saved under <data_dir>/knowledge/uploads and passed to the worker by path.
+
+Typed errors (bad input found by the worker or here, an unreachable queue 503, no reply in time 504, a
+worker failure 502) answer {"detail": {"code", "message", "details"}} through the app's handler.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 from pydantic import BaseModel, Field
 
+from app import task_client
 from app.audit import audit
 from app.deps import AdminUser, AppSettings, CurrentUser, DbSession
+from workers.errors import EmptyInput, InputNotFound, InputTooLarge
 from workers.settings import Settings
 
 router = APIRouter(prefix="/v1/knowledge", tags=["knowledge"])
@@ -26,23 +31,8 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 
 
 def _call(task: str, settings: Settings, timeout: float | None = None, **kwargs: Any) -> Any:
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    from workers.celery_app import celery_app
-
-    timeout = timeout or settings.kb_task_timeout_s
-    result = celery_app.send_task(task, kwargs=kwargs, expires=timeout)
-    try:
-        out = result.get(timeout=timeout)
-    except CeleryTimeout as exc:
-        result.forget()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"knowledge service (rag pool) did not answer in "
-                            f"{timeout:.0f}s") from exc
-    except Exception as exc:  # a worker-side failure is a 502 to the client, details in logs
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"knowledge service failed: {type(exc).__name__}") from exc
-    if isinstance(out, dict) and "error" in out:
-        raise HTTPException(422, out["error"])
-    return out
+    """A rag.* task through the task client: its typed errors leave the route in our one error shape."""
+    return task_client.call(task, kwargs, timeout_s=timeout or settings.kb_task_timeout_s)
 
 
 class DocumentOut(BaseModel):
@@ -129,11 +119,11 @@ def upload_document(
             if size > limit:
                 out.close()
                 tmp.unlink(missing_ok=True)
-                raise HTTPException(413, f"file larger than {limit} bytes")
+                raise InputTooLarge(f"file larger than {limit} bytes", {"field": "file", "max_bytes": limit})
             out.write(chunk)
     if size == 0:
         tmp.unlink(missing_ok=True)
-        raise HTTPException(422, "empty file")
+        raise EmptyInput("empty file", {"field": "file"})
     final = upload_dir / f"{doc_id}{ext}"
     tmp.replace(final)
     tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
@@ -157,7 +147,7 @@ def list_documents(admin: AdminUser, settings: AppSettings) -> list[DocumentOut]
 def delete_document(doc_id: str, admin: AdminUser, db: DbSession, settings: AppSettings) -> None:
     out = _call("rag.delete", settings, doc_id=doc_id)
     if not out["deleted"]:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "document not found")
+        raise InputNotFound("document not found", {"doc_id": doc_id})
     audit(db, admin, "knowledge.delete", "document", doc_id, chunks=out["chunks"])
     db.commit()
 

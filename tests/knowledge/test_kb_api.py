@@ -9,6 +9,7 @@ import pytest
 from app import users as svc
 from tests.knowledge.kb_fixtures import MD, write_docx
 from workers.db import session_scope
+from workers.errors import EmptyInput
 from workers.records import Role
 
 pytestmark = pytest.mark.slow
@@ -92,7 +93,12 @@ def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_work
     assert out["hits"][0]["doc_id"] == "upload-gout"
     assert set(out["hits"][0]) >= {"chunk_id", "doc_id", "title", "source", "date", "text", "similarity", "decay",
                                    "score"}
-    assert celery_app.send_task("rag.search", kwargs={"query": "  "}).get(timeout=30)["error"]["code"] == "empty_query"
+    # bad input is raised as a typed error, rebuilt as the same class on this side
+    with pytest.raises(EmptyInput) as info:
+        celery_app.send_task("rag.search", kwargs={"query": "  "}).get(timeout=30)
+    assert info.value.code == "empty_input" and info.value.details == {"field": "query"}
+    r = client.post("/v1/knowledge/search", headers=clin, json={"query": "  "})
+    assert r.status_code == 422 and r.json()["detail"]["code"] == "empty_input", r.text
 
     # The embedded store is held by the worker: the CLI hands its ingest to the worker instead of opening it.
     from typer.testing import CliRunner
@@ -114,6 +120,8 @@ def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_work
         assert "Asthma inhalers" in {d["title"] for d in json.loads(listed.stdout)}
         found = CliRunner().invoke(cli, ["kb", "search", "inhaled corticosteroids", "--json"], catch_exceptions=False)
         assert json.loads(found.stdout)["hits"][0]["title"] == "Asthma inhalers"
+        bad = CliRunner().invoke(cli, ["kb", "search", "   "], catch_exceptions=False)
+        assert bad.exit_code == 2 and "error: query is empty (empty_input)" in bad.output
     finally:
         get_settings.cache_clear()
     r = client.post("/v1/knowledge/search", headers=clin, json={"query": "inhaled corticosteroids asthma"})
