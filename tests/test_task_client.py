@@ -1,0 +1,129 @@
+"""The task client (app/task_client.py) over real Redis and a real rag worker: what each failure becomes, and
+how the routes answer it — {"detail": {"code", "message", "details"}} on ours, OpenAI's shape on /v1/audio."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from app import task_client
+from app import users as svc
+from tests.conftest import free_port
+from workers.db import session_scope
+from workers.errors import (
+    BrokerUnavailable,
+    EmptyInput,
+    InputError,
+    InputTooLarge,
+    MedvoiceError,
+    WorkerFailed,
+    WorkerTimeout,
+)
+from workers.records import Role
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def headers(client, settings) -> dict[str, str]:
+    with session_scope(settings.resolved_database_url) as db:
+        svc.create_user(db, "boss", PASSWORD, Role.admin)
+    r = client.post("/v1/auth/token", data={"username": "boss", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@pytest.fixture
+def down_app():
+    """Our Celery configuration, pointed at a port where nothing listens. Celery's result consumer retries
+    its connection 20 times by default (about 20 s before the first 503); once here keeps the test quick."""
+    from workers.celery_app import make_celery
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    app = make_celery()
+    app.conf.update(broker_url=url, result_backend=url,
+                    result_backend_transport_options={"retry_policy": {"max_retries": 1}})
+    return app
+
+
+def test_an_unreachable_broker_is_503(down_app, client, headers, monkeypatch, capsys):
+    with pytest.raises(BrokerUnavailable) as info:
+        task_client.call("rag.list", timeout_s=5, app=down_app)
+    assert info.value.http_status == 503 and info.value.code == "broker_unavailable"
+    assert info.value.details == {"task": "rag.list", "pool": "rag"}
+
+    import workers.celery_app
+
+    monkeypatch.setattr(workers.celery_app, "celery_app", down_app)  # what every caller sends through
+    r = client.get("/v1/knowledge/documents", headers=headers)
+    assert r.status_code == 503
+    assert r.json() == {"detail": {"code": "broker_unavailable", "message": "the rag queue is unavailable",
+                                   "details": {"task": "rag.list", "pool": "rag"}}}
+    r = client.get("/v1/admin/pools", headers=headers)
+    assert r.status_code == 503 and r.json()["detail"]["code"] == "broker_unavailable"
+    # The OpenAI-compatible routes keep OpenAI's shape.
+    r = client.post("/v1/audio/speech", headers=headers, json={"model": "tts-1", "input": "Hello."})
+    assert r.status_code == 503
+    assert r.json() == {"error": {"message": "the tts queue is unavailable", "type": "server_error",
+                                  "param": None, "code": "broker_unavailable"}}
+    # The CLI says so and exits 1 (bad input would be 2).
+    from app.cli import kb
+
+    with pytest.raises(typer.Exit) as exited:
+        kb._via_worker("rag.list", {}, 5)
+    assert exited.value.exit_code == 1
+    assert "error: the rag queue is unavailable (broker_unavailable)" in capsys.readouterr().out
+
+
+def test_no_reply_in_time_is_504(client, headers, settings):
+    """No worker serves any pool in this test: whatever is sent waits in its queue until it expires."""
+    with pytest.raises(WorkerTimeout) as info:
+        task_client.call("llm.ping", timeout_s=1)
+    assert info.value.http_status == 504 and info.value.code == "worker_timeout"
+    assert str(info.value) == "the llm pool did not answer in 1s" and info.value.details["timeout_s"] == 1
+
+    settings.kb_task_timeout_s = 1  # the app holds this same Settings object
+    r = client.get("/v1/knowledge/documents", headers=headers)
+    assert r.status_code == 504
+    assert r.json()["detail"] == {"code": "worker_timeout", "message": "the rag pool did not answer in 1s",
+                                  "details": {"task": "rag.list", "pool": "rag", "timeout_s": 1}}
+    settings.task_time_limit_s = 1  # how long the OpenAI-compatible routes wait
+    r = client.post("/v1/audio/speech", headers=headers, json={"model": "tts-1", "input": "Hello."})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "worker_timeout"
+    assert r.json()["error"]["type"] == "server_error"
+
+
+@pytest.mark.slow
+def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker, client, headers, settings):
+    worker = start_worker("rag", timeout_s=120, MEDVOICE_KB_DIR=str(settings.data_dir / "knowledge"),
+                          MEDVOICE_DATA_DIR=str(settings.data_dir), MEDVOICE_KB_REFRESH_INTERVAL_S="0")
+
+    def raised(name: str, **kwargs) -> MedvoiceError:
+        with pytest.raises(MedvoiceError) as info:
+            task_client.call(name, kwargs, timeout_s=60)
+        return info.value
+
+    empty = raised("rag.search", query="   ")
+    assert type(empty) is EmptyInput and (empty.http_status, empty.code) == (422, "empty_input")
+    assert str(empty) == "query is empty" and empty.details == {"field": "query"}
+    long = raised("rag.search", query="x" * 4001)
+    assert type(long) is InputTooLarge and long.http_status == 413 and long.details["max_chars"] == 4000
+    for bad in ({"language": "fr"}, {"k": "many"}, {"filters": ["cardio"]}):
+        err = raised("rag.search", query="gout", **bad)
+        assert type(err) is InputError and err.http_status == 400 and err.details["field"] in bad
+    failed = raised("rag.list", bogus=1)  # a TypeError in the task: not one of ours
+    assert type(failed) is WorkerFailed and failed.http_status == 502 and failed.code == "worker_failed"
+    assert failed.details["type"] == "TypeError" and str(failed) == "the rag worker failed (TypeError)"
+    # Declared in `throws=`: the worker logs bad input as expected, without a traceback.
+    assert "raised expected: EmptyInput" in worker.log()
+
+    # Our routes: {"detail": {"code", "message", "details"}} with the error's status.
+    r = client.post("/v1/knowledge/search", headers=headers, json={"query": "   "})
+    assert r.status_code == 422
+    assert r.json() == {"detail": {"code": "empty_input", "message": "query is empty", "details": {"field": "query"}}}
+    r = client.delete("/v1/knowledge/documents/no-such-doc", headers=headers)
+    assert r.status_code == 404 and r.json()["detail"]["code"] == "input_not_found"
+    # The pools view reports a pool that does not answer as a row, with the error's code.
+    pools = {p["pool"]: p for p in client.get("/v1/admin/pools?timeout_s=1", headers=headers).json()}
+    assert pools["rag"]["ok"] and pools["rag"]["worker"] == worker.name
+    assert not pools["llm"]["ok"] and pools["llm"]["error"] == "worker_timeout: the llm pool did not answer in 1s"
