@@ -19,7 +19,8 @@ def test_sse_events_parse_ids_types_and_json():
 def test_describe_event_covers_the_pipeline():
     assert "sentence 1" in steps.describe_event("sentence", {"index": 0, "text": "Give [1] amoxicillin."})
     assert "[1]" in steps.describe_event("sentence", {"index": 0, "text": "Give [1] amoxicillin."})  # escaped, kept
-    assert "nothing relevant" in steps.describe_event("retrieved", {"count": 0, "citations": []})
+    assert "nothing relevant" in steps.describe_event("retrieved", {"count": 0, "nothing_relevant": True,
+                                                                    "citations": []})
     assert "error" in steps.describe_event("error", {"message": "asr: empty_input"})
 
 

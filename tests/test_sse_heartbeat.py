@@ -8,6 +8,7 @@ import time
 import uuid
 
 from workers import events
+from workers.event_schema import Done
 from workers.settings import Settings
 
 
@@ -23,7 +24,7 @@ def test_sse_waits_longer_than_the_default_socket_timeout(redis_url: str):
         t0 = time.monotonic()
         got.append(await stream.__anext__())  # nothing for 6 s: a keep-alive, not an exception
         assert time.monotonic() - t0 >= 5.5
-        events.append(turn_id, "done", r=events.client(redis_url), status="done")
+        events.emit(turn_id, Done(status="done"), r=events.client(redis_url))
         got.append(await stream.__anext__())
         await stream.aclose()
         return got

@@ -1,9 +1,10 @@
 """Per-turn event streams and cancel flags on Redis.
 
-Each turn has one Redis stream, `medvoice:turn:<turn_id>:events`, onto which the stages append events
-in order (the llm task one `sentence` event per sentence, the tts task one `audio` event per clip, then
-`done` / `error` / `cancelled`); the gateway reads it with XREAD from the last id it saw. Each event is
-stored as two fields: `type` and `data` (JSON of the rest), so any client can read it.
+Each turn has one Redis stream, `medvoice:turn:<turn_id>:events`, onto which the stages `emit` events in
+order (the llm task one `sentence` event per sentence, the tts task one `audio` event per clip, then
+`done` / `error` / `cancelled`); the gateway reads it with XREAD from the last id it saw. Every event type
+and its fields are defined once, in workers/event_schema.py. Each event is stored as two fields: `type`
+and `data` (JSON of the rest), so any client can read it.
 
 A turn's cancel flag, `medvoice:turn:<turn_id>:cancel`, is set by a client stop or barge-in; the llm task
 checks it between tokens (`CancelCheck`, which asks Redis at most every `interval_s`) and the tts task
@@ -23,6 +24,7 @@ from typing import Any
 
 import redis
 
+from workers.event_schema import Event
 from workers.settings import get_settings
 
 PREFIX = "medvoice:turn:"
@@ -59,9 +61,12 @@ def client(url: str | None = None) -> redis.Redis:
     return _client_for(url or get_settings().redis_url)
 
 
-def append(turn_id: str, type_: str, r: redis.Redis | None = None, ttl_s: int = DEFAULT_TTL_S,
-           **data: Any) -> str:
-    """Append one event; returns its stream id."""
+def emit(turn_id: str, event: Event, r: redis.Redis | None = None, ttl_s: int = DEFAULT_TTL_S) -> str:
+    """Append one event to the turn's stream; returns its stream id."""
+    return _append(turn_id, event.type.value, event.data(), r, ttl_s)
+
+
+def _append(turn_id: str, type_: str, data: dict[str, Any], r: redis.Redis | None, ttl_s: int) -> str:
     r = r or client()
     key = stream_key(turn_id)
     pipe = r.pipeline(transaction=False)

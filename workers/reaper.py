@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from workers import events
 from workers.db import session_scope
+from workers.event_schema import Failed
 from workers.records import Turn, TurnStatus, utcnow
 from workers.settings import Settings
 
@@ -41,7 +42,7 @@ def reap(settings: Settings) -> list[str]:
             reaped.append((turn.id, reason))
     for turn_id, reason in reaped:
         try:
-            events.append(turn_id, "error", stage="reaper", code="turn_stalled", message=reason, http_status=504)
+            events.emit(turn_id, Failed(stage="reaper", code="turn_stalled", message=reason, http_status=504))
         except Exception as exc:  # noqa: BLE001 - the record says it; the stream may follow later
             log.warning("turn=%s reaped but its stream could not be told: %s", turn_id, type(exc).__name__)
     if reaped:

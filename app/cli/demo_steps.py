@@ -23,12 +23,15 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from workers import event_schema as es
+from workers.event_schema import decode
+
 SAMPLE_DIR = Path(str(files("knowledge") / "sample_kb"))
 SAMPLE_SOURCE = "medvoice sample KB"
 DEFAULT_QUESTION = "What is the first-line antibiotic for otitis media in adults, and for how long?"
 # An upload waits for the rag pool's ingest; the SSE stream sends a keep-alive every 15 s.
 CLIENT_TIMEOUT = httpx.Timeout(30.0, read=600.0)
-TERMINAL = ("done", "error", "cancelled", "timeout")
+TERMINAL = (*(t.value for t in es.TERMINAL), es.EventType.timeout.value)
 
 
 class DemoError(Exception):
@@ -170,32 +173,36 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str | None, str, dict[str
             data.append(line[5:].lstrip())
 
 
+ANSWER_MODES = {"extractive": "quoted from the passage", "generated": "generated and claim-checked",
+                "no_answer": "not in the knowledge base", "unverified": "nothing verifiable"}
+
+
 def describe_event(type_: str, data: dict[str, Any]) -> str:
-    if type_ == "status":
-        return f"[dim]status {data.get('status')}[/dim]"
-    if type_ == "transcribed":
-        return f"[bold]transcribed[/bold] ({data.get('language')}, {data.get('duration_s')} s of audio): " \
-               f"{escape(repr(data.get('text', '')))}"
-    if type_ == "retrieved":
-        cites = ", ".join(f"[{c['n']}] {c['title']} ({c['score']:.2f})" for c in data.get("citations", []))
-        return f"[bold]retrieved[/bold] {data.get('count')} passages: {escape(cites) or 'nothing relevant'}"
-    if type_ == "sentence":
-        return f"[bold]sentence {int(data.get('index', 0)) + 1}[/bold]: {escape(data.get('text', ''))}"
-    if type_ == "answered":
-        mode = {"extractive": "quoted from the passage", "generated": "generated and claim-checked",
-                "no_answer": "not in the knowledge base", "unverified": "nothing verifiable"}.get(data.get("mode"), "")
-        return f"[bold]answered[/bold]: {data.get('sentences')} sentences, cites {data.get('citations')}, " \
-               f"{mode + ', ' if mode else ''}claim check {'fired' if data.get('guard_fired') else 'quiet'}"
-    if type_ == "audio":
-        return f"[bold]audio[/bold] clip {int(data.get('index', 0)) + 1} ({data.get('duration_s')} s)"
-    if type_ == "audio_ready":
-        return f"[bold]audio_ready[/bold]: the reply, {data.get('duration_s')} s"
-    if type_ == "done":
+    """One line for an event of the turn's stream, read through its schema (workers/event_schema.py)."""
+    event = decode(type_, data)
+    if isinstance(event, es.Status):
+        return f"[dim]status {event.status}[/dim]"
+    if isinstance(event, es.Transcribed):
+        return f"[bold]transcribed[/bold] ({event.language}, {event.duration_s} s of audio): {escape(repr(event.text))}"
+    if isinstance(event, es.Retrieved):
+        cites = ", ".join(f"[{c.n}] {c.title} ({c.score:.2f})" for c in event.citations)
+        return f"[bold]retrieved[/bold] {event.count} passages: {escape(cites) or 'nothing relevant'}"
+    if isinstance(event, es.Sentence):
+        return f"[bold]sentence {event.index + 1}[/bold]: {escape(event.text)}"
+    if isinstance(event, es.Answered):
+        mode = ANSWER_MODES.get(event.mode or "", "")
+        return f"[bold]answered[/bold]: {event.sentences} sentences, cites {event.citations}, " \
+               f"{mode + ', ' if mode else ''}claim check {'fired' if event.guard_fired else 'quiet'}"
+    if isinstance(event, es.Audio):
+        return f"[bold]audio[/bold] clip {(event.index or 0) + 1} ({event.duration_s} s)"
+    if isinstance(event, es.AudioReady):
+        return f"[bold]audio_ready[/bold]: the reply, {event.duration_s} s"
+    if isinstance(event, es.Done):
         return "[green bold]done[/green bold]"
-    if type_ == "restart":
-        return f"[yellow]restart[/yellow] of the {data.get('stage')} stage (its earlier events are void)"
-    if type_ in ("error", "cancelled", "timeout"):
-        return f"[red bold]{type_}[/red bold]: {escape(str(data.get('message') or data))}"
+    if isinstance(event, es.Restart):
+        return f"[yellow]restart[/yellow] of the {event.stage} stage (its earlier events are void)"
+    if isinstance(event, es.Failed | es.Timeout):
+        return f"[red bold]{type_}[/red bold]: {escape(str(event.message or data))}"
     return f"{type_}: {escape(json.dumps(data, ensure_ascii=False)[:200])}"
 
 

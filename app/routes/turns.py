@@ -8,9 +8,10 @@ GET  /v1/turns/{id}/events          Server-Sent Events from the turn's Redis str
 POST /v1/turns/{id}/cancel          stop a running turn (its owner): it ends `error` with turn_cancelled
 
 The upload is decoded here (app/audio.py, PyAV only) before anything is stored or recorded, so bad input
-gets a 4xx and leaves no row and no file. The pipeline is sent by task name (workers/tasks/turns.py builds
-the chain of signatures without importing an engine). A clinician sees only turns of their own
-consultations (404 otherwise); an admin may read any; every read and write is audited.
+gets a 4xx and leaves no row and no file. The pipeline is sent by task name (workers.pipeline.STAGES: the
+chain of signatures, without importing an engine); its events are those of workers/event_schema.py. A
+clinician sees only turns of their own consultations (404 otherwise); an admin may read any; every read and
+write is audited.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upl
 from workers import events
 from workers.engines.refs import resolve_ref, to_ref
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.event_schema import TERMINAL, Done, Failed, Timeout, decode
+from workers.pipeline import STAGES
 from workers.records import ConsultationStatus, Role, Turn, TurnStatus, User, new_id
 from workers.settings import Settings
 
 log = logging.getLogger("medvoice.api.turns")
 router = APIRouter(tags=["turns"])
 
-TERMINAL_EVENTS = ("done", "error", "cancelled")
 
 
 def http_error(exc: MedvoiceError) -> HTTPException:
@@ -169,16 +171,13 @@ def _create_turn(db: Session, user: User, settings: Settings, consultation_id: s
         raise
 
 
-# The pipeline's stages by task name (workers/tasks/turns.py); a typed question skips asr.turn.
-PIPELINE = ("asr.turn", "rag.turn", "llm.turn", "tts.turn")
-
-
 def turn_chain(turn_id: str, input_kind: str):  # noqa: ANN201 - celery.canvas._chain
+    """The pipeline's stages by task name (workers.pipeline.STAGES); a typed question skips asr.turn."""
     from celery import chain
 
     from workers.celery_app import celery_app
 
-    first, *rest = PIPELINE if input_kind == "audio" else PIPELINE[1:]
+    first, *rest = STAGES if input_kind == "audio" else STAGES[1:]
     return chain(celery_app.signature(first, args=({"turn_id": turn_id},)),
                  *(celery_app.signature(name) for name in rest))
 
@@ -266,6 +265,10 @@ def _sse(event_id: str | None, type_: str, data: dict[str, Any]) -> str:
     return f"{head}event: {type_}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def _sse_event(event_id: str | None, event: Any) -> str:
+    return _sse(event_id, event.type.value, event.data())
+
+
 async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] | None,
                         settings: Settings) -> AsyncIterator[str]:
     """Replay the turn's stream after `after`, then follow it until done/error or the timeout.
@@ -290,8 +293,8 @@ async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] 
                 if final is not None and not seen_any:
                     # Finished, and its stream expired (or it never had one): the record says how it ended.
                     status_, error = final
-                    yield _sse(None, "done" if status_ == "done" else "error",
-                               {"status": status_, **({"message": error} if error else {}), "from": "record"})
+                    yield _sse_event(None, Done(status=status_, source="record") if status_ == "done"
+                                     else Failed(status=status_, message=error, source="record"))
                     return
                 yield ": keep-alive\n\n"
                 continue
@@ -303,10 +306,12 @@ async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] 
                     data = json.loads(fields.get("data") or "{}")
                 except ValueError:
                     data = {}
-                yield _sse(event_id, type_, data)
-                if type_ in TERMINAL_EVENTS:
+                event = decode(type_, data)
+                # An event this version does not know (written by a newer worker) passes through as it is.
+                yield _sse_event(event_id, event) if event is not None else _sse(event_id, type_, data)
+                if type_ in TERMINAL:
                     return
-        yield _sse(None, "timeout", {"message": "the event stream ended before the turn finished"})
+        yield _sse_event(None, Timeout(message="the event stream ended before the turn finished"))
     finally:
         await r.aclose()
 

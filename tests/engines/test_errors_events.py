@@ -13,6 +13,7 @@ import pytest
 
 from workers import errors, events
 from workers.engines.refs import resolve_ref, to_ref
+from workers.event_schema import Done, Sentence
 from workers.settings import Settings
 
 
@@ -53,8 +54,8 @@ def test_turn_stream_append_read_and_cancel(redis_url: str) -> None:
     r = events.client(redis_url)
     turn = f"t-{uuid.uuid4().hex[:8]}"
     assert events.read(turn, r=r) == []
-    first = events.append(turn, "sentence", r=r, index=0, text="你好。")
-    events.append(turn, "sentence", r=r, index=1, text="Second.")
+    first = events.emit(turn, Sentence(index=0, text="你好。"), r=r)
+    events.emit(turn, Sentence(index=1, text="Second."), r=r)
     got = events.read(turn, r=r)
     assert [e for _, e in got] == [{"type": "sentence", "index": 0, "text": "你好。"},
                                    {"type": "sentence", "index": 1, "text": "Second."}]
@@ -72,7 +73,7 @@ def test_a_blocking_read_outlasts_the_socket_timeout(redis_url: str) -> None:
     """redis-py times a socket out after 5 s; a longer XREAD BLOCK must still wait, and see what comes."""
     r = events.client(redis_url)
     turn = f"t-{uuid.uuid4().hex[:8]}"
-    later = threading.Timer(5.5, lambda: events.append(turn, "done", r=events.client(redis_url)))
+    later = threading.Timer(5.5, lambda: events.emit(turn, Done(), r=events.client(redis_url)))
     later.start()
     t0 = time.monotonic()
     try:

@@ -16,6 +16,7 @@ from workers import engines, events
 from workers.celery_app import celery_app
 from workers.engines import llm as _llm_engine
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.event_schema import LlmDone, Sentence
 from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.llm")
@@ -73,15 +74,15 @@ def generate(self, turn_id: str, messages: list[dict[str, str]] | None = None, q
     r = events.client()
 
     def on_sentence(index: int, text: str) -> None:
-        events.append(turn_id, "sentence", r=r, index=index, text=text)
+        events.emit(turn_id, Sentence(index=index, text=text), r=r)
 
     result = engines.get("llm").generate(
         msgs, max_tokens=max_tokens or s.llm_max_tokens,
         temperature=s.llm_temperature if temperature is None else float(temperature),
         cancel=events.CancelCheck(turn_id, r=r), on_sentence=on_sentence,
     )
-    events.append(turn_id, "llm_done", r=r, sentences=len(result["sentences"]), cancelled=result["cancelled"],
-                  finish_reason=result["finish_reason"], timings=result["timings"])
+    events.emit(turn_id, LlmDone(sentences=len(result["sentences"]), cancelled=result["cancelled"],
+                                 finish_reason=result["finish_reason"], timings=result["timings"]), r=r)
     t = result["timings"]
     log.info("llm.generate task=%s turn=%s tokens=%s first_sentence=%ss total=%ss cancelled=%s", self.request.id,
              turn_id, t["tokens"], t["first_sentence_s"], t["total_s"], result["cancelled"])

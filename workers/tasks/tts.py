@@ -18,6 +18,7 @@ from workers.celery_app import celery_app
 from workers.engines import tts as _tts_engine  # noqa: F401 - registers the "tts" engine loader
 from workers.engines.refs import to_ref
 from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.event_schema import Audio
 from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.tts")
@@ -27,6 +28,19 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 @celery_app.task(name="tts.synthesize", bind=True, throws=(MedvoiceError,))
 def synthesize(self, text: str, turn_id: str | None = None, index: int | None = None,  # noqa: ANN001
                speed: float | None = None) -> dict[str, Any]:
+    out = synthesize_clip(text, turn_id=turn_id, index=index, speed=speed, tag=self.request.id)
+    if not out["cancelled"]:
+        log.info("tts.synthesize task=%s turn=%s index=%s audio=%.2fs rtf=%s", self.request.id, turn_id, index,
+                 out["timings"]["audio_s"], out["timings"]["rtf"])
+    else:
+        log.info("tts.synthesize task=%s turn=%s index=%s dropped: turn cancelled", self.request.id, turn_id, index)
+    return out
+
+
+def synthesize_clip(text: str, turn_id: str | None = None, index: int | None = None, speed: float | None = None,
+                    tag: str | None = None) -> dict[str, Any]:
+    """Speak one sentence with this process's engine into its own WAV; `tag` names the file (a fresh one
+    when None). For a turn, the clip is announced on its stream."""
     s = get_settings()
     if not isinstance(text, str):
         raise InputError("text must be a string", {"field": "text"})
@@ -41,14 +55,13 @@ def synthesize(self, text: str, turn_id: str | None = None, index: int | None = 
     if turn_id is not None:
         turn_id = events.check_turn_id(turn_id)
         if events.is_cancelled(turn_id):
-            log.info("tts.synthesize task=%s turn=%s index=%s dropped: turn cancelled", self.request.id, turn_id, index)
             return {"turn_id": turn_id, "index": index, "cancelled": True, "audio_ref": None}
     engine = engines.get("tts")
     wav, timings = engine.synthesize(text, speed=speed)
     folder = _SAFE.sub("_", turn_id) if turn_id else "adhoc"
     # Each synthesis gets its own file (the task id, or a fresh one when called in-process): a late clip from
     # a re-delivered LLM stage, or one started just as tts.turn revoked it, cannot overwrite the clip taken.
-    tag = _SAFE.sub("_", self.request.id or uuid.uuid4().hex)
+    tag = _SAFE.sub("_", tag or uuid.uuid4().hex)
     name = f"{index:04d}-{tag[:12]}.wav" if index is not None and turn_id else f"{tag}.wav"
     path = s.audio_dir / "tts" / folder / name
     engine.write_wav(wav, path)
@@ -56,8 +69,6 @@ def synthesize(self, text: str, turn_id: str | None = None, index: int | None = 
     out = {"turn_id": turn_id, "index": index, "cancelled": False, "audio_ref": ref, "backend": engine.name,
            "sample_rate": engine.sample_rate, "duration_s": timings["audio_s"], "timings": timings}
     if turn_id is not None:
-        events.append(turn_id, "audio", index=index, audio_ref=ref, duration_s=timings["audio_s"],
-                      sample_rate=engine.sample_rate)
-    log.info("tts.synthesize task=%s turn=%s index=%s audio=%.2fs rtf=%s", self.request.id, turn_id, index,
-             timings["audio_s"], timings["rtf"])
+        events.emit(turn_id, Audio(index=index, audio_ref=ref, duration_s=timings["audio_s"],
+                                   sample_rate=engine.sample_rate))
     return out

@@ -1,0 +1,143 @@
+"""What the pipeline's stages hand each other, named for what it carries.
+
+Celery carries JSON between the tasks, so each contract has `to_state()` (the dict a task returns) and
+`from_state()` (the dict the next task receives, checked). The keys are the wire format: a task re-delivered
+from before an upgrade still reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from workers.errors import InputError
+
+
+class Passage(TypedDict, total=False):
+    """One retrieved passage as the answer sees it and cites it: [n]."""
+
+    n: int
+    chunk_id: str
+    doc_id: str
+    title: str | None
+    source: str | None
+    score: float
+    context: str | None  # "title — section heading"
+    text: str
+
+
+def _turn_id(state: Any) -> str:
+    from workers.events import check_turn_id
+
+    if not isinstance(state, dict):
+        raise InputError("a pipeline stage takes {turn_id, ...}", {"field": "state"})
+    return check_turn_id(state.get("turn_id") or "")
+
+
+@dataclass(frozen=True)
+class TurnRef:
+    """The start of the chain (and what asr hands rag): the turn, whose record holds the rest."""
+
+    turn_id: str
+
+    def to_state(self) -> dict[str, Any]:
+        return {"turn_id": self.turn_id}
+
+    @classmethod
+    def from_state(cls, state: Any) -> TurnRef:
+        return cls(_turn_id(state))
+
+
+Transcribed = TurnRef  # asr records transcript and language on the turn; rag reads them from there
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a long recording, for one asr process: {turn_id, piece: {audio_ref, index, offset_s, ...}}."""
+
+    turn_id: str
+    spec: dict[str, Any]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"turn_id": self.turn_id, "piece": self.spec}
+
+    @classmethod
+    def from_state(cls, state: Any) -> Piece:
+        turn_id = _turn_id(state)
+        if not isinstance(state.get("piece"), dict):
+            raise InputError("a piece needs {audio_ref, index, offset_s, ...}", {"field": "piece"})
+        return cls(turn_id, state["piece"])
+
+
+@dataclass(frozen=True)
+class PieceTranscript:
+    """A piece's transcription, as the join collects it (segments already on the whole recording's clock)."""
+
+    turn_id: str
+    result: dict[str, Any]
+
+    def to_state(self) -> dict[str, Any]:
+        return self.result
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The turn was already finished when a late or re-delivered stage came: every later stage passes it on."""
+
+    turn_id: str
+
+    def to_state(self) -> dict[str, Any]:
+        return {"turn_id": self.turn_id, "skipped": True}
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """rag → llm: the passages that cover the question, renumbered [1]..[k]; what is missing when none do."""
+
+    turn_id: str
+    language: str | None
+    passages: list[Passage] = field(default_factory=list)
+    missing: str = ""
+
+    def to_state(self) -> dict[str, Any]:
+        return {"turn_id": self.turn_id, "language": self.language, "passages": list(self.passages),
+                "missing": self.missing}
+
+    @classmethod
+    def from_state(cls, state: Any) -> Retrieved:
+        turn_id = _turn_id(state)
+        passages = state.get("passages") or []
+        if not isinstance(passages, list) or not all(isinstance(p, dict) and "n" in p for p in passages):
+            raise InputError("passages must be a list of {n, text, ...}", {"field": "passages"})
+        return cls(turn_id, state.get("language"), passages, str(state.get("missing") or ""))
+
+
+@dataclass(frozen=True)
+class Answered:
+    """llm → tts: the answer's sentences, and the tts.synthesize task already speaking each (None: not sent)."""
+
+    turn_id: str
+    sentences: list[str] = field(default_factory=list)
+    clips: list[str | None] = field(default_factory=list)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"turn_id": self.turn_id, "sentences": list(self.sentences), "clips": list(self.clips)}
+
+    @classmethod
+    def from_state(cls, state: Any) -> Answered:
+        turn_id = _turn_id(state)
+        sentences = state.get("sentences") or []
+        if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences):
+            raise InputError("sentences must be a list of strings", {"field": "sentences"})
+        return cls(turn_id, sentences, list(state.get("clips") or []))
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """The end: the reply WAV (None when nothing was speakable)."""
+
+    turn_id: str
+    reply_audio_ref: str | None
+
+    def to_state(self) -> dict[str, Any]:
+        return {"turn_id": self.turn_id, "reply_audio_ref": self.reply_audio_ref}

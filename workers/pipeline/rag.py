@@ -1,0 +1,66 @@
+"""rag: the question → the passages that cover it, as Citation rows [1]..[k], and a `retrieved` event.
+
+Retrieval is the rag pool's knowledge base (hybrid search with time decay); then `answering.select` keeps
+only the documents that cover what the question is about, renumbered. None: the answer will name what the
+knowledge base lacks (`missing`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import delete
+
+from knowledge.text import detect_language
+from workers import answering, engines, events
+from workers.db import session_scope
+from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
+from workers.errors import EmptyInput, InputError
+from workers.event_schema import Retrieved as RetrievedEvent
+from workers.event_schema import RetrievedCitation
+from workers.grounding import answer_language, passages_from_hits
+from workers.pipeline.contracts import Retrieved, TurnRef
+from workers.pipeline.stage import Context, db_url
+from workers.records import Citation, Turn
+from workers.settings import get_settings
+
+log = logging.getLogger("medvoice.tasks.turns")
+
+
+def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
+    s = get_settings()
+    turn_id = ref.turn_id
+    question = (turn.transcript or turn.question_text or "").strip()
+    if not question:
+        raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
+    language = turn.language or detect_language(question)
+    t0 = time.perf_counter()
+    res = engines.get("rag").search(question, k=s.consult_top_k, language=answer_language(language))
+    hits = [] if res.nothing_relevant else [h.as_dict() for h in res.hits]
+    # Only passages that cover what the question is about go on, renumbered; none: the reply names what is missing.
+    chosen = answering.select(question, passages_from_hits(hits, s.consult_top_k), s)
+    passages = chosen.passages
+    seconds = round(time.perf_counter() - t0, 4)
+    with session_scope(db_url()) as db:
+        t = db.get(Turn, turn_id)
+        if t is None:
+            raise InputError("no such turn", {"turn_id": turn_id})
+        # Replace, never append: a retried stage leaves exactly one set of citations.
+        db.execute(delete(Citation).where(Citation.turn_id == turn_id))
+        for p in passages:
+            db.add(Citation(turn_id=turn_id, n=p["n"], chunk_id=p["chunk_id"][:128], document_id=p["doc_id"][:128],
+                            title=(p["title"] or None) and p["title"][:300],
+                            source=(p["source"] or None) and p["source"][:300], score=round(p["score"], 6)))
+        if not t.language:
+            t.language = language
+        t.timings = {**(t.timings or {}), "rag": {"total_s": seconds, "hits": len(passages), "retrieved": len(hits),
+                                                  "nothing_relevant": not passages, "answerable": chosen.answerable,
+                                                  "search_ms": res.timings_ms}}
+        t.verdicts = {"answerability": chosen.verdict}
+    events.emit(turn_id, RetrievedEvent(
+        count=len(passages), nothing_relevant=not passages, answerable=chosen.answerable,
+        citations=[RetrievedCitation(n=p["n"], title=p["title"], source=p["source"], score=p["score"])
+                   for p in passages]))
+    log.info("turn=%s rag: %d passages in %.3fs answerable=%s", turn_id, len(passages), seconds, chosen.answerable)
+    return Retrieved(turn_id, language, passages, chosen.verdict.get("missing") or "")
