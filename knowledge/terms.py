@@ -23,6 +23,7 @@ from functools import lru_cache
 
 from knowledge.quantities import is_child, question_bands
 from knowledge.text import EN_STOP, ZH_STOP
+from knowledge.vocabulary import NAME_ENDINGS
 
 SPECIFIC_ZIPF = {"en": 4.0, "zh": 4.1}
 
@@ -177,12 +178,7 @@ for _names in (
 _PHRASES = sorted((p for p in [*LAY_SYNONYMS, *DRUG_SYNONYMS] if " " in p), key=lambda p: -len(p.split()))
 
 # Endings of drug (INN stems) and disease names: such a word is specific however common its spelling.
-_TECHNICAL = re.compile(
-    r"(?:cillin|mycin|micin|cycline|oxacin|azole|prazole|tidine|pril|sartan|olol|dipine|statin|formin|gliptin"
-    r"|gliflozin|glutide|mab|tinib|ciclovir|clovir|navir|zepam|azolam|triptan|parin|xaban|gatran|olone"
-    r"|profen|fenac|coxib|oxetine|pramine|thiazide|semide|caine|itis|osis|aemia|emia|pathy|algia|plasia"
-    r"|ectomy|iasis|rrhea|rrhoea|uria|coccus|cocci|bacter|virus)$"
-)
+_TECHNICAL = re.compile(rf"(?:{NAME_ENDINGS})$")
 _EN_WORD = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _MARKER = re.compile(r"\[\d{1,3}\]")

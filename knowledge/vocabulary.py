@@ -23,14 +23,16 @@ from typing import Any
 FILE_NAME = "vocabulary.json"
 MAX_TERMS = 400
 
-# Endings of drug (INN stems) and disease names: words a general model has rarely heard.
-_TECHNICAL = re.compile(
-    r"(?:cillin|mycin|micin|cycline|oxacin|azole|prazole|tidine|pril|sartan|olol|dipine|statin|formin|gliptin"
-    r"|gliflozin|glutide|mab|tinib|ciclovir|clovir|navir|zepam|azolam|triptan|parin|xaban|gatran|sone|olone"
-    r"|profen|fenac|coxib|oxetine|aline|pramine|thiazide|semide|amide|mide|mol|pine|done|caine"
-    r"|itis|osis|emia|aemia|oma|pathy|algia|plasia|trophy|ectomy|iasis|asia|ism|rrhea|rrhoea|uria|cocci|coccus"
-    r"|bacter|virus|ella)$"
+# Endings of drug (INN stems) and disease names: words a general model has rarely heard. The answer checks
+# (knowledge/terms.py) use the same endings, less the broad ones that also end everyday words (-ism, -mol,
+# -oma...), which only widen the recogniser's vocabulary.
+NAME_ENDINGS = (
+    "cillin|mycin|micin|cycline|oxacin|azole|prazole|tidine|pril|sartan|olol|dipine|statin|formin|gliptin"
+    "|gliflozin|glutide|mab|tinib|ciclovir|clovir|navir|zepam|azolam|triptan|parin|xaban|gatran|olone"
+    "|profen|fenac|coxib|oxetine|pramine|thiazide|semide|caine|itis|osis|aemia|emia|pathy|algia|plasia"
+    "|ectomy|iasis|rrhea|rrhoea|uria|coccus|cocci|bacter|virus"
 )
+_TECHNICAL = re.compile(rf"(?:{NAME_ENDINGS}|sone|aline|amide|mide|mol|pine|done|oma|trophy|asia|ism|ella)$")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{4,}")
 _SENTENCE_END = re.compile(r"[.!?]\s*$")
 
