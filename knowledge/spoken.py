@@ -84,3 +84,28 @@ def is_fragment(sentence: str) -> bool:
     if cjk:
         return cjk < 6
     return len(re.findall(r"[A-Za-z0-9]+", body)) < 4
+
+
+_CLAUSE_CUTS = [re.compile(r"(?<=[;；])\s*"), re.compile(r"(?<=[,，、:：])\s*|\s+-\s+"), re.compile(r"\s+")]
+
+
+def pieces(sentence: str, max_chars: int) -> list[str]:
+    """A sentence too long to speak in one go (a quoted passage line of a bullet list) as pieces of at most
+    max_chars, cut at semicolons, then commas, then spaces; the words and their order are kept."""
+    if len(sentence) <= max_chars:
+        return [sentence]
+    for cut in _CLAUSE_CUTS:
+        parts = [p for p in cut.split(sentence) if p.strip()]
+        if len(parts) > 1:
+            out: list[str] = []
+            for part in parts:
+                if out and len(out[-1]) + 1 + len(part) <= max_chars:
+                    out[-1] = f"{out[-1]} {part}" if cut.pattern == r"\s+" or not _wide(out[-1]) else out[-1] + part
+                else:
+                    out.append(part)
+            return [q for p in out for q in pieces(p, max_chars)]
+    return [sentence[i:i + max_chars] for i in range(0, len(sentence), max_chars)]
+
+
+def _wide(text: str) -> bool:
+    return bool(re.search(r"[\u4e00-\u9fff][，、：；。,:;]?$", text))

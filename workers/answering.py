@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knowledge.answerability import assess
-from knowledge.spoken import clean, is_echo, is_fragment
+from knowledge.spoken import clean, is_echo, is_fragment, pieces
 from knowledge.support import Pick, Support, quote
 from workers.grounding import answer_language, attribute, no_answer
 
@@ -97,8 +97,9 @@ def answer(question: str, language: str | None, passages: list[Mapping[str, Any]
     out = Answer()
 
     def say(text: str) -> None:
-        out.sentences.append(text)
-        emit(text)
+        for piece in pieces(text, settings.tts_max_chars):  # each one is spoken as it comes
+            out.sentences.append(piece)
+            emit(piece)
 
     if not passages:
         out.mode = "no_answer"

@@ -10,7 +10,8 @@ from tests.answers.conftest import of
 from workers.answering import answer, select
 
 SETTINGS = SimpleNamespace(consult_safety=True, consult_answer_mode="extractive", consult_relative_floor=0.4,
-                           consult_min_coverage=0.6, consult_max_sentences=3, consult_attribute_citations=True)
+                           consult_min_coverage=0.6, consult_max_sentences=3, consult_attribute_citations=True,
+                           tts_max_chars=600)
 
 
 def played(*sentences: str):

@@ -32,3 +32,15 @@ def test_echo_and_fragment():
     assert is_fragment("Penicillin allergy.") and is_fragment("Amoxicillin [1].")
     assert not is_fragment("Clarithromycin 500 mg twice daily for 5 days [1].")
     assert is_fragment("青霉素过敏。") and not is_fragment("成人剂量：奥司他韦 75 mg，每日两次。")
+
+
+def test_a_line_too_long_to_speak_is_cut_at_clauses_with_every_word_kept():
+    from knowledge.spoken import pieces
+
+    line = "; ".join(f"item {i} is a long clause about insulin, glucose and weight" for i in range(20)) + " [1]."
+    out = pieces(line, 120)
+    assert all(len(p) <= 120 for p in out) and len(out) > 5
+    assert " ".join(out).split() == line.split()
+    assert pieces("Short [1].", 120) == ["Short [1]."]
+    zh = "，".join(["奥司他韦七十五毫克每日两次"] * 30) + "。"
+    assert all(len(p) <= 50 for p in pieces(zh, 50)) and "".join(pieces(zh, 50)) == zh
