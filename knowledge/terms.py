@@ -46,6 +46,8 @@ use used using administer administered
 symptom symptoms sign signs cause causes caused diagnose diagnosed diagnosis diagnosing prognosis outlook
 inherited inheritance risk risks prevent prevention complication complications stage stages research trials
 affected affect affects related
+if but so because since unless although though nor not no any every get got gets has had having
+been being am let lets into onto upon within without via
 inject injected injecting injection infuse infused taper titrate dilute reconstitute swallow chew crush apply
 """.split())
 FRAME_ZH = frozenset("""
@@ -421,13 +423,17 @@ def adjacent(terms: list[Term], question: str) -> list[list[Term]]:
 
 
 def names(terms: list[Term], question: str) -> list[str]:
-    """Specific English words that stand together name one thing ("lymphocytic leukemia"): the phrase from the
-    first specific word of a run to its last, wherever a run holds two or more."""
+    """A rare word followed by another names one thing ("lymphocytic leukemia", "adrenal gland cancer"): each
+    such pair of plain English words standing together in the question, which a text must hold together too.
+    Everyday words (they have their alternatives) and hyphenated compounds are left to the term check."""
+    def plain(t: Term) -> bool:
+        return not t.zh and t.alternatives == (t.surface,) and "-" not in t.surface and " " not in t.surface
+
     out = []
     for run in adjacent(terms, question):
-        idx = [i for i, t in enumerate(run) if t.specific and not t.zh and " " not in t.surface]
-        if len(idx) >= 2:
-            out.append(" ".join(t.surface for t in run[idx[0]: idx[-1] + 1]))
+        for a, b in zip(run, run[1:]):
+            if a.specific and plain(a) and plain(b):
+                out.append(f"{a.surface} {b.surface}")
     return out
 
 

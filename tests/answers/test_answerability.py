@@ -93,3 +93,13 @@ def test_brand_and_us_names_reach_the_guideline_name(sample_passages):
     assert assess("What is the Tylenol dose for a 20 kg kid?", sample_passages).answerable
     assert assess("Acetaminophen dose for a child of 10 kg?", sample_passages).answerable
     assert not assess("What is the dose of Glucophage?", sample_passages).answerable
+
+
+def test_a_rare_word_and_the_next_name_one_thing():
+    pituitary = [{"n": 1, "doc_id": "pit", "title": "Pituitary tumors",
+                  "text": "The pituitary gland signals the adrenal glands to make cortisol; tumors may cause cancer."}]
+    refused = assess("What is adrenal gland cancer?", pituitary)
+    assert not refused.answerable
+    adrenal = [{"n": 1, "doc_id": "adr", "title": "Adrenal gland cancer",
+                "text": "Adrenal gland cancer is rare. It starts in the adrenal glands."}]
+    assert assess("What is adrenal gland cancer?", adrenal).answerable
