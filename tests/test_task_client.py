@@ -127,3 +127,19 @@ def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker,
     pools = {p["pool"]: p for p in client.get("/v1/admin/pools?timeout_s=1", headers=headers).json()}
     assert pools["rag"]["ok"] and pools["rag"]["worker"] == worker.name
     assert not pools["llm"]["ok"] and pools["llm"]["error"] == "worker_timeout: the llm pool did not answer in 1s"
+
+
+def test_a_turn_that_cannot_be_queued_is_503_in_the_one_shape_and_kept(down_app, client, headers, monkeypatch,
+                                                                       settings):
+    import workers.celery_app
+    from workers.records import Turn, TurnStatus
+
+    monkeypatch.setattr(workers.celery_app, "celery_app", down_app)
+    cid = client.post("/v1/consultations", json={"title": "queue down"}, headers=headers).json()["id"]
+    r = client.post(f"/v1/consultations/{cid}/turns", json={"text": "What dose of amoxicillin?"}, headers=headers)
+    assert r.status_code == 503, r.text
+    detail = r.json()["detail"]
+    assert detail["code"] == "broker_unavailable" and set(detail["details"]) == {"turn_id"}
+    with session_scope(settings.resolved_database_url) as db:  # the record says what happened
+        turn = db.get(Turn, detail["details"]["turn_id"])
+        assert turn.status == TurnStatus.error and turn.error.startswith("enqueue: broker_unavailable")

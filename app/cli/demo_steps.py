@@ -123,13 +123,13 @@ def print_search(console: Console, question: str, res: dict[str, Any], rows: int
 # ---- the spoken question ------------------------------------------------------------------------------
 def speak(text: str, data_dir: Path, timeout_s: float = 180.0, speed: float = 1.0) -> bytes:
     """WAV bytes of the demo voice saying `text`: Celery task `tts.synthesize` by name on the tts pool."""
-    from workers.celery_app import celery_app  # light: no model library
+    from app import task_client
+    from workers.errors import MedvoiceError
 
     try:
-        res = celery_app.send_task("tts.synthesize", kwargs={"text": text, "speed": speed})
-        out = res.get(timeout=timeout_s)
-    except Exception as exc:
-        raise DemoError(f"tts.synthesize failed: {type(exc).__name__}: {exc}") from exc
+        out = task_client.call("tts.synthesize", {"text": text, "speed": speed}, timeout_s=timeout_s)
+    except MedvoiceError as exc:
+        raise DemoError(f"tts.synthesize failed: {exc.code}: {exc.message}") from exc
     path = Path(data_dir) / out["audio_ref"]
     try:
         return path.read_bytes()

@@ -39,7 +39,7 @@ from app.routes.consultations import TurnOut, load_consultation, turn_out
 from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upload
 from workers import events
 from workers.engines.refs import resolve_ref, to_ref
-from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.errors import BrokerUnavailable, EmptyInput, InputError, InputTooLarge, MedvoiceError
 from workers.event_schema import TERMINAL, Done, Failed, Timeout, decode
 from workers.pipeline import STAGES
 from workers.records import ConsultationStatus, Role, Turn, TurnStatus, User, new_id
@@ -191,9 +191,7 @@ def _enqueue(db: Session, turn: Turn) -> None:
         turn.error = f"enqueue: broker_unavailable: {type(exc).__name__}"
         db.commit()
         log.warning("turn=%s could not be queued: %s", turn.id, type(exc).__name__)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            {"code": "broker_unavailable", "message": "the pipeline queue is unavailable",
-                             "turn_id": turn.id}) from None
+        raise BrokerUnavailable("the pipeline queue is unavailable", {"turn_id": turn.id}) from None
 
 
 @router.post("/v1/consultations/{consultation_id}/turns", status_code=status.HTTP_202_ACCEPTED)
