@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from knowledge.answerability import assess
@@ -67,21 +67,33 @@ def select(question: str, passages: list[dict[str, Any]], settings: Any) -> Sele
     return Selection(renumbered, verdict)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What the checks decided for one generated sentence."""
+
+    index: int
+    action: str  # kept | replaced | dropped
+    reason: str  # supported | style | echo | fragment | numbers | patient | terms | polarity | no support
+
+
 @dataclass
 class Answer:
     sentences: list[str] = field(default_factory=list)
     mode: str = "generated"  # no_answer | extractive | generated | unverified
-    claims: list[dict[str, Any]] = field(default_factory=list)  # one per generated sentence: action, reason
+    claims: list[Claim] = field(default_factory=list)  # one per generated sentence
     style: dict[str, int] = field(default_factory=lambda: {"cleaned": 0, "dropped": 0, "echo": 0, "fragment": 0})
     generation: dict[str, Any] | None = None  # the LLM's own result (timings, finish_reason), when it ran
     attributed: int = 0
 
     @property
     def guard_fired(self) -> bool:
-        return any(c["action"] != "kept" for c in self.claims)
+        return any(c.action != "kept" for c in self.claims)
+
+    def count(self, action: str) -> int:
+        return sum(c.action == action for c in self.claims)
 
     def verdicts(self) -> dict[str, Any]:
-        return {"mode": self.mode, "claims": self.claims, "style": self.style}
+        return {"mode": self.mode, "claims": [asdict(c) for c in self.claims], "style": self.style}
 
 
 Generate = Callable[[Callable[[str], bool], Callable[[], bool]], dict[str, Any]]
@@ -93,84 +105,91 @@ def answer(question: str, language: str | None, passages: list[Mapping[str, Any]
            emit: Callable[[str], None], generate: Generate | None,
            missing: str = "") -> Answer:
     """Answer `question` from `passages` (already selected), calling emit(sentence) as each sentence is final."""
-    lang = answer_language(language)
-    out = Answer()
-
-    def say(text: str) -> None:
-        for piece in pieces(text, settings.tts_max_chars):  # each one is spoken as it comes
-            out.sentences.append(piece)
-            emit(piece)
-
+    speaker = _Speaker(question, answer_language(language), list(passages), settings, emit)
+    out = speaker.out
     if not passages:
         out.mode = "no_answer"
-        say(no_answer(lang, missing))
-        return out
-    support = Support(question, list(passages))
-    picks = support.best_lines()
-    quoted: set[str] = set()
+        speaker.say(no_answer(speaker.lang, missing))
+    elif settings.consult_answer_mode == "extractive" and speaker.support.question.factual and speaker.picks:
+        out.mode = "extractive"
+        speaker.quote_lines()
+    elif generate is None:
+        out.mode = "unverified"
+    else:
+        out.generation = generate(speaker.on_sentence, lambda: len(out.sentences) >= settings.consult_max_sentences)
+        stopped_early = out.generation.get("cancelled") and len(out.sentences) < settings.consult_max_sentences
+        if not out.sentences and not stopped_early:
+            if speaker.picks:  # nothing the model said held: the line that answers the question
+                speaker.quote(speaker.picks[0])
+            else:
+                out.mode = "unverified"
+    return out
 
-    def say_pick(pick: Pick) -> bool:
-        text = quote(pick, support.question, lang)
-        if text in quoted:
+
+class _Speaker:
+    """One answer as it is spoken: each sentence said once, in spoken style, checked against the passages."""
+
+    def __init__(self, question: str, lang: str, passages: list[Mapping[str, Any]], settings: Any,
+                 emit: Callable[[str], None]) -> None:
+        self.question, self.lang, self.passages, self.settings, self.emit = question, lang, passages, settings, emit
+        self.out = Answer()
+        self.support = Support(question, passages) if passages else None
+        self.picks = self.support.best_lines() if self.support else []
+        self._quoted: set[str] = set()
+
+    def say(self, text: str) -> None:
+        for piece in pieces(text, self.settings.tts_max_chars):  # each one is spoken as it comes
+            self.out.sentences.append(piece)
+            self.emit(piece)
+
+    def quote(self, pick: Pick) -> bool:
+        """Say the passage line, cited; False when it was said already."""
+        text = quote(pick, self.support.question, self.lang)
+        if text in self._quoted:
             return False
-        quoted.add(text)
-        say(text)
+        self._quoted.add(text)
+        self.say(text)
         return True
 
-    def note_patient() -> None:
-        patient = support.unmatched_patient()
+    def quote_lines(self) -> None:
+        """The extractive answer: the lines for this patient (first, when the table has no row for them, say so)."""
+        patient = self.support.unmatched_patient()
         if patient:
-            say(NO_ENTRY[lang].format(patient=patient))
+            self.say(NO_ENTRY[self.lang].format(patient=patient))
+        for pick in self.picks:
+            self.quote(pick)
 
-    if settings.consult_answer_mode == "extractive" and support.question.factual and picks:
-        out.mode = "extractive"
-        note_patient()
-        for pick in picks:
-            say_pick(pick)
-        return out
-    if generate is None:
-        out.mode = "unverified"
-        return out
-    limit = settings.consult_max_sentences
-
-    def on_sentence(raw: str) -> bool:
-        """One streamed sentence: cleaned, checked, then spoken, replaced or dropped."""
+    def on_sentence(self, raw: str) -> bool:
+        """One streamed sentence: cleaned, checked, then spoken, replaced by the line that answers, or dropped."""
+        out = self.out
         index = len(out.claims)
         text = clean(raw)
         if text is None:
             out.style["dropped"] += 1
-            out.claims.append({"index": index, "action": "dropped", "reason": "style"})
+            out.claims.append(Claim(index, "dropped", "style"))
             return False
         out.style["cleaned"] += text != raw.strip()
-        problem = ("echo" if is_echo(text, question) else "fragment" if is_fragment(text) else None)
+        problem = "echo" if is_echo(text, self.question) else "fragment" if is_fragment(text) else None
         if problem:
             out.style[problem] += 1
-            verdict_reason = problem
+            reason = problem
         else:
-            verdict = support.check(text)
+            verdict = self.support.check(text)
             if verdict.supported:
-                if settings.consult_attribute_citations:
-                    marked = attribute(text, list(passages)) if verdict.line is None else _cite(text, verdict.line.n)
-                    out.attributed += marked != text
-                    text = marked
-                out.claims.append({"index": index, "action": "kept", "reason": "supported"})
-                say(text)
+                self._say_supported(text, verdict.line)
+                out.claims.append(Claim(index, "kept", "supported"))
                 return True
-            verdict_reason = verdict.reason
-        replaced = bool(picks) and say_pick(picks[0])
-        out.claims.append({"index": index, "action": "replaced" if replaced else "dropped", "reason": verdict_reason})
+            reason = verdict.reason
+        replaced = bool(self.picks) and self.quote(self.picks[0])
+        out.claims.append(Claim(index, "replaced" if replaced else "dropped", reason))
         return replaced
 
-    out.generation = generate(on_sentence, lambda: len(out.sentences) >= limit)
-    if out.generation.get("cancelled") and len(out.sentences) < limit:
-        return out  # the caller reports the cancellation
-    if not out.sentences:
-        if picks:
-            say_pick(picks[0])
-        else:
-            out.mode = "unverified"
-            return out
-    return out
+    def _say_supported(self, text: str, line: Any) -> None:
+        if self.settings.consult_attribute_citations:
+            marked = attribute(text, self.passages) if line is None else _cite(text, line.n)
+            self.out.attributed += marked != text
+            text = marked
+        self.say(text)
 
 
 def _cite(sentence: str, n: int) -> str:

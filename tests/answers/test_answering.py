@@ -50,8 +50,8 @@ def test_generated_sentences_are_kept_replaced_or_dropped(sample_passages):
               "Give 75 mg, which is 3 mL [3].",  # the 5 kg row: replaced by the 20 kg line
               "Give the child 525 mg by mouth.",  # invented: the 20 kg line is already said, so dropped
               consult_answer_mode="generative")
-    assert [c["action"] for c in out.claims] == ["kept", "replaced", "dropped"]
-    assert [c["reason"] for c in out.claims] == ["supported", "patient", "numbers"]
+    assert [c.action for c in out.claims] == ["kept", "replaced", "dropped"]
+    assert [c.reason for c in out.claims] == ["supported", "patient", "numbers"]
     assert out.sentences[0] == "Give 300 mg, which is 12.5 mL [3]."
     assert "20 kg: 300 mg" in out.sentences[1] and out.guard_fired and out.style["cleaned"] == 1
 
@@ -62,7 +62,7 @@ def test_echoes_fragments_and_reasoning_fall_back_to_the_line(sample_passages):
               "Let's look at the antibiotics section.", "Clarithromycin.",
               "Which antibiotic for otitis media if the patient is allergic to penicillin?",
               consult_answer_mode="generative")
-    assert [c["reason"] for c in out.claims] == ["style", "fragment", "echo"]
+    assert [c.reason for c in out.claims] == ["style", "fragment", "echo"]
     assert out.sentences == ["Antibiotics: Penicillin allergy: clarithromycin 500 mg twice daily for 5 days [3]."]
 
 

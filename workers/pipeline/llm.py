@@ -157,9 +157,8 @@ def _checked(turn: Turn, question: str, language: str | None, retrieved: Retriev
 
     out = answering.answer(question, language, passages, s, emit, generate, missing=retrieved.missing)
     timing: dict[str, Any] = {"mode": out.mode, "attributed": out.attributed,
-                              "sentences_generated": len(out.claims),
-                              "guard_replaced": sum(c["action"] == "replaced" for c in out.claims),
-                              "guard_dropped": sum(c["action"] == "dropped" for c in out.claims)}
+                              "sentences_generated": len(out.claims), "guard_replaced": out.count("replaced"),
+                              "guard_dropped": out.count("dropped")}
     if out.generation is not None:
         timing = {**_generation_timing(out.generation, prompt.get("history", []), prompt.get("texts", []), passages),
                   **timing}
