@@ -29,7 +29,7 @@ _unit("g", "gram", "grams", "克")
 _unit("kg", "kilogram", "kilograms", "kilo", "kilos", "kgs", "公斤", "千克")
 _unit("ml", "mL", "millilitre", "milliliter", "millilitres", "milliliters", "毫升")
 _unit("l", "litre", "liter", "litres", "liters", "升")
-_unit("iu", "IU", "units", "unit", "单位")
+_unit("iu", "IU", "IUs", "i.u.", "international units", "international unit", "units", "unit", "单位")
 _unit("%", "percent", "per cent")
 _unit("tablet", "tablets", "tab", "tabs", "pill", "pills", "片")
 _unit("capsule", "capsules", "caps", "粒", "胶囊")
@@ -84,6 +84,19 @@ def quantities(text: str) -> set[tuple[float, str]]:
             out.add((_number(m.group(2)), unit))
     for m in _COUNT_RE.finditer(text):
         out.add((float(_WORD_COUNTS[(m.group(1) or m.group(2)).lower()]), "times"))
+    return out
+
+
+_ANY_NUMBER = re.compile(r"(?<![\d.,])\d+(?:[.,]\d+)?(?![\d])")
+_MARKERS = re.compile(r"\[\d{1,3}\]")
+
+
+def numbers(text: str) -> set[float]:
+    """Every number in `text`, with or without a unit ("800 IUs", "CRB-65", "140/90"), citation markers aside:
+    a number an answer states that its passage line does not is a claim nothing supports."""
+    text = _SPELLED_RE.sub(lambda m: str(_SPELLED[m.group(1).lower()]), _MARKERS.sub(" ", text or ""))
+    out = {_number(m.group(0)) for m in _ANY_NUMBER.finditer(text)}
+    out |= {float(_WORD_COUNTS[(m.group(1) or m.group(2)).lower()]) for m in _COUNT_RE.finditer(text)}
     return out
 
 

@@ -22,9 +22,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge.quantities import UNITS, blood_pressures, consistent, matches, patient_bands, quantities, question_bands
+from knowledge.quantities import (
+    UNITS,
+    blood_pressures,
+    consistent,
+    matches,
+    numbers,
+    patient_bands,
+    quantities,
+    question_bands,
+)
 from knowledge.terms import CHILD, DRUG_SYNONYMS, POPULATION, QUALIFIERS, Term, TextIndex, question_terms, stem
-from knowledge.text import EN_STOP, cjk_ratio, split_sentences
+from knowledge.text import CJK, EN_STOP, cjk_ratio, split_clauses
 
 DOSE_UNITS = frozenset({"mg", "g", "mcg", "ml", "mg/kg", "tablet", "capsule", "iu", "drop", "puff", "l"})
 THRESHOLD_UNITS = frozenset({"mmhg", "°c", "mmol/l", "%", "mg/dl", "ml/min", "bpm"})
@@ -62,8 +71,7 @@ _DRUG_EN = re.compile(
     r"|^(?:paracetamol|acetaminophen|ibuprofen|aspirin|insulin|codeine|morphine|heparin|warfarin|salbutamol)$")
 _DRUG_ZH = re.compile(r"(?:韦|林|素|星|酚|芬|沙坦|普利|地平|洛尔|霉素|西林|他汀|双胍|唑|松|嗪"
                       r"|抑制剂|阻滞剂|拮抗剂|利尿剂|疫苗)$")
-_WORD = re.compile(r"[a-z][a-z0-9]*|[\u4e00-\u9fff]", re.IGNORECASE)
-_CLAUSE = re.compile(r"(?<=[;；])\s*")
+_WORD = re.compile(rf"[a-z][a-z0-9]*|[{CJK}]", re.IGNORECASE)
 _MARKER = re.compile(r"\s*\[\d{1,3}\]")
 
 
@@ -176,18 +184,16 @@ def passage_lines(passages: list[Mapping[str, Any]]) -> list[Line]:
         heading = context.split(" — ", 1)[1] if " — " in context else ""
         rank = max(0.05, float(p.get("score") or 0.0) / top) if top else 1.0
         whole = TextIndex(str(p.get("text") or ""), context, title)
-        for sentence in split_sentences(str(p.get("text") or "")):
-            for clause in _CLAUSE.split(sentence):
-                clause = clause.strip()
-                if len(clause) < 2 or clause in ("…", "..."):
-                    continue
-                lines.append(Line(
-                    n=int(p["n"]), rank=rank, text=clause, heading=heading, title=title,
-                    own=TextIndex(clause), full=TextIndex(clause, heading, title), quantities=quantities(clause),
-                    pressures=blood_pressures(clause), bands=patient_bands(clause), negated=negated(clause),
-                    words=_words(clause), passage=whole,
-                    specific=[t for t in question_terms(clause) if t.specific], drugs=drug_names(clause),
-                ))
+        for clause in split_clauses(str(p.get("text") or "")):
+            if len(clause) < 2 or clause in ("…", "..."):
+                continue
+            lines.append(Line(
+                n=int(p["n"]), rank=rank, text=clause, heading=heading, title=title,
+                own=TextIndex(clause), full=TextIndex(clause, heading, title), quantities=quantities(clause),
+                pressures=blood_pressures(clause), bands=patient_bands(clause), negated=negated(clause),
+                words=_words(clause), passage=whole,
+                specific=[t for t in question_terms(clause) if t.specific], drugs=drug_names(clause),
+            ))
     return lines
 
 
@@ -300,19 +306,22 @@ class Support:
     def check(self, sentence: str) -> Verdict:
         q = self.question
         claims = quantities(sentence) - q.given
+        stated = numbers(sentence) - numbers(q.text)  # with or without a unit the checks know
         pressures = blood_pressures(sentence)
         if pressures:  # "140/90 mmHg" is one claim, not a claim of 90 mmHg
             claims = {c for c in claims if c[1] != "mmhg"}
         terms = [t for t in question_terms(sentence) if t.required]
         zh = cjk_ratio(sentence) >= 0.2
         neg = negated(sentence)
-        if not claims and not pressures and not terms and not zh:
+        if not claims and not pressures and not stated and not terms and not zh:
             words = _words(sentence)
             best = max((len(words & ln.words) / max(1, len(words)) for ln in self.lines), default=0.0)
             return Verdict(best >= 0.5, "supported" if best >= 0.5 else "no support")
         reason = "numbers"
         for ln, fits in zip(self.lines, self._fits):
-            if not (claims <= ln.quantities and pressures <= ln.pressures):
+            # the heading counts as part of a table row ("Paracetamol by weight (120 mg in 5 mL suspension)")
+            if not (claims <= ln.quantities | quantities(ln.heading) and pressures <= ln.pressures
+                    and stated <= numbers(f"{ln.text} {ln.heading}")):
                 continue
             if not fits:
                 reason = "patient"  # the numbers are there, on another patient's line

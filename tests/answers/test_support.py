@@ -108,3 +108,11 @@ def test_a_line_for_everyone_does_not_answer_for_a_special_case(sample_passages)
     pregnant = Support("What clarithromycin dose for pneumonia in pregnancy?", pneumonia)
     assert pregnant.best_lines() == []  # the page gives no dose for pregnancy
     assert not pregnant.check("Clarithromycin 500 mg twice daily for 5 days.").supported
+
+
+def test_a_number_with_a_unit_the_checks_do_not_know_is_still_a_claim(sample_passages):
+    fever = of(sample_passages, "Fever in children")
+    support = Support("How much paracetamol should I give a 20 kg child?", fever)
+    assert not support.check("Give the child 800 IUs of paracetamol per day.").supported
+    assert not support.check("Give paracetamol 7 times.").supported
+    assert support.check("Give 300 mg, which is 12.5 mL, of the 120 mg in 5 mL suspension [1].").supported
