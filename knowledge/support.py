@@ -262,6 +262,14 @@ class Support:
                 return False
         return True
 
+    def plainly_answers(self, pick: Pick) -> bool:
+        """The line states what a non-factual question asks about on its own (with its heading or title): every
+        term of the question is there, not just in the passage around it ("What is acute otitis media?" →
+        "Acute otitis media is an infection of the middle ear..."). Then quoting it beats paraphrasing it."""
+        terms = self.question.terms
+        return bool(terms) and all(pick.line.full.covers(t) for t in terms) and pick.line.words & self.question.words \
+            and len(pick.line.text) >= 24
+
     def best_lines(self, limit: int = 2) -> list[Pick]:
         """The lines that answer the question, best first: the best one, then one that adds a kind of fact it
         lacks (a duration to a dose), from the same passage."""

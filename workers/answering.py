@@ -41,6 +41,14 @@ NO_ENTRY = {
     "en": "The knowledge base has no entry for exactly {patient}; it gives this general rule.",
     "zh": "知识库中没有 {patient} 的对应条目，以下是一般规则。",
 }
+# A factual question about something the knowledge base covers, but no line states the fact it asks for (the
+# page on diabetes mentions metformin and gives no dose): say so rather than let the model guess one.
+NO_FACT = {
+    "en": "The knowledge base gives no {fact} for {topic}.",
+    "zh": "知识库中没有{topic}的{fact}。",
+}
+FACTS = {"dose": ("dose", "剂量"), "frequency": ("frequency", "用药频次"), "duration": ("duration", "疗程"),
+         "threshold": ("target or limit", "目标值或上限"), "count": ("number", "次数或数量")}
 
 
 @dataclass
@@ -110,9 +118,12 @@ def answer(question: str, language: str | None, passages: list[Mapping[str, Any]
     if not passages:
         out.mode = "no_answer"
         speaker.say(no_answer(speaker.lang, missing))
-    elif settings.consult_answer_mode == "extractive" and speaker.support.question.factual and speaker.picks:
+    elif settings.consult_answer_mode == "extractive" and speaker.picks and (
+            speaker.support.question.factual or speaker.support.plainly_answers(speaker.picks[0])):
         out.mode = "extractive"
         speaker.quote_lines()
+    elif settings.consult_answer_mode == "extractive" and speaker.no_fact():
+        out.mode = "no_answer"
     elif generate is None:
         out.mode = "unverified"
     else:
@@ -158,6 +169,22 @@ class _Speaker:
             self.say(NO_ENTRY[self.lang].format(patient=patient))
         for pick in self.picks:
             self.quote(pick)
+
+    def no_fact(self) -> bool:
+        """Say that no line gives the fact a factual question asks for; False when it is not that case."""
+        q = self.support.question
+        kinds = [w.split(":", 1)[0] for w in q.wants]
+        if self.picks or not kinds or not all(k in FACTS for k in kinds):
+            return False
+        named = [t.surface for t in q.terms if t.required] or [t.surface for t in q.terms]
+        if not named:
+            return False
+        zh = self.lang == "zh"
+        fact = "、".join(dict.fromkeys(FACTS[k][1] for k in kinds)) if zh else \
+            " or ".join(dict.fromkeys(FACTS[k][0] for k in kinds))
+        topic = ("、" if zh else " and ").join(named)
+        self.say(NO_FACT[self.lang].format(fact=fact, topic=topic))
+        return True
 
     def on_sentence(self, raw: str) -> bool:
         """One streamed sentence: cleaned, checked, then spoken, replaced by the line that answers, or dropped."""

@@ -73,7 +73,7 @@ def test_generation_stops_after_the_sentence_limit(sample_passages):
               "Most cases settle without antibiotics within 3 days [1].",
               "Offer pain relief to every patient [1].",
               "Refer the same day for swelling behind the ear [4].",
-              consult_max_sentences=2)
+              consult_max_sentences=2, consult_answer_mode="generative")
     assert len(out.sentences) == 2 and out.mode == "generated"
 
 
@@ -89,3 +89,19 @@ def test_select_keeps_the_covering_document_renumbered_and_drops_far_passages(sa
     assert chosen.answerable and [p["n"] for p in chosen.passages] == list(range(1, len(chosen.passages) + 1))
     assert {p["title"] for p in chosen.passages} == {"Acute otitis media in adults"}  # the 2011 edition sinks
     assert chosen.verdict["dropped_far"] > 0
+
+
+def test_a_line_that_plainly_answers_a_descriptive_question_is_quoted(sample_passages):
+    otitis = of(sample_passages, "Acute otitis media in adults")
+    out = run("What is acute otitis media?", otitis)
+    assert out.mode == "extractive" and out.generation is None
+    assert out.sentences[0].startswith("Acute otitis media is an infection of the middle ear")
+    out = run("What is acute otitis media and how is the pain relieved?", otitis, "Offer pain relief [2].")
+    assert out.mode == "generated"  # no one line says all of it: the model phrases it, checked
+
+
+def test_a_fact_no_line_states_is_refused_not_guessed(sample_passages):
+    pneumonia = of(sample_passages, "Community-acquired pneumonia")
+    out = run("What clarithromycin dose for pneumonia in pregnancy?", pneumonia, "Give 500 mg twice daily.")
+    assert out.mode == "no_answer" and out.generation is None
+    assert out.sentences == ["The knowledge base gives no dose for clarithromycin and pneumonia and pregnancy."]
