@@ -68,6 +68,7 @@ _DRUG_EN = re.compile(
     r"(?:cillin|mycin|micin|cycline|oxacin|azole|prazole|tidine|pril|sartan|olol|dipine|statin|formin|gliptin"
     r"|gliflozin|glutide|mab|tinib|vir|zepam|azolam|triptan|parin|xaban|gatran|olone|sone|profen|fenac|coxib"
     r"|oxetine|pramine|thiazide|semide|caine|amol|clav|inhibitor|blocker|antagonist|diuretic|steroid|vaccine)$"
+    r"|^(?:vitamin|supplement|supplements|iron|calcium|zinc|folic|magnesium|potassium)$"
     r"|^(?:paracetamol|acetaminophen|ibuprofen|aspirin|insulin|codeine|morphine|heparin|warfarin|salbutamol)$")
 _DRUG_ZH = re.compile(r"(?:韦|林|素|星|酚|芬|沙坦|普利|地平|洛尔|霉素|西林|他汀|双胍|唑|松|嗪"
                       r"|抑制剂|阻滞剂|拮抗剂|利尿剂|疫苗)$")
@@ -127,9 +128,10 @@ class Line:
     bands: list[tuple[float, float, str]]
     negated: bool
     words: set[str]
-    passage: TextIndex  # the whole passage: a line may name its drug in the sentence before
+    passage: TextIndex  # the whole passage: a line may speak of its section's condition without naming it
     specific: list[Term] = field(default_factory=list)
     drugs: set[str] = field(default_factory=set)
+    previous: TextIndex | None = None  # the line before, in the same passage: it may name the line's drug
 
     def satisfies(self, want: str, question: Question) -> bool:
         units = {u for _, u in self.quantities}
@@ -184,8 +186,10 @@ def passage_lines(passages: list[Mapping[str, Any]]) -> list[Line]:
         heading = context.split(" — ", 1)[1] if " — " in context else ""
         rank = max(0.05, float(p.get("score") or 0.0) / top) if top else 1.0
         whole = TextIndex(str(p.get("text") or ""), context, title)
+        previous = None
         for clause in split_clauses(str(p.get("text") or "")):
-            if len(clause) < 2 or clause in ("…", "..."):
+            # a question in the passage (FAQ-style pages ask before they answer) states nothing
+            if len(clause) < 2 or clause in ("…", "...") or clause.rstrip().endswith(("?", "？")):
                 continue
             lines.append(Line(
                 n=int(p["n"]), rank=rank, text=clause, heading=heading, title=title,
@@ -193,7 +197,9 @@ def passage_lines(passages: list[Mapping[str, Any]]) -> list[Line]:
                 pressures=blood_pressures(clause), bands=patient_bands(clause), negated=negated(clause),
                 words=_words(clause), passage=whole,
                 specific=[t for t in question_terms(clause) if t.specific], drugs=drug_names(clause),
+                previous=previous,
             ))
+            previous = lines[-1].own
     return lines
 
 
@@ -247,18 +253,25 @@ class Support:
         return score * (0.6 + 0.4 * ln.rank)
 
     def _about_the_question(self, ln: Line) -> bool:
-        """Every drug, condition and patient the question names is on the line, in its heading or title. The
-        drug asked about may be named elsewhere in the passage (the section is about it: "If the ACE inhibitor
-        causes cough..." under ramipril); a condition may be, for a line that names no drug of its own (a
-        renal-dose row); the patient never (a child's question is not answered from the adults' line). So
-        "amoxicillin 500 mg" does not answer a question about penicillin allergy, nor "clarithromycin 500 mg"
-        one about pregnancy."""
-        for t in self.question.terms:
+        """Every drug, condition and patient the question names is on the line, in its heading or title, with
+        two exceptions a guideline's layout needs: the drug asked about may be named on the line before ("Start
+        ramipril..." then "If the ACE inhibitor causes cough, switch to losartan"; "成人剂量：奥司他韦 75 mg"
+        then the renal row), and the section's condition anywhere in the passage. The patient never: a child's
+        question is not answered from the adults' line. And a line about another drug does not answer a
+        question about this one, unless a drug is what is asked for. So "amoxicillin 500 mg" does not answer a
+        question about penicillin allergy, nor "clarithromycin 500 mg" one about pregnancy, nor a vitamin D
+        line on the insulin page a question about insulin."""
+        q = self.question
+        other_drug = bool(ln.drugs - {t.surface for t in q.terms}) and "drug" not in q.wants
+        for t in q.terms:
             if not t.required or ln.full.covers(t):
                 continue
-            if is_population(t):
+            if is_population(t) or other_drug:
                 return False
-            if not ((is_drug(t) or not ln.drugs) and ln.passage.covers(t)):
+            if is_drug(t):
+                if not (ln.previous is not None and ln.previous.covers(t)):
+                    return False
+            elif ln.drugs or not ln.passage.covers(t):
                 return False
         return True
 
