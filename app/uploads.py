@@ -8,13 +8,13 @@ multipart file part up to a limit. Both raise the typed InputTooLarge (413) of w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
+from knowledge.files import write_atomic
 from workers.errors import InputTooLarge
 
 # Room for the multipart framing and the small form fields beside the file part.
@@ -55,8 +55,4 @@ def body_limited(request: Request, limit: int) -> Request:
 
 def store_upload(path: Path, data: bytes) -> Path:
     """Write atomically (a temporary file, then a rename): a worker never reads a half-written upload."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, data)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from knowledge.loaders import Document
-from knowledge.text import detect_language, split_sentences
+from knowledge.text import CJK, CJK_CHAR, detect_language, split_sentences
 
 TokenCounter = Callable[[str], int]
 
@@ -38,9 +38,9 @@ def chunk_id(doc_id: str, index: int) -> str:
 
 def approx_tokens(text: str) -> int:
     """A cheap estimate (words ×1.3, CJK characters ×1) for when no tokenizer is at hand."""
-    cjk = len(re.findall(r"[\u3400-\u9fff]", text))
+    cjk = len(CJK_CHAR.findall(text))
     words = len(re.findall(r"[A-Za-z0-9]+", text))
-    other = len(re.findall(r"[^\sA-Za-z0-9\u3400-\u9fff]", text))
+    other = len(re.findall(rf"[^\sA-Za-z0-9{CJK}]", text))
     return int(cjk + words * 1.3 + other * 0.5) + 1
 
 
@@ -101,7 +101,7 @@ def _join(sentences: list[str]) -> str:
     for s in sentences:
         if not out:
             out = s
-        elif re.match(r"[\u3400-\u9fff]", s[:1]) and re.search(r"[\u3400-\u9fff。！？；]$", out):
+        elif CJK_CHAR.match(s[:1]) and re.search(rf"[{CJK}。！？；]$", out):
             out += s  # Chinese sentences join without a space
         else:
             out += " " + s

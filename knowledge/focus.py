@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
-from knowledge.text import lexical_tokens, split_sentences
+from knowledge.text import is_cjk, lexical_tokens, split_sentences
 
 GAP = " … "
 _SUFFIX = re.compile(r"(?:ments?|ing|ed|es|s)$")
@@ -71,4 +71,4 @@ def _terms(text: str) -> set[str]:
 
 def _wide(sentence: str) -> bool:
     """Chinese sentences follow one another without a space."""
-    return bool(sentence) and "\u3400" <= sentence[0] <= "\u9fff"
+    return bool(sentence) and is_cjk(sentence[0])

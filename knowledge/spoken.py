@@ -12,7 +12,7 @@ import re
 
 from knowledge.quantities import quantities
 from knowledge.terms import stem
-from knowledge.text import EN_STOP
+from knowledge.text import CJK, CJK_CHAR, EN_STOP
 
 _MD = [
     (re.compile(r"\*\*(.+?)\*\*|__(.+?)__"), lambda m: m.group(1) or m.group(2)),
@@ -38,7 +38,7 @@ _THINKING = re.compile(
     r"|^\s*(?:首先|让我们|我们需要|分析|问题是|根据问题)",
     re.IGNORECASE,
 )
-_WORD = re.compile(r"[a-z][a-z0-9]*|[\u4e00-\u9fff]", re.IGNORECASE)
+_WORD = re.compile(rf"[a-z][a-z0-9]*|[{CJK}]", re.IGNORECASE)
 _MARKER = re.compile(r"\s*\[\d{1,3}\]")
 
 
@@ -53,7 +53,7 @@ def clean(sentence: str) -> str | None:
     text = _LEAD_IN.sub("", text)
     text = _LEAD_IN_ZH.sub("", text)
     text = re.sub(r"\s{2,}", " ", text).strip()
-    if not text or not re.search(r"[A-Za-z0-9\u4e00-\u9fff]", _MARKER.sub("", text)):
+    if not text or not re.search(rf"[A-Za-z0-9{CJK}]", _MARKER.sub("", text)):
         return None
     if text.endswith(":") or text.endswith("："):
         return None  # a heading or the lead into a list
@@ -80,7 +80,7 @@ def is_echo(sentence: str, question: str) -> bool:
 def is_fragment(sentence: str) -> bool:
     """Too short to be an answer on its own ("Penicillin allergy.")."""
     body = _MARKER.sub("", sentence).strip()
-    cjk = len(re.findall(r"[\u4e00-\u9fff]", body))
+    cjk = len(CJK_CHAR.findall(body))
     if cjk:
         return cjk < 6
     return len(re.findall(r"[A-Za-z0-9]+", body)) < 4
@@ -107,5 +107,9 @@ def pieces(sentence: str, max_chars: int) -> list[str]:
     return [sentence[i:i + max_chars] for i in range(0, len(sentence), max_chars)]
 
 
+_WIDE_END = re.compile(rf"[{CJK}][，、：；。,:;]?$")
+
+
 def _wide(text: str) -> bool:
-    return bool(re.search(r"[\u4e00-\u9fff][，、：；。,:;]?$", text))
+    """The text ends in Chinese (a Chinese piece joins the next without a space)."""
+    return _WIDE_END.search(text) is not None

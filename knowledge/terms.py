@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from knowledge.quantities import is_child, question_bands
-from knowledge.text import EN_STOP, ZH_STOP
+from knowledge.text import CJK_RUN, EN_STOP, ZH_STOP
 from knowledge.vocabulary import NAME_ENDINGS
 
 SPECIFIC_ZIPF = {"en": 4.0, "zh": 4.1}
@@ -182,7 +182,6 @@ _PHRASES = sorted((p for p in [*LAY_SYNONYMS, *DRUG_SYNONYMS] if " " in p), key=
 # Endings of drug (INN stems) and disease names: such a word is specific however common its spelling.
 _TECHNICAL = re.compile(rf"(?:{NAME_ENDINGS})$")
 _EN_WORD = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _MARKER = re.compile(r"\[\d{1,3}\]")
 # Units and number words are the quantities' business, not the topic's.
 _NOT_TOPIC = frozenset("""
@@ -239,7 +238,7 @@ def _jieba_with_names():  # noqa: ANN202
 
     jieba = _jieba()
     for word in [*DRUG_SYNONYMS, *LAY_SYNONYMS, *POPULATION]:
-        if _CJK_RUN.fullmatch(word):
+        if CJK_RUN.fullmatch(word):
             jieba.add_word(word, freq=2000)
     return jieba
 
@@ -338,7 +337,7 @@ def question_terms(text: str, patient: bool = False) -> list[Term]:
         specific = _is_name(w, z)
         weight = _weight(z) if specific or not _DESCRIPTOR.search(w) else _weight(z) / 2
         terms.append(Term(w, alts, specific, weight, m.start(), False))
-    for run in _CJK_RUN.finditer(low):
+    for run in CJK_RUN.finditer(low):
         for w, at in _cjk_words(run.group(0), run.start()):
             z = zipf(w, "zh")
             alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w, (w,))
@@ -372,7 +371,7 @@ class TextIndex:
 
     def has(self, alternative: str) -> bool:
         alt = normalise(alternative)
-        if _CJK_RUN.search(alt) or not re.search(r"[a-z]", alt):
+        if CJK_RUN.search(alt) or not re.search(r"[a-z]", alt):
             if alt in self.raw:
                 return True
             # A word jieba cut differently here and in the text: most of its character pairs are there.
@@ -402,7 +401,7 @@ class TextIndex:
 def chinese_pairs(text: str) -> list[str]:
     """Adjacent Chinese character pairs of each run, less those made only of particles."""
     out = []
-    for run in _CJK_RUN.findall(normalise(text)):
+    for run in CJK_RUN.findall(normalise(text)):
         out += [run[i:i + 2] for i in range(len(run) - 1) if not (run[i] in _PARTICLES and run[i + 1] in _PARTICLES)]
     return out
 

@@ -1,4 +1,14 @@
-"""Language detection, sentence splitting (English and Chinese) and lexical tokens for BM25."""
+"""Text helpers shared by every layer: the CJK character class, language detection, sentence and clause
+splitting of passages (English and Chinese), and lexical tokens for BM25.
+
+- `CJK` is the one spelling of "a Chinese character" (CJK Unified Ideographs, Extension A and the
+  compatibility ideographs): f-string it into a character class (`rf"[{CJK}]"`), or use `is_cjk(ch)`,
+  `CJK_CHAR` and `CJK_RUN`.
+- `detect_language` is the one language detector for text ('zh' or 'en').
+- `split_sentences` is the splitter for whole passages (stored text, read at once); `split_clauses` cuts
+  its sentences again at semicolons (guidelines pack two rules into one sentence). The streaming splitter
+  for LLM output, which cuts early for speech, is workers/engines/splitter.py.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +17,19 @@ import re
 import threading
 import unicodedata
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# A Chinese character: CJK Unified Ideographs Extension A, the Unified Ideographs, the compatibility ideographs.
+CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+CJK_CHAR = re.compile(f"[{CJK}]")
+CJK_RUN = re.compile(f"[{CJK}]+")
 _LATIN_TOKEN = re.compile(r"[a-z0-9]+")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_TOKEN_SPLIT = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)")
+_TOKEN_SPLIT = re.compile(f"([{CJK}]+)")
 
 # Sentence ends: Chinese 。！？ (and ；… full stops) need no space after them; Latin . ! ? need a space or
 # end of text after them (and not an abbreviation such as "e.g." or "Dr.").
 _ABBREV = {"e.g", "i.e", "dr", "mr", "mrs", "ms", "vs", "etc", "fig", "no", "approx", "st", "jr", "sr", "al"}
 _SENT_RE = re.compile(
     r"(?<=[。！？!?])[\"'”’」』）)]*\s*"  # after CJK/any ! ? : split, swallow closing quotes and spaces
-    r"|(?<=[.])[\"'”’)]*\s+(?=[A-Z0-9\"“(\[\u4e00-\u9fff])"  # after '.' only before a capital/digit/CJK
+    rf"|(?<=[.])[\"'”’)]*\s+(?=[A-Z0-9\"“(\[{CJK}])"  # after '.' only before a capital/digit/CJK
     r"|\n\s*\n+"  # blank lines
     r"|\n(?=\s*(?:[-*•]|\d+[.)])\s)"  # list items
 )
@@ -36,11 +48,17 @@ _jieba_lock = threading.Lock()
 _jieba_ready = False
 
 
+def is_cjk(ch: str) -> bool:
+    """Whether the character `ch` is a Chinese character (of the `CJK` class)."""
+    return CJK_CHAR.match(ch) is not None
+
+
 def cjk_ratio(text: str) -> float:
-    letters = [c for c in text if c.isalpha() or _CJK.match(c)]
+    """The share of Chinese characters among the letters of `text` (0.0 when it has none)."""
+    letters = [c for c in text if c.isalpha() or is_cjk(c)]
     if not letters:
         return 0.0
-    return sum(1 for c in letters if _CJK.match(c)) / len(letters)
+    return sum(1 for c in letters if is_cjk(c)) / len(letters)
 
 
 def detect_language(text: str) -> str:
@@ -74,6 +92,14 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
+_CLAUSE = re.compile(r"(?<=[;；])\s*")
+
+
+def split_clauses(text: str) -> list[str]:
+    """The sentences of `split_sentences`, each cut again after every ; or ； (stripped, none empty)."""
+    return [c.strip() for s in split_sentences(text) for c in _CLAUSE.split(s) if c.strip()]
+
+
 def _jieba():  # noqa: ANN202
     global _jieba_ready
     import jieba
@@ -94,7 +120,7 @@ def lexical_tokens(text: str) -> list[str]:
     for part in _TOKEN_SPLIT.split(text):
         if not part:
             continue
-        if _CJK_RUN.fullmatch(part):
+        if CJK_RUN.fullmatch(part):
             for w in _jieba().lcut_for_search(part):
                 w = w.strip()
                 if w and w not in ZH_STOP:

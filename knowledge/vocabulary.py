@@ -13,12 +13,13 @@ them. The consumer bounds what it feeds the recogniser (Whisper's prompt window 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from knowledge.files import write_atomic
 
 FILE_NAME = "vocabulary.json"
 MAX_TERMS = 400
@@ -89,14 +90,10 @@ class VocabularyBuilder:
 
 
 def write(path: Path, generation: int, terms: list[str]) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
     target = path / FILE_NAME
-    tmp = target.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
     body = {"generation": generation, "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "terms": terms}
-    tmp.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, target)  # a reader never sees half a file
-    return target
+    return write_atomic(target, json.dumps(body, ensure_ascii=False))  # a reader never sees half a file
 
 
 def read(path: Path) -> list[str]:

@@ -10,8 +10,9 @@ Pure functions (no model library), used by the turn pipeline (workers/tasks/turn
   words with exactly one best passage gets that passage's [n] (post-hoc attribution by word overlap).
 - `NumbersGuard.check(sentence)`: every quantity in a sentence (a number with a unit, dose, frequency or
   duration: "500 mg", "3 times", "7–10 days", "每日3次") must appear in a passage the sentence cites (all
-  passages when it cites none); otherwise the sentence is replaced by the passage sentence that best
-  matches it (with that passage's marker), or dropped when no passage sentence matches.
+  passages when it cites none); otherwise the sentence is replaced by the passage clause that best
+  matches it (with that passage's marker), or dropped when none matches. Passages are cut into sentences
+  and clauses (at ; too) by knowledge.text.split_clauses, as knowledge/support.py reads passage lines.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knowledge.quantities import quantities
+from knowledge.text import CJK, split_clauses
 
 NO_ANSWER = {
     "en": "The knowledge base has no answer to this question.",
@@ -114,18 +116,13 @@ def cited_numbers(text: str, known: Iterable[int] | None = None) -> list[int]:
 
 
 # ---- numbers guard ------------------------------------------------------------------------------------
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？；;])\s+|(?<=[。！？；])")
-_WORD = re.compile(r"[a-z0-9]+|[\u4e00-\u9fff]", re.IGNORECASE)
+_WORD = re.compile(rf"[a-z0-9]+|[{CJK}]", re.IGNORECASE)
 _STOP = {"the", "a", "an", "of", "and", "or", "to", "in", "for", "is", "are", "be", "with", "on", "at", "by",
          "it", "this", "that", "as", "should", "can", "may"}
 
 
 def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(_MARKER.sub(" ", text)) if w.lower() not in _STOP}
-
-
-def passage_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text or "") if s and s.strip()]
 
 
 def attribute(sentence: str, passages: list[dict[str, Any]], min_overlap: float = 0.34) -> str:
@@ -181,11 +178,11 @@ class NumbersGuard:
         return GuardResult(self._replacement(sentence, cited, {u for _, u in missing}), True, labels)
 
     def _replacement(self, sentence: str, cited: list[int], units: set[str]) -> str | None:
-        """The cited passage sentence most like `sentence` that states a quantity in one of `units`."""
+        """The cited passage clause most like `sentence` that states a quantity in one of `units`."""
         words = _words(sentence)
         best: tuple[float, int, str] | None = None
         for n in cited:
-            for cand in passage_sentences(self.passages[n]["text"]):
+            for cand in split_clauses(self.passages[n]["text"] or ""):
                 if not {u for _, u in quantities(cand)} & units:
                     continue
                 cw = _words(cand)

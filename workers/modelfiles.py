@@ -26,13 +26,13 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knowledge.files import atomic_path, write_atomic
 from workers.errors import ModelFileMissing, ModelHashMismatch
 from workers.settings import Settings
 
@@ -143,7 +143,7 @@ def _remember(settings: Settings, path: Path, digest: str) -> None:
             cache = _load_cache(settings)
             st = path.stat()
             cache[str(path.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-            _atomic_write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
+            write_atomic(cache_path, json.dumps(cache, indent=1, sort_keys=True))
     except OSError as exc:  # a read-only models dir still works, it only hashes every time
         log.debug("cannot write hash cache %s: %s", cache_path, exc)
 
@@ -177,17 +177,6 @@ def verify_file(settings: Settings, path: Path, expected: str, what: str, use_ca
         )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---- prepare (assemble + verify) -------------------------------------------------------------------
 @dataclass
 class FileStatus:
@@ -211,13 +200,10 @@ def _assemble(settings: Settings, dest: Path, spec: FileSpec) -> None:
     for src in sources:
         if not src.is_file():
             raise ModelFileMissing(f"source part missing: {src}", {"path": str(src)})
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     h = hashlib.sha256()
     size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest, suffix=".part") as tmp:  # a failed or mismatched assembly leaves no file behind
+        with open(tmp, "wb") as out:
             for src in sources:
                 with open(src, "rb") as fh:
                     while chunk := fh.read(CHUNK):
@@ -234,10 +220,6 @@ def _assemble(settings: Settings, dest: Path, spec: FileSpec) -> None:
                 {"path": str(dest), "sha256": digest, "expected": spec.sha256},
             )
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _remember(settings, dest, digest)
 
 

@@ -72,6 +72,17 @@ def test_guard_replaces_an_unsupported_dose_with_the_passage_sentence():
     assert sorted(r.unsupported) == ["10 d", "875 mg"]
 
 
+def test_guard_replaces_with_one_clause_of_a_sentence_cut_at_semicolons():
+    guard = NumbersGuard(passages_from_hits([{
+        "chunk_id": "g", "doc_id": "htn", "title": "Hypertension", "score": 0.7,
+        "text": "Aim for a clinic blood pressure below 140/90 mmHg in adults under 80; "
+                "aim for below 150/90 mmHg in adults aged 80 and over. Recheck in 4 weeks.",
+    }], 5))
+    r = guard.check("Adults aged 80 and over should aim for below 130/80 mmHg [1].")
+    assert r.fired
+    assert r.text == "aim for below 150/90 mmHg in adults aged 80 and over. [1]"
+
+
 def test_guard_checks_against_the_cited_passage_only():
     guard = NumbersGuard(passages_from_hits(HITS, 5))
     # 400 mg is in passage 2, but the sentence cites passage 1 only.

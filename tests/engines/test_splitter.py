@@ -84,3 +84,11 @@ def test_run_on_text_is_cut_at_max_chars() -> None:
     parts = split_sentences(text, max_chars=60)
     assert len(parts) > 5 and all(weighted_len(p) <= 60 for p in parts)
     assert " ".join(parts).split() == text.split()
+
+
+def test_wide_characters_are_the_chinese_ones_plus_cjk_punctuation() -> None:
+    assert weighted_len("高血压") == 6 and weighted_len("。，！？「」") == 12  # punctuation takes speech width too
+    assert weighted_len("mg 5") == 3
+    # a '.' or ';' before a wide character ends the sentence, Chinese character or full-width mark alike
+    assert split_sentences("Take it.高血压。") == ["Take it.", "高血压。"]
+    assert split_sentences("Take it;「注意」") == ["Take it;", "「注意」"]

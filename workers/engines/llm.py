@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from knowledge.text import detect_language
 from workers import engines
-from workers.engines.splitter import SentenceSplitter, is_cjk
+from workers.engines.splitter import SentenceSplitter
 from workers.errors import EngineUnavailable, InputTooLarge
 from workers.settings import Settings
 
@@ -34,15 +35,6 @@ CHATML = (
 )
 
 
-def question_language(text: str) -> str:
-    """'zh' when the text is mostly Chinese characters, else 'en' (enough to pick the answer language)."""
-    letters = [c for c in text if c.isalpha() or is_cjk(c)]
-    if not letters:
-        return "en"
-    cjk = sum(1 for c in letters if is_cjk(c))
-    return "zh" if cjk / len(letters) >= 0.3 else "en"
-
-
 LANGUAGE_HINT = {"zh": "请用中文回答。", "en": "Answer in English."}
 
 
@@ -50,7 +42,7 @@ def build_messages(system_prompt: str, question: str, context: list[str] | None 
                    history: list[dict[str, str]] | None = None, language: str | None = None) -> list[dict[str, str]]:
     """The chat for one RAG turn: fixed system prompt first (the cached prefix), then history, then the
     numbered context passages and the question in the user message."""
-    language = language or question_language(question)
+    language = language or detect_language(question)
     parts = []
     if context:
         parts.append("Context:\n" + "\n\n".join(f"[{i}] {p.strip()}" for i, p in enumerate(context, 1)))

@@ -1,5 +1,9 @@
 """Streaming sentence splitter for Chinese and English LLM output (pure Python, no model imports).
 
+This is the splitter for text being *written* (the answer, on its way to speech). Stored passages, read
+whole, are split by knowledge.text.split_sentences / split_clauses instead; the cuts here differ on
+purpose (an early first chunk at a comma, a number waiting for its next character).
+
 Text arrives token by token; a sentence is emitted as soon as its end is certain, so speech synthesis
 can start while the model is still writing. Boundaries:
 
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import re
 
+from knowledge.text import is_cjk
+
 ZH_TERMINATORS = "。！？；"
 EN_TERMINATORS = ".!?;"
 ELLIPSIS = "…"
@@ -35,17 +41,19 @@ ABBREVIATIONS = frozenset(
 _WORD_BEFORE = re.compile(r"([\w.]+)$")
 
 
-def is_cjk(ch: str) -> bool:
+def is_wide(ch: str) -> bool:
+    """A wide character: a Chinese character (knowledge.text.CJK) and, wider on purpose here, Extension B
+    ideographs, CJK punctuation (U+3000-303F: 。、「」) and full-width forms (U+FF00-FFEF: ，！？): each
+    takes about two Latin characters of speech, and an English '.' or ';' before one ends a sentence."""
+    if is_cjk(ch):
+        return True
     o = ord(ch)
-    return (
-        0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x3000 <= o <= 0x303F or 0xFF00 <= o <= 0xFFEF
-        or 0x20000 <= o <= 0x2A6DF or 0xF900 <= o <= 0xFAFF
-    )
+    return 0x3000 <= o <= 0x303F or 0xFF00 <= o <= 0xFFEF or 0x20000 <= o <= 0x2A6DF
 
 
 def weighted_len(text: str) -> int:
     """Length in 'Latin character' units: a CJK character carries about as much speech as two."""
-    return sum(2 if is_cjk(c) else 1 for c in text if not c.isspace())
+    return sum(2 if is_wide(c) else 1 for c in text if not c.isspace())
 
 
 class SentenceSplitter:
@@ -148,9 +156,9 @@ class SentenceSplitter:
         nxt = buf[end]
         before = buf[:i]
         if ch == "." and end == i + 1:
-            if nxt.isalnum() and not is_cjk(nxt):
+            if nxt.isalnum() and not is_wide(nxt):
                 return 0  # 2.5, e.g (inner dot), example.com, v1.2
-            if not nxt.isspace() and not is_cjk(nxt):
+            if not nxt.isspace() and not is_wide(nxt):
                 return 0 if nxt not in CLOSERS else end
             if nxt.isspace():
                 word_m = _WORD_BEFORE.search(before)
@@ -175,9 +183,9 @@ class SentenceSplitter:
                 if "." in word.strip(".") and not buf[k].isupper():
                     return 0  # a dotted abbreviation we do not list (U.S., a.m.): a boundary only before a capital
                 return end
-        if ch == ";" and end == i + 1 and not (nxt.isspace() or is_cjk(nxt)):
+        if ch == ";" and end == i + 1 and not (nxt.isspace() or is_wide(nxt)):
             return 0  # "&amp;" or code
-        if ch in "!?" and nxt.isalnum() and not is_cjk(nxt) and end == i + 1:
+        if ch in "!?" and nxt.isalnum() and not is_wide(nxt) and end == i + 1:
             return 0  # "Yahoo!Mail"-like run-ons are rare; keep them together
         return end
 
@@ -203,7 +211,7 @@ class SentenceSplitter:
         # cut at the last comma or space that keeps the chunk under max_chars
         limit, acc = 0, 0
         for idx, c in enumerate(buf):
-            acc += 0 if c.isspace() else (2 if is_cjk(c) else 1)
+            acc += 0 if c.isspace() else (2 if is_wide(c) else 1)
             if acc > self.max_chars:
                 break
             limit = idx + 1

@@ -13,7 +13,6 @@ deployer's files (MEDVOICE_TTS_MODEL_PATH / MEDVOICE_TTS_CONFIG_PATH); tests bui
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from knowledge.files import atomic_path
 from workers import engines
 from workers.errors import EmptyInput, EngineFailure, EngineUnavailable, ModelFileMissing
 from workers.settings import Settings
@@ -162,10 +162,8 @@ class TtsEngine:
     def write_wav(self, wav: np.ndarray, path: Path) -> None:
         import soundfile as sf
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        sf.write(str(tmp), wav, self.sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # a reader never sees half a clip
+            sf.write(str(tmp), wav, self.sample_rate, subtype="PCM_16", format="WAV")
 
 
 def build(settings: Settings) -> TtsEngine:

@@ -8,10 +8,10 @@ or did not finish within consult_stream_tts_wait_s.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC
 from typing import Any
 
+from knowledge.files import atomic_path
 from workers import events
 from workers.celery_app import celery_app
 from workers.db import session_scope
@@ -67,10 +67,8 @@ def speak(_turn: Turn, answered: Answered, ctx: Context) -> Spoken:
             parts.append(wav)
         joined = np.concatenate(parts)
         path = s.audio_dir / "tts" / turn_id / "reply.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".reply.{os.getpid()}.tmp.wav")
-        sf.write(str(tmp), joined, rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)  # atomic: a retried stage replaces, never half-writes
+        with atomic_path(path, suffix=".tmp.wav") as tmp:  # atomic: a retried stage replaces, never half-writes
+            sf.write(str(tmp), joined, rate, subtype="PCM_16", format="WAV")
         reply_ref = to_ref(s, path)
         duration = round(joined.shape[0] / rate, 3)
     timing = {"total_s": ctx.elapsed(), "clips": len(clips), "streamed_clips": taken, "audio_s": duration}
