@@ -301,6 +301,10 @@ class Support:
         first = self.lines.index(scored[0].line)
         following = [ln for ln, fits in zip(self.lines[first + 1: first + 3], self._fits[first + 1: first + 3])
                      if fits and ln.n == scored[0].line.n]
+        if not self.question.wants:
+            # A descriptive question ("what is", "what are the treatments for"): the line that says it and the
+            # one after it, which usually goes on about the same thing.
+            return picks + [Pick(ln, scored[0].score) for ln in following[:1] if len(ln.text) >= 24][: limit - 1]
         candidates = [Pick(ln, scored[0].score) for ln in following] + scored[1:]
         for p in candidates:
             if len(picks) >= limit or not lacking:
@@ -381,16 +385,21 @@ class Support:
         return False
 
 
-def quote(pick: Pick, question: Question, language: str) -> str:
+def quote(pick: Pick, question: Question, language: str, said: set[str] | None = None) -> str:
     """The line as a spoken, cited answer sentence; its heading goes first when the line needs it to make sense
-    (a table row, or a line that names the question's drug only in its heading)."""
+    (a table row, or a line that names the question's drug only in its heading) and it was not said already
+    (`said`: the headings spoken so far, updated)."""
     ln = pick.line
     text = ln.text.strip()
     lead = ln.heading or ln.title
+    if said is not None and lead in said:
+        lead = ""
     needs = bool(lead) and (text[:1].islower() or text[:1].isdigit() or any(
         not ln.own.covers(t) and ln.full.covers(t) for t in question.terms))
     if needs:
         sep = "：" if language == "zh" else ": "
         text = f"{lead.rstrip('.:：')}{sep}{text}"
+        if said is not None:
+            said.add(lead)
     text = text.rstrip(".。!！?？;；")
     return f"{text} [{ln.n}]{'。' if language == 'zh' else '.'}"

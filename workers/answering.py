@@ -146,7 +146,8 @@ class _Speaker:
         self.out = Answer()
         self.support = Support(question, passages) if passages else None
         self.picks = self.support.best_lines() if self.support else []
-        self._quoted: set[str] = set()
+        self._quoted: set[str] = set()  # lines said
+        self._headings: set[str] = set()  # headings said before a line
 
     def say(self, text: str) -> None:
         for piece in pieces(text, self.settings.tts_max_chars):  # each one is spoken as it comes
@@ -155,10 +156,10 @@ class _Speaker:
 
     def quote(self, pick: Pick) -> bool:
         """Say the passage line, cited; False when it was said already."""
-        text = quote(pick, self.support.question, self.lang)
-        if text in self._quoted:
+        if pick.line.text in self._quoted:
             return False
-        self._quoted.add(text)
+        self._quoted.add(pick.line.text)
+        text = quote(pick, self.support.question, self.lang, self._headings)
         self.say(text)
         return True
 

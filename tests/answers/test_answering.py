@@ -105,3 +105,13 @@ def test_a_fact_no_line_states_is_refused_not_guessed(sample_passages):
     out = run("What clarithromycin dose for pneumonia in pregnancy?", pneumonia, "Give 500 mg twice daily.")
     assert out.mode == "no_answer" and out.generation is None
     assert out.sentences == ["The knowledge base gives no dose for clarithromycin and pneumonia and pregnancy."]
+
+
+def test_a_descriptive_answer_quotes_the_line_and_the_next_one_its_heading_said_once():
+    page = [{"n": 1, "doc_id": "c", "title": "Cyclosporiasis", "context": "Cyclosporiasis — Treatment", "score": 1.0,
+             "text": "cyclosporiasis is treated with trimethoprim-sulfamethoxazole for seven days. "
+                     "People with weak immune systems may need longer treatment."}]
+    out = run("What are the treatments for cyclosporiasis?", page)
+    assert out.mode == "extractive" and len(out.sentences) == 2
+    assert out.sentences[0].startswith("Treatment: cyclosporiasis is treated")
+    assert out.sentences[1].startswith("People with weak immune systems")  # no second "Treatment:"
