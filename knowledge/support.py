@@ -394,8 +394,11 @@ def quote(pick: Pick, question: Question, language: str, said: set[str] | None =
     lead = ln.heading or ln.title
     if said is not None and lead in said:
         lead = ""
+    # A table row or a fragment needs its heading; so does a line whose heading names what the question asks
+    # about and the line does not ("Paracetamol dose:" before "15 mg per kg"). The document's title is not said.
+    heading = TextIndex(ln.heading)
     needs = bool(lead) and (text[:1].islower() or text[:1].isdigit() or any(
-        not ln.own.covers(t) and ln.full.covers(t) for t in question.terms))
+        not ln.own.covers(t) and heading.covers(t) for t in question.terms))
     if needs:
         sep = "：" if language == "zh" else ": "
         text = f"{lead.rstrip('.:：')}{sep}{text}"
