@@ -3,7 +3,7 @@
 The upload is decoded with PyAV (the same FFmpeg demuxers and decoders the ASR worker uses through
 faster-whisper), never with a model library. The demuxer is chosen from the file extension and forced,
 so FFmpeg never probes its way into a playlist/concat/image demuxer from untrusted bytes. Every way an
-upload can be wrong maps to a typed error (workers/errors.py) with a 4xx status and a clear reason:
+upload can be wrong maps to a typed error (workers/core/errors.py) with a 4xx status and a clear reason:
 
 - nothing uploaded / no samples / shorter than `consult_min_audio_s` → 422 `empty_input`
 - more bytes than `consult_max_audio_bytes` → 413 `input_too_large`
@@ -18,8 +18,8 @@ import io
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from workers.errors import AudioTooLong, AudioUnreadable, EmptyInput, InputError, InputTooLarge
-from workers.settings import Settings
+from workers.core.errors import AudioTooLong, AudioUnreadable, EmptyInput, InputError, InputTooLarge
+from workers.core.settings import Settings
 
 # extension → the FFmpeg demuxer that must read it
 DEMUXERS = {

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from workers.records import AuditEvent, User
+from workers.core.records import AuditEvent, User
 
 
 def audit(

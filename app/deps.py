@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.security import TokenError, decode_token
 from app.users import as_utc
-from workers.db import new_session
-from workers.records import Role, User
-from workers.settings import Settings
+from workers.core.db import new_session
+from workers.core.records import Role, User
+from workers.core.settings import Settings
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 

@@ -12,8 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.routes import admin, auth, consultations, health, knowledge, openai_audio, turns
-from workers.errors import MedvoiceError
-from workers.settings import Settings, get_settings
+from workers.core.errors import MedvoiceError
+from workers.core.settings import Settings, get_settings
 
 log = logging.getLogger("medvoice.api")
 
@@ -36,7 +36,7 @@ def error_body(exc: MedvoiceError) -> dict:
 
 
 async def typed_error(_request: Request, exc: MedvoiceError) -> JSONResponse:
-    """A typed error (workers/errors.py) that leaves a route: a task's, the task client's, or the route's own.
+    """A typed error (workers/core/errors.py) that leaves a route: a task's, the task client's, or the route's own.
     The OpenAI-compatible routes (/v1/audio/*) answer in OpenAI's shape before it gets here."""
     return JSONResponse(error_body(exc), status_code=exc.http_status)
 

@@ -9,8 +9,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from workers.db import get_engine
-from workers.settings import POOLS, Settings
+from workers.core.db import get_engine
+from workers.core.settings import POOLS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

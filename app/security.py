@@ -10,8 +10,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from workers.records import Role, User
-from workers.settings import Settings
+from workers.core.records import Role, User
+from workers.core.settings import Settings
 
 _hasher = PasswordHasher()
 ALGORITHM = "HS256"

@@ -1,5 +1,5 @@
 """The one way the API and the CLI run a worker task: send it by name, wait for the reply, and turn whatever
-goes wrong into a typed error of workers/errors.py.
+goes wrong into a typed error of workers/core/errors.py.
 
     out = task_client.call("rag.search", {"query": q}, timeout_s=30)              # blocking
     out = await task_client.call_async("asr.transcribe", {...}, timeout_s=600)    # from an async route
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from workers.errors import (
+from workers.core.errors import (
     ERRORS_BY_NAME,
     BrokerUnavailable,
     MedvoiceError,

@@ -2,7 +2,7 @@
 
 `body_limited` counts the request body as it arrives (a chunked upload with no Content-Length that goes
 past the limit stops with InputTooLarge instead of being spooled to disk whole); `read_upload` reads one
-multipart file part up to a limit. Both raise the typed InputTooLarge (413) of workers/errors.py.
+multipart file part up to a limit. Both raise the typed InputTooLarge (413) of workers/core/errors.py.
 `store_upload` writes an accepted upload where the workers will read it.
 """
 
@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from knowledge.files import write_atomic
-from workers.errors import InputTooLarge
+from workers.core.errors import InputTooLarge
 
 # Room for the multipart framing and the small form fields beside the file part.
 MULTIPART_OVERHEAD = 64 * 1024

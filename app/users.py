@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.security import hash_password
-from workers.records import Consultation, Role, User
+from workers.core.records import Consultation, Role, User
 
 MIN_PASSWORD_LENGTH = 8
 

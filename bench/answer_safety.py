@@ -48,7 +48,7 @@ stays up; only the worker process restarts, with this environment):
 - generative  MEDVOICE_CONSULT_SAFETY=true MEDVOICE_CONSULT_ANSWER_MODE=generative
 - extractive  MEDVOICE_CONSULT_SAFETY=true MEDVOICE_CONSULT_ANSWER_MODE=extractive (the product default)
 Settings ignores unknown MEDVOICE_ variables (extra="ignore"), so the variables are always passed; when
-workers.settings.Settings has no such field yet, the header says so (that condition then runs today's
+workers.core.settings.Settings has no such field yet, the header says so (that condition then runs today's
 code). Every condition: MEDVOICE_LLM_SEED=--seed, the configured temperature, MEDVOICE_CONSULT_MAX_TOKENS
 =--max-tokens.
 
@@ -773,7 +773,7 @@ def run() -> None:
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(key, "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    from workers.settings import Settings, get_settings
+    from workers.core.settings import Settings, get_settings
 
     models_dir = os.environ.get("MEDVOICE_MODELS_DIR") or str(get_settings().model_root.resolve())
     has_safety = "consult_safety" in Settings.model_fields
@@ -855,7 +855,7 @@ def run() -> None:
             "conditions: " + "; ".join(
                 f"{c} ({describe_env(c)}; workers ready {ready.get(c, float('nan')):.0f} s, questions "
                 f"{results.get('condition_s', {}).get(c, float('nan')):.0f} s)" for c in by_cond),
-            ("settings: " + ", ".join(absent) + " not in workers.settings.Settings yet: every condition runs "
+            ("settings: " + ", ".join(absent) + " not in workers.core.settings.Settings yet: every condition runs "
              "today's code (the variables are ignored)") if absent else "settings: consult_safety and "
             "consult_answer_mode present",
             f"knowledge base: {kb['sample_docs']} sample documents + {kb['medquad_docs']} MedQuAD documents, "

@@ -86,10 +86,10 @@ def main() -> None:
 
     from knowledge.vocabulary import VocabularyBuilder
     from workers import engines
+    from workers.core.settings import get_settings
     from workers.engines import asr as _asr  # noqa: F401 - registers the engines
     from workers.engines import tts as _tts  # noqa: F401
     from workers.engines.vocabulary import bounded, in_language
-    from workers.settings import get_settings
 
     s = get_settings()
     topics = load_topics(args.docs, args.seed)

@@ -474,7 +474,7 @@ class Api:
 def stream_figures(turn_id: str, created: float) -> dict[str, Any]:
     """From the turn's Redis stream (ids carry the Redis server's millisecond clock): when each stage began
     (its `status` event), the first sentence/audio and done, in seconds after the turn was created."""
-    from workers import events
+    from workers.core import events
 
     marks: dict[str, float] = {}
     for event_id, e in events.read(turn_id):
@@ -524,10 +524,10 @@ class InProcess:
         self.load_s = time.perf_counter() - t0
 
     def turn(self, clip: dict[str, Any]) -> dict[str, Any]:
-        from workers.db import session_scope
-        from workers.engines.refs import to_ref
-        from workers.records import Consultation, Turn, TurnStatus, new_id
-        from workers.settings import get_settings
+        from workers.core.db import session_scope
+        from workers.core.records import Consultation, Turn, TurnStatus, new_id
+        from workers.core.refs import to_ref
+        from workers.core.settings import get_settings
 
         s = get_settings()
         cid, tid = new_id(), new_id()
@@ -559,8 +559,8 @@ class InProcess:
 # ---------------------------------------------------------------------------------------------------
 def make_users(db_url: str) -> str:
     from app import users as svc
-    from workers.db import session_scope
-    from workers.records import Role
+    from workers.core.db import session_scope
+    from workers.core.records import Role
 
     with session_scope(db_url) as db:
         svc.create_user(db, "bench-admin", BENCH_PASSWORD, Role.admin)
@@ -852,7 +852,7 @@ def run() -> None:
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(key, "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    from workers.settings import Settings, get_settings
+    from workers.core.settings import Settings, get_settings
 
     models_dir = os.environ.get("MEDVOICE_MODELS_DIR") or str(get_settings().model_root.resolve())
     has_stream_setting = "consult_stream_tts" in Settings.model_fields

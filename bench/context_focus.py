@@ -107,9 +107,9 @@ def main() -> None:
         sys.exit(f"skipped: {DATA} is absent (../shared/eval-data is not part of a user's clone)")
 
     from knowledge.focus import focus_passages
+    from workers.core.settings import Settings
     from workers.engines.llm import build_messages
     from workers.engines.llm import load as load_llm
-    from workers.settings import Settings
 
     s = Settings(llm_n_ctx=4096)
     engine = load_llm(s)

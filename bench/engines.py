@@ -72,7 +72,7 @@ def rag_context(target_tokens: int, count_tokens, skip: int = 0) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 def child(engine: str, runs: int) -> dict:
     from workers import engines
-    from workers.settings import get_settings
+    from workers.core.settings import get_settings
 
     s = get_settings()
     base_rss = vm_hwm_mb()
@@ -198,7 +198,7 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
     import redis
 
     procs = []
-    from workers.settings import get_settings
+    from workers.core.settings import get_settings
 
     # The Redis the settings name (MEDVOICE_REDIS_URL or the default) if it answers, else a private one.
     url = env.get("MEDVOICE_REDIS_URL") or get_settings().redis_url
@@ -219,8 +219,8 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
     env = {**env, "MEDVOICE_REDIS_URL": url}
     os.environ.update({"MEDVOICE_REDIS_URL": url, "MEDVOICE_DATA_DIR": env["MEDVOICE_DATA_DIR"]})
     get_settings.cache_clear()  # the Celery app below must be built on the URL the worker got
-    from workers import events
     from workers.celery_app import celery_app
+    from workers.core import events
 
     log = open(tmp / "worker.log", "wb")  # noqa: SIM115
     name = f"bench-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
@@ -381,7 +381,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="medvoice-bench-"))
     env = {**os.environ, "MEDVOICE_DATA_DIR": str(tmp / "data")}
     if "MEDVOICE_MODELS_DIR" not in env:
-        from workers.settings import get_settings
+        from workers.core.settings import get_settings
 
         env["MEDVOICE_MODELS_DIR"] = str(get_settings().model_root.resolve())
     try:

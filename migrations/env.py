@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import pool
 
-from workers.db import get_engine
-from workers.records import Base
-from workers.settings import get_settings
+from workers.core.db import get_engine
+from workers.core.records import Base
+from workers.core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -143,7 +143,7 @@ def postgres_url() -> Iterator[str]:
     try:
         yield make_url(admin).set(database=name).render_as_string(hide_password=False)
     finally:
-        from workers.db import get_engine
+        from workers.core.db import get_engine
 
         get_engine.cache_clear()
         with engine.connect() as conn:
@@ -161,7 +161,7 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(sqlite_url: str, tmp_path: Path):
-    from workers.settings import Settings
+    from workers.core.settings import Settings
 
     return Settings(database_url=sqlite_url, data_dir=tmp_path / "data")
 

@@ -8,8 +8,8 @@ import jwt
 import pytest
 
 from app import users as svc
-from workers.db import session_scope
-from workers.records import Role, User
+from workers.core.db import session_scope
+from workers.core.records import Role, User
 
 PASSWORD = "correct-horse-battery"
 

@@ -3,8 +3,8 @@
 import pytest
 
 from app import users as svc
-from workers.db import session_scope
-from workers.records import AuditEvent, Role
+from workers.core.db import session_scope
+from workers.core.records import AuditEvent, Role
 
 PW = "password-1234"
 

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -1,12 +1,12 @@
-"""workers/event_schema.py: each event type's fields are defined once; what producers build is what consumers
+"""workers/core/event_schema.py: each event type's fields are defined once; what producers build is what consumers
 read back, and the stream's wire format (type + JSON data) is unchanged."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers import event_schema as es
-from workers.errors import InputError
+from workers.core import event_schema as es
+from workers.core.errors import InputError
 from workers.pipeline.contracts import Answered, Retrieved, TurnRef
 
 

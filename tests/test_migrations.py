@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from app.migrate import downgrade, upgrade
 from app.readiness import alembic_head
-from workers.records import Base
+from workers.core.records import Base
 
 TABLES = {"users", "consultations", "turns", "citations", "audit_events"}
 

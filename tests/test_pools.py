@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, wait_for
-from workers.settings import POOLS, Settings
+from workers.core.settings import POOLS, Settings
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_readyz_reports_unmigrated_database(tmp_path, redis_url):
 
 def test_admin_round_trip_through_every_queue(client, pools, settings):
     from app import users as svc
-    from workers.db import session_scope
-    from workers.records import Role
+    from workers.core.db import session_scope
+    from workers.core.records import Role
 
     with session_scope(settings.resolved_database_url) as db:
         svc.create_user(db, "ops", "operator-password", Role.admin)

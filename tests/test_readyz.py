@@ -2,7 +2,7 @@
 
 import pytest
 
-from workers.settings import POOLS
+from workers.core.settings import POOLS
 
 
 @pytest.fixture

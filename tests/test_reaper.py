@@ -8,10 +8,10 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from tests.conftest import wait_for
-from workers import events
-from workers.db import session_scope
-from workers.records import Consultation, Role, Turn, TurnStatus, User, utcnow
-from workers.settings import Settings, get_settings
+from workers.core import events
+from workers.core.db import session_scope
+from workers.core.records import Consultation, Role, Turn, TurnStatus, User, utcnow
+from workers.core.settings import Settings, get_settings
 
 
 def seed(url: str) -> dict[str, str]:

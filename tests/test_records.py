@@ -5,8 +5,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app import users as svc
 from app.migrate import upgrade
-from workers.db import session_scope
-from workers.records import AuditEvent, Citation, Consultation, Role, Turn, TurnStatus
+from workers.core.db import session_scope
+from workers.core.records import AuditEvent, Citation, Consultation, Role, Turn, TurnStatus
 
 
 def test_records_roundtrip_and_cascade(any_db_url):

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from workers.settings import DEFAULT_JWT_SECRET, Settings
+from workers.core.settings import DEFAULT_JWT_SECRET, Settings
 
 
 def test_env_prefix_and_defaults(monkeypatch, tmp_path):

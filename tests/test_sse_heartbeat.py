@@ -7,9 +7,9 @@ import asyncio
 import time
 import uuid
 
-from workers import events
-from workers.event_schema import Done
-from workers.settings import Settings
+from workers.core import events
+from workers.core.event_schema import Done
+from workers.core.settings import Settings
 
 
 def test_sse_waits_longer_than_the_default_socket_timeout(redis_url: str):

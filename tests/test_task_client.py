@@ -9,8 +9,8 @@ import typer
 from app import task_client
 from app import users as svc
 from tests.conftest import free_port
-from workers.db import session_scope
-from workers.errors import (
+from workers.core.db import session_scope
+from workers.core.errors import (
     BrokerUnavailable,
     EmptyInput,
     InputError,
@@ -19,7 +19,7 @@ from workers.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
-from workers.records import Role
+from workers.core.records import Role
 
 PASSWORD = "correct-horse-battery"
 
@@ -132,7 +132,7 @@ def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker,
 def test_a_turn_that_cannot_be_queued_is_503_in_the_one_shape_and_kept(down_app, client, headers, monkeypatch,
                                                                        settings):
     import workers.celery_app
-    from workers.records import Turn, TurnStatus
+    from workers.core.records import Turn, TurnStatus
 
     monkeypatch.setattr(workers.celery_app, "celery_app", down_app)
     cid = client.post("/v1/consultations", json={"title": "queue down"}, headers=headers).json()["id"]

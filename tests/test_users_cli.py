@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from workers.db import session_scope
-from workers.records import Role, User
+from workers.core.db import session_scope
+from workers.core.records import Role, User
 
 
 def medvoice(db_url, *args, input=None):

@@ -11,7 +11,7 @@ from celery.app import trace
 from celery.signals import worker_init, worker_process_init, worker_shutdown
 from kombu import Queue
 
-from workers.settings import POOLS, get_settings
+from workers.core.settings import POOLS, get_settings
 
 # House rule: no transcript, answer or document text at INFO. Celery logs each task's return value on
 # success by default; keep the id and runtime only (read at call time, so once per process suffices).

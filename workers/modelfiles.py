@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from knowledge.files import atomic_path, write_atomic
-from workers.errors import ModelFileMissing, ModelHashMismatch
-from workers.settings import Settings
+from workers.core.errors import ModelFileMissing, ModelHashMismatch
+from workers.core.settings import Settings
 
 log = logging.getLogger("medvoice.models")
 

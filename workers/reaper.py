@@ -14,11 +14,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from workers import events
-from workers.db import session_scope
-from workers.event_schema import Failed
-from workers.records import Turn, TurnStatus, utcnow
-from workers.settings import Settings
+from workers.core import events
+from workers.core.db import session_scope
+from workers.core.event_schema import Failed
+from workers.core.records import Turn, TurnStatus, utcnow
+from workers.core.settings import Settings
 
 log = logging.getLogger("medvoice.reaper")
 UNFINISHED = [s for s in TurnStatus if s not in (TurnStatus.done, TurnStatus.error)]

@@ -9,7 +9,7 @@ from enum import Enum
 import typer
 
 from app.cli import demo, kb, models, users
-from workers.settings import POOLS, get_settings
+from workers.core.settings import POOLS, get_settings
 
 cli = typer.Typer(
     name="medvoice",

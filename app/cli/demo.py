@@ -16,9 +16,9 @@ from app.cli import demo_steps as steps
 from app.cli import procs
 from app.migrate import upgrade
 from app.security import verify_password
-from workers.db import session_scope
-from workers.records import Role
-from workers.settings import POOLS, get_settings
+from workers.core.db import session_scope
+from workers.core.records import Role
+from workers.core.settings import POOLS, get_settings
 
 app = typer.Typer(help="Run the demo deployment in the background.", no_args_is_help=True)
 console = Console()

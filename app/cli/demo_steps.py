@@ -23,8 +23,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from workers import event_schema as es
-from workers.event_schema import decode
+from workers.core import event_schema as es
+from workers.core.event_schema import decode
 
 SAMPLE_DIR = Path(str(files("knowledge") / "sample_kb"))
 SAMPLE_SOURCE = "medvoice sample KB"
@@ -124,7 +124,7 @@ def print_search(console: Console, question: str, res: dict[str, Any], rows: int
 def speak(text: str, data_dir: Path, timeout_s: float = 180.0, speed: float = 1.0) -> bytes:
     """WAV bytes of the demo voice saying `text`: Celery task `tts.synthesize` by name on the tts pool."""
     from app import task_client
-    from workers.errors import MedvoiceError
+    from workers.core.errors import MedvoiceError
 
     try:
         out = task_client.call("tts.synthesize", {"text": text, "speed": speed}, timeout_s=timeout_s)
@@ -178,7 +178,7 @@ ANSWER_MODES = {"extractive": "quoted from the passage", "generated": "generated
 
 
 def describe_event(type_: str, data: dict[str, Any]) -> str:
-    """One line for an event of the turn's stream, read through its schema (workers/event_schema.py)."""
+    """One line for an event of the turn's stream, read through its schema (workers/core/event_schema.py)."""
     event = decode(type_, data)
     if isinstance(event, es.Status):
         return f"[dim]status {event.status}[/dim]"

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workers.settings import get_settings
+from workers.core.settings import get_settings
 
 app = typer.Typer(help="Manage the clinic's knowledge base.", no_args_is_help=True)
 console = Console()
@@ -55,7 +55,7 @@ def _via_worker(task: str, kwargs: dict, timeout: float) -> Any:
     from rich.markup import escape
 
     from app import task_client
-    from workers.errors import InputError, MedvoiceError
+    from workers.core.errors import InputError, MedvoiceError
 
     try:
         return task_client.call(task, kwargs, timeout_s=timeout)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workers.settings import get_settings
+from workers.core.settings import get_settings
 
 app = typer.Typer(help="Model files: assemble, verify, list.", no_args_is_help=True)
 console = Console()

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from app import users as svc
-from workers.db import session_scope
-from workers.records import Role
-from workers.settings import get_settings
+from workers.core.db import session_scope
+from workers.core.records import Role
+from workers.core.settings import get_settings
 
 app = typer.Typer(help="Manage clinician and admin accounts.", no_args_is_help=True)
 console = Console()

@@ -9,8 +9,8 @@ from pydantic import BaseModel
 
 from app import task_client
 from app.deps import AdminUser
-from workers.errors import MedvoiceError
-from workers.settings import POOLS
+from workers.core.errors import MedvoiceError
+from workers.core.settings import POOLS
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

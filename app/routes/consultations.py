@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from app.audit import audit
 from app.deps import CurrentUser, DbSession
+from workers.core.records import Consultation, Role, Turn, User
 from workers.grounding import cited_numbers
-from workers.records import Consultation, Role, Turn, User
 
 router = APIRouter(prefix="/v1/consultations", tags=["consultations"])
 

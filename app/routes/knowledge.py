@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 from app import task_client
 from app.audit import audit
 from app.deps import AdminUser, AppSettings, CurrentUser, DbSession
-from workers.errors import EmptyInput, InputNotFound, InputTooLarge
-from workers.settings import Settings
+from workers.core.errors import EmptyInput, InputNotFound, InputTooLarge
+from workers.core.settings import Settings
 
 router = APIRouter(prefix="/v1/knowledge", tags=["knowledge"])
 

@@ -52,10 +52,10 @@ from app.audio import extension_of, validate_audio
 from app.audit import audit
 from app.deps import AppSettings, CurrentUser, DbSession
 from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upload
-from workers.engines.refs import resolve_ref, to_ref
-from workers.errors import InputTooLarge, MedvoiceError, WorkerFailed
-from workers.records import User, new_id
-from workers.settings import Settings
+from workers.core.errors import InputTooLarge, MedvoiceError, WorkerFailed
+from workers.core.records import User, new_id
+from workers.core.refs import resolve_ref, to_ref
+from workers.core.settings import Settings
 
 log = logging.getLogger("medvoice.api.openai")
 

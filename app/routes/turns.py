@@ -9,7 +9,7 @@ POST /v1/turns/{id}/cancel          stop a running turn (its owner): it ends `er
 
 The upload is decoded here (app/audio.py, PyAV only) before anything is stored or recorded, so bad input
 gets a 4xx and leaves no row and no file. The pipeline is sent by task name (workers.pipeline.STAGES: the
-chain of signatures, without importing an engine); its events are those of workers/event_schema.py. A
+chain of signatures, without importing an engine); its events are those of workers/core/event_schema.py. A
 clinician sees only turns of their own consultations (404 otherwise); an admin may read any; every read and
 write is audited.
 """
@@ -37,13 +37,13 @@ from app.audit import audit
 from app.deps import AppSettings, CurrentUser, DbSession
 from app.routes.consultations import TurnOut, load_consultation, turn_out
 from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upload
-from workers import events
-from workers.engines.refs import resolve_ref, to_ref
-from workers.errors import BrokerUnavailable, EmptyInput, InputError, InputTooLarge, MedvoiceError
-from workers.event_schema import TERMINAL, Done, Failed, Timeout, decode
+from workers.core import events
+from workers.core.errors import BrokerUnavailable, EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.core.event_schema import TERMINAL, Done, Failed, Timeout, decode
+from workers.core.records import ConsultationStatus, Role, Turn, TurnStatus, User, new_id
+from workers.core.refs import resolve_ref, to_ref
+from workers.core.settings import Settings
 from workers.pipeline import STAGES
-from workers.records import ConsultationStatus, Role, Turn, TurnStatus, User, new_id
-from workers.settings import Settings
 
 log = logging.getLogger("medvoice.api.turns")
 router = APIRouter(tags=["turns"])

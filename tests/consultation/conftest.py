@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.consultation.shared import KB_DOC, worker_env
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 PASSWORD = "password-1234"
 USERS = {"ann": "clinician", "ben": "clinician", "root": "admin"}
@@ -42,8 +42,8 @@ def api(settings: Settings) -> Iterator:
 @pytest.fixture(scope="module")
 def tokens(api, settings: Settings) -> dict[str, dict[str, str]]:
     from app import users as svc
-    from workers.db import session_scope
-    from workers.records import Role
+    from workers.core.db import session_scope
+    from workers.core.records import Role
 
     with session_scope(settings.resolved_database_url) as db:
         for name, role in USERS.items():

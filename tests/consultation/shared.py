@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 KB_DOC = """---
 title: Otitis media in adults

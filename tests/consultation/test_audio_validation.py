@@ -6,8 +6,8 @@ import pytest
 
 from app.audio import UnsupportedAudioFormat, allowed_extensions, validate_audio
 from tests.consultation.audio_fixtures import bad_uploads, tone
-from workers.errors import InputTooLarge
-from workers.settings import Settings
+from workers.core.errors import InputTooLarge
+from workers.core.settings import Settings
 
 SETTINGS = Settings(consult_max_audio_s=3.0, consult_max_audio_bytes=400_000)
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import free_port, wait_for
 from tests.consultation.audio_fixtures import bad_uploads, tone
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 openai = pytest.importorskip("openai")
 
@@ -135,7 +135,7 @@ def test_bad_speech_requests_are_400(client, params: dict, param: str) -> None:
 def test_a_typed_worker_error_keeps_its_status(pipeline_worker, settings: Settings) -> None:
     from app import task_client
     from app.routes.openai_audio import OpenAIError
-    from workers.errors import InputNotFound
+    from workers.core.errors import InputNotFound
 
     with pytest.raises(InputNotFound) as info:
         task_client.call("asr.transcribe", {"audio_ref": "audio/openai/nothing-here.wav"}, timeout_s=120)
@@ -209,8 +209,8 @@ def test_audited_without_text_and_logged_without_text(client, fever_wav: bytes, 
                                                       caplog: pytest.LogCaptureFixture) -> None:
     from sqlalchemy import select
 
-    from workers.db import session_scope
-    from workers.records import AuditEvent
+    from workers.core.db import session_scope
+    from workers.core.records import AuditEvent
 
     with caplog.at_level(logging.INFO, logger="medvoice.api.openai"):
         out = client.audio.transcriptions.create(model="whisper-1", file=("fever.wav", fever_wav))

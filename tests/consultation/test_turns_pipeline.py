@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 from tests.consultation.audio_fixtures import bad_uploads, silence, tone
-from workers.db import session_scope
+from workers.core.db import session_scope
+from workers.core.records import AuditEvent, Citation, Turn, TurnStatus
 from workers.grounding import NO_ANSWER, UNVERIFIED
-from workers.records import AuditEvent, Citation, Turn, TurnStatus
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_sse_resumes_after_last_event_id(api, tokens, spoken_turn):
 
 
 def test_sse_for_a_finished_turn_whose_stream_expired_comes_from_the_record(api, tokens, spoken_turn):
-    from workers import events
+    from workers.core import events
 
     cid = new_consultation(api, tokens["ann"], "expired stream")
     tid = api.post(f"/v1/consultations/{cid}/turns", json={"text": "Which orbital resonance shapes Saturn's rings?"},

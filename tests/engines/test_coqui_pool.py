@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from tiny_models import write_tiny_vits
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 
 def test_coqui_pool_returns_audio_of_plausible_length(start_worker, tmp_path: Path) -> None:
@@ -38,8 +38,8 @@ def test_a_missing_model_file_is_a_typed_error_naming_it(tmp_path: Path) -> None
     import os
 
     from tests.conftest import WorkerProcess, wait_for
-    from workers import errors
     from workers.celery_app import celery_app
+    from workers.core import errors
 
     missing = tmp_path / "no-such-voice" / "model.pth"
     env = {**os.environ, "MEDVOICE_TTS_BACKEND": "coqui", "MEDVOICE_TTS_MODEL_PATH": str(missing)}

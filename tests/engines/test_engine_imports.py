@@ -20,7 +20,7 @@ def test_api_cli_and_task_modules_import_no_model_library() -> None:
         "import importlib\n"
         "for m in TASK_MODULES: importlib.import_module(m)\n"
         "import workers.engines.asr, workers.engines.llm, workers.engines.tts, workers.engines.embed\n"
-        "import workers.modelfiles, workers.events, workers.errors, workers.engines.splitter\n"
+        "import workers.modelfiles, workers.core.events, workers.core.errors, workers.engines.splitter\n"
         "app.main.create_app()\n"
         f"print(json.dumps({{'loaded': [m for m in {HEAVY!r} if m in sys.modules],\n"
         "                   'tasks': sorted(t for t in celery_app.tasks if not t.startswith('celery.'))}))\n"

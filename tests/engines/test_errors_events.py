@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from workers import errors, events
-from workers.engines.refs import resolve_ref, to_ref
-from workers.event_schema import Done, Sentence
-from workers.settings import Settings
+from workers.core import errors, events
+from workers.core.event_schema import Done, Sentence
+from workers.core.refs import resolve_ref, to_ref
+from workers.core.settings import Settings
 
 
 @pytest.mark.parametrize("cls", [errors.AudioUnreadable, errors.EmptyInput, errors.InputTooLarge,

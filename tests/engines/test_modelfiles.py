@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from workers import modelfiles as mf
-from workers.errors import ModelFileMissing, ModelHashMismatch
-from workers.settings import Settings
+from workers.core.errors import ModelFileMissing, ModelHashMismatch
+from workers.core.settings import Settings
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import WorkerProcess, eval_data
-from workers import errors, events, modelfiles
-from workers.settings import Settings
+from workers import modelfiles
+from workers.core import errors, events
+from workers.core.settings import Settings
 
 RESULT_TIMEOUT_S = 300
 

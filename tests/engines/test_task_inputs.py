@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers import errors
+from workers.core import errors
 from workers.tasks.asr import transcribe
 from workers.tasks.embed import embed
 from workers.tasks.llm import build_prompt, generate

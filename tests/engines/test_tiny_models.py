@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from tiny_models import write_tiny_gguf, write_tiny_vits
-from workers.errors import EmptyInput, InputTooLarge, ModelHashMismatch
-from workers.settings import Settings
+from workers.core.errors import EmptyInput, InputTooLarge, ModelHashMismatch
+from workers.core.settings import Settings
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is in the engines extra")
 

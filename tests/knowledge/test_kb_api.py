@@ -8,9 +8,9 @@ import pytest
 
 from app import users as svc
 from tests.knowledge.kb_fixtures import MD, write_docx
-from workers.db import session_scope
-from workers.errors import EmptyInput
-from workers.records import Role
+from workers.core.db import session_scope
+from workers.core.errors import EmptyInput
+from workers.core.records import Role
 
 pytestmark = pytest.mark.slow
 PASSWORD = "correct-horse-battery"
@@ -104,7 +104,7 @@ def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_work
     from typer.testing import CliRunner
 
     from app.cli import cli
-    from workers.settings import get_settings
+    from workers.core.settings import get_settings
 
     monkeypatch.setenv("MEDVOICE_KB_DIR", str(settings.data_dir / "knowledge"))
     get_settings.cache_clear()
@@ -134,7 +134,7 @@ def kb_cli(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from app.cli import cli
-    from workers.settings import get_settings
+    from workers.core.settings import get_settings
 
     monkeypatch.setenv("MEDVOICE_KB_DIR", str(tmp_path / "kb"))
     monkeypatch.setenv("MEDVOICE_DATA_DIR", str(tmp_path / "data"))

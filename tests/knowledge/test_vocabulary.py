@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 from knowledge import vocabulary
 from knowledge.vocabulary import VocabularyBuilder
+from workers.core.settings import Settings
 from workers.engines import vocabulary as ear
-from workers.settings import Settings
 
 
 def doc(title: str, date: str = "", tags: list[str] | None = None) -> SimpleNamespace:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workers.settings import Settings, get_settings
+from workers.core.settings import Settings, get_settings
 
 log = logging.getLogger("medvoice.engines")
 

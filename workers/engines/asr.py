@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from workers import engines
-from workers.errors import AudioTooLong, AudioUnreadable, EmptyInput, EngineUnavailable
-from workers.settings import Settings
+from workers.core.errors import AudioTooLong, AudioUnreadable, EmptyInput, EngineUnavailable
+from workers.core.settings import Settings
 
 log = logging.getLogger("medvoice.engines.asr")
 SAMPLE_RATE = 16000
@@ -150,7 +150,7 @@ class AsrEngine:
 
 @engines.register("asr", pool="asr")
 def load(settings: Settings) -> AsrEngine:
-    from workers.engines.refs import force_offline
+    from workers.core.refs import force_offline
 
     force_offline()
     from workers.modelfiles import resolve_asr

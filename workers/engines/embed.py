@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from workers import engines
-from workers.errors import EngineUnavailable
-from workers.settings import Settings
+from workers.core.errors import EngineUnavailable
+from workers.core.settings import Settings
 
 log = logging.getLogger("medvoice.engines.embed")
 
@@ -53,7 +53,7 @@ def _own_embedder(settings: Settings) -> Any:
 
 @engines.register("embed", pool="rag")
 def load(settings: Settings) -> EmbedEngine:
-    from workers.engines.refs import force_offline
+    from workers.core.refs import force_offline
 
     force_offline()
     from workers.modelfiles import resolve_embed

@@ -22,9 +22,9 @@ from typing import Any
 
 from knowledge.text import detect_language
 from workers import engines
+from workers.core.errors import EngineUnavailable, InputTooLarge
+from workers.core.settings import Settings
 from workers.engines.splitter import SentenceSplitter
-from workers.errors import EngineUnavailable, InputTooLarge
-from workers.settings import Settings
 
 log = logging.getLogger("medvoice.engines.llm")
 
@@ -221,6 +221,11 @@ class LlmEngine:
         total_s = time.perf_counter() - t0
         gen_s = (time.perf_counter() - t_first) if t_first else 0.0
         text = "".join(pieces).strip()
+        # Tokens the model produced. Stream chunks over-count them (a character split over several byte tokens
+        # comes out as empty chunks and a late flush); llama.cpp evaluates each into the context after the
+        # prompt, all but the last one sampled when the stream is left early.
+        evaluated = self.llm.n_tokens - len(tokens)
+        n_tokens = max(0, min(n_tokens, evaluated + 1, max_tokens))
         return {
             "text": text,
             "sentences": sentences,
@@ -240,7 +245,7 @@ class LlmEngine:
 
 @engines.register("llm", pool="llm")
 def load(settings: Settings) -> LlmEngine:
-    from workers.engines.refs import force_offline
+    from workers.core.refs import force_offline
 
     force_offline()
     from workers.modelfiles import resolve_llm

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workers import engines
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 
 def kb_config(s: Settings):  # noqa: ANN201 - knowledge.config.KBConfig (imported lazily: it is light anyway)

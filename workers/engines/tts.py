@@ -22,8 +22,8 @@ import numpy as np
 
 from knowledge.files import atomic_path
 from workers import engines
-from workers.errors import EmptyInput, EngineFailure, EngineUnavailable, ModelFileMissing
-from workers.settings import Settings
+from workers.core.errors import EmptyInput, EngineFailure, EngineUnavailable, ModelFileMissing
+from workers.core.settings import Settings
 
 log = logging.getLogger("medvoice.engines.tts")
 
@@ -178,7 +178,7 @@ def build(settings: Settings) -> TtsEngine:
 
 @engines.register("tts", pool="tts")
 def load(settings: Settings) -> TtsEngine:
-    from workers.engines.refs import force_offline
+    from workers.core.refs import force_offline
 
     force_offline()
     return build(settings)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 
 from knowledge import vocabulary
+from workers.core.settings import Settings
 from workers.engines.asr import WIDE_LANGUAGES
-from workers.settings import Settings
 
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, list[str]]] = {}

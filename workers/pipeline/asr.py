@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers import events
-from workers.errors import EmptyInput, InputError, TurnCancelled
-from workers.event_schema import Segment, Transcribed
+from workers.core import events
+from workers.core.errors import EmptyInput, InputError, TurnCancelled
+from workers.core.event_schema import Segment, Transcribed
+from workers.core.records import Turn
 from workers.pipeline.contracts import Piece, PieceTranscript, TurnRef
 from workers.pipeline.stage import Context, FanOut, StageSkipped, record
-from workers.records import Turn
 from workers.tasks import asr as asr_tasks
 
 log = logging.getLogger("medvoice.tasks.turns")

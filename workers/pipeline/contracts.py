@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from workers.errors import InputError
+from workers.core.errors import InputError
 
 
 class Passage(TypedDict, total=False):
@@ -27,7 +27,7 @@ class Passage(TypedDict, total=False):
 
 
 def _turn_id(state: Any) -> str:
-    from workers.events import check_turn_id
+    from workers.core.events import check_turn_id
 
     if not isinstance(state, dict):
         raise InputError("a pipeline stage takes {turn_id, ...}", {"field": "state"})

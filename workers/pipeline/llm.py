@@ -14,12 +14,15 @@ from typing import Any
 from sqlalchemy import select
 
 from knowledge.focus import focus_passages
-from workers import answering, engines, events
+from workers import answering, engines
 from workers.celery_app import celery_app
-from workers.db import session_scope
-from workers.errors import TurnCancelled
-from workers.event_schema import Answered as AnsweredEvent
-from workers.event_schema import Sentence
+from workers.core import events
+from workers.core.db import session_scope
+from workers.core.errors import TurnCancelled
+from workers.core.event_schema import Answered as AnsweredEvent
+from workers.core.event_schema import Sentence
+from workers.core.records import Turn, TurnStatus
+from workers.core.settings import get_settings
 from workers.grounding import (
     NumbersGuard,
     answer_language,
@@ -33,8 +36,6 @@ from workers.grounding import (
 )
 from workers.pipeline.contracts import Answered, Passage, Retrieved
 from workers.pipeline.stage import Context, db_url, record
-from workers.records import Turn, TurnStatus
-from workers.settings import get_settings
 from workers.tasks import llm as llm_tasks
 
 log = logging.getLogger("medvoice.tasks.turns")

@@ -13,17 +13,18 @@ import time
 from sqlalchemy import delete
 
 from knowledge.text import detect_language
-from workers import answering, engines, events
-from workers.db import session_scope
+from workers import answering, engines
+from workers.core import events
+from workers.core.db import session_scope
+from workers.core.errors import EmptyInput, InputError
+from workers.core.event_schema import Retrieved as RetrievedEvent
+from workers.core.event_schema import RetrievedCitation
+from workers.core.records import Citation, Turn
+from workers.core.settings import get_settings
 from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
-from workers.errors import EmptyInput, InputError
-from workers.event_schema import Retrieved as RetrievedEvent
-from workers.event_schema import RetrievedCitation
 from workers.grounding import answer_language, passages_from_hits
 from workers.pipeline.contracts import Retrieved, TurnRef
 from workers.pipeline.stage import Context, db_url
-from workers.records import Citation, Turn
-from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.turns")
 

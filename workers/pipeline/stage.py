@@ -26,12 +26,12 @@ import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 
-from workers import events
-from workers.db import session_scope
-from workers.errors import EngineFailure, InputError, TurnCancelled, from_exception
-from workers.event_schema import Cancelled, EventType, Failed, Restart, Status
-from workers.records import Turn, TurnStatus
-from workers.settings import get_settings
+from workers.core import events
+from workers.core.db import session_scope
+from workers.core.errors import EngineFailure, InputError, TurnCancelled, from_exception
+from workers.core.event_schema import Cancelled, EventType, Failed, Restart, Status
+from workers.core.records import Turn, TurnStatus
+from workers.core.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.turns")
 

@@ -12,16 +12,16 @@ from datetime import UTC
 from typing import Any
 
 from knowledge.files import atomic_path
-from workers import events
 from workers.celery_app import celery_app
-from workers.db import session_scope
-from workers.engines.refs import to_ref
-from workers.errors import EmptyInput, EngineFailure, InputError, TurnCancelled
-from workers.event_schema import Audio, AudioReady, Done
+from workers.core import events
+from workers.core.db import session_scope
+from workers.core.errors import EmptyInput, EngineFailure, InputError, TurnCancelled
+from workers.core.event_schema import Audio, AudioReady, Done
+from workers.core.records import Turn, TurnStatus, utcnow
+from workers.core.refs import to_ref
+from workers.core.settings import get_settings
 from workers.pipeline.contracts import Answered, Spoken
 from workers.pipeline.stage import Context, db_url
-from workers.records import Turn, TurnStatus, utcnow
-from workers.settings import get_settings
 from workers.tasks import tts as tts_tasks
 
 log = logging.getLogger("medvoice.tasks.turns")

@@ -20,12 +20,12 @@ from typing import Any
 
 from workers import engines
 from workers.celery_app import celery_app
+from workers.core.errors import InputError, MedvoiceError
+from workers.core.refs import resolve_ref, to_ref
+from workers.core.settings import get_settings
 from workers.engines import asr as _asr_engine  # registers the "asr" engine loader
-from workers.engines.refs import resolve_ref, to_ref
 from workers.engines.vocabulary import hotwords as kb_hotwords
 from workers.engines.vocabulary import kb_terms
-from workers.errors import InputError, MedvoiceError
-from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.asr")
 

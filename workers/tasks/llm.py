@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers import engines, events
+from workers import engines
 from workers.celery_app import celery_app
+from workers.core import events
+from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.core.event_schema import LlmDone, Sentence
+from workers.core.settings import get_settings
 from workers.engines import llm as _llm_engine
-from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
-from workers.event_schema import LlmDone, Sentence
-from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.llm")
 MAX_PROMPT_CHARS = 48_000

@@ -7,7 +7,7 @@ import socket
 import time
 
 from workers.celery_app import celery_app
-from workers.settings import POOLS
+from workers.core.settings import POOLS
 
 
 def _ping(pool: str, task) -> dict:  # noqa: ANN001

@@ -2,7 +2,7 @@
 
 The API and the admin CLI send these by name; the engine (embedder + store + BM25) is loaded once per
 worker process (workers/engines/rag.py). Results are plain JSON. Bad input raises a typed error of
-workers/errors.py (EmptyInput, InputTooLarge, InputError), declared in `throws=` so the worker logs it as
+workers/core/errors.py (EmptyInput, InputTooLarge, InputError), declared in `throws=` so the worker logs it as
 an expected failure, not a crash; the caller (app/task_client.py) gets the same class back, with its code
 and HTTP status.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 from workers import engines
 from workers.celery_app import celery_app
+from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
 from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
-from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
 
 log = logging.getLogger("medvoice.tasks.rag")
 

@@ -13,13 +13,14 @@ import re
 import uuid
 from typing import Any
 
-from workers import engines, events
+from workers import engines
 from workers.celery_app import celery_app
+from workers.core import events
+from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.core.event_schema import Audio
+from workers.core.refs import to_ref
+from workers.core.settings import get_settings
 from workers.engines import tts as _tts_engine  # noqa: F401 - registers the "tts" engine loader
-from workers.engines.refs import to_ref
-from workers.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
-from workers.event_schema import Audio
-from workers.settings import get_settings
 
 log = logging.getLogger("medvoice.tasks.tts")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")

@@ -5,7 +5,7 @@ a typed question starts at rag.turn. Each task runs on its own pool's queue and 
 itself is a plain function in workers/pipeline/ (asr.py, rag.py, llm.py, tts.py) taking and giving the
 contracts of workers/pipeline/contracts.py, and what every stage does around it (status, restart events,
 cancellation, retries, the failure record) is workers/pipeline/stage.py `run`. The events each stage appends
-to the turn's stream are defined in workers/event_schema.py.
+to the turn's stream are defined in workers/core/event_schema.py.
 
     asr.turn   → transcribing: transcript, language, timings.asr (long audio: asr.turn_piece ×n → asr.turn_join)
     rag.turn   → retrieving: Citation rows [1]..[k] of the documents that cover the question, timings.rag
@@ -21,12 +21,12 @@ from typing import Any
 from celery import Task
 
 from workers.celery_app import celery_app
-from workers.errors import MedvoiceError
-from workers.event_schema import EventType
+from workers.core.errors import MedvoiceError
+from workers.core.event_schema import EventType
+from workers.core.records import TurnStatus
 from workers.pipeline import STAGES, asr, llm, rag, tts
 from workers.pipeline.contracts import Answered, Piece, Retrieved, TurnRef
 from workers.pipeline.stage import run
-from workers.records import TurnStatus
 
 __all__ = ["STAGES"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from workers.errors import InputNotFound, InputTooLarge, InvalidReference
-from workers.settings import Settings
+from workers.core.errors import InputNotFound, InputTooLarge, InvalidReference
+from workers.core.settings import Settings
 
 
 def resolve_ref(settings: Settings, ref: str, max_bytes: int | None = None) -> Path:

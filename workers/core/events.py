@@ -3,7 +3,7 @@
 Each turn has one Redis stream, `medvoice:turn:<turn_id>:events`, onto which the stages `emit` events in
 order (the llm task one `sentence` event per sentence, the tts task one `audio` event per clip, then
 `done` / `error` / `cancelled`); the gateway reads it with XREAD from the last id it saw. Every event type
-and its fields are defined once, in workers/event_schema.py. Each event is stored as two fields: `type`
+and its fields are defined once, in workers/core/event_schema.py. Each event is stored as two fields: `type`
 and `data` (JSON of the rest), so any client can read it.
 
 A turn's cancel flag, `medvoice:turn:<turn_id>:cancel`, is set by a client stop or barge-in; the llm task
@@ -24,8 +24,8 @@ from typing import Any
 
 import redis
 
-from workers.event_schema import Event
-from workers.settings import get_settings
+from workers.core.event_schema import Event
+from workers.core.settings import get_settings
 
 PREFIX = "medvoice:turn:"
 DEFAULT_TTL_S = 3600
@@ -37,7 +37,7 @@ _TURN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 def check_turn_id(turn_id: str) -> str:
     turn_id = str(turn_id)
     if not _TURN_ID.match(turn_id):
-        from workers.errors import InputError
+        from workers.core.errors import InputError
 
         raise InputError("turn_id must be 1-128 characters of [A-Za-z0-9_.:-]", {"field": "turn_id"})
     return turn_id

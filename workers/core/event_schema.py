@@ -1,7 +1,7 @@
 """Every event a turn's stream carries, defined once: its type name and its fields.
 
 Producers (the pipeline stages, the tts and llm tasks, the reaper) build one of these models and hand it to
-`workers.events.emit`; consumers (the SSE route, the demo printer, the live-session encoders) read a stream
+`workers.core.events.emit`; consumers (the SSE route, the demo printer, the live-session encoders) read a stream
 entry back with `decode`. An entry is stored as `type` + `data` (the model's fields as JSON), so a client
 that knows nothing of this module still reads it.
 
