@@ -91,7 +91,6 @@ import os
 import platform
 import random
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -102,7 +101,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import consultation as cstack  # bench/consultation.py: its Stack, users, tokens and helpers
-from consultation import ROOT, Stack, fmt, log, make_users, pct, token
+from consultation import ROOT, Stack, fmt, leave_after, log, make_users, pct, show_worker_logs, tear_down, token
 
 QUESTIONS = Path(__file__).resolve().parent / "answer_safety_questions.yaml"
 SAMPLE_KB = ROOT / "knowledge" / "sample_kb"
@@ -874,40 +873,14 @@ def run() -> None:
         log("interrupted: stopping every process this bench started")
         raise SystemExit(130) from None
     except Exception:
-        if stack is not None:
-            for name in list(stack.procs):
-                if name.startswith(("worker", "api")):
-                    print(f"--- last lines of {name}.log ---\n{stack.tail(name, 25)}", file=sys.stderr)
+        show_worker_logs(stack)
         raise
     finally:
-        if client is not None:
-            client.close()
-        if stack is not None:
-            stack.close()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        tear_down(stack, tmp, args.keep, client)
 
 
 def main() -> None:
-    try:
-        run()
-    except SystemExit as exc:  # as bench/consultation.py: everything is stopped by now, leave at once
-        code = exc.code
-        if code is not None and not isinstance(code, int):
-            print(code, file=sys.stderr)
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code or 0)
-    except Exception:  # noqa: BLE001
-        import traceback
-
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    leave_after(run)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -972,28 +973,18 @@ def run() -> None:
         log("interrupted: stopping every process this bench started")
         raise SystemExit(130) from None
     except Exception:
-        if stack is not None:
-            for name in list(stack.procs):
-                if name.startswith(("worker", "api")):
-                    print(f"--- last lines of {name}.log ---\n{stack.tail(name, 25)}", file=sys.stderr)
+        show_worker_logs(stack)
         raise
     finally:
-        if api is not None:
-            api.close()
-        if stack is not None:
-            stack.close()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        tear_down(stack, tmp, args.keep, api)
 
 
-def main() -> None:
+def leave_after(run: Callable[[], None]) -> None:
+    """Run a bench. Everything it started is stopped by the time an error reaches here; leave at once rather
+    than let a Celery/kombu client interrupted mid-call retry the (stopped) private Redis at interpreter exit."""
     try:
         run()
     except SystemExit as exc:
-        # Everything this bench started is stopped by now; leave at once rather than let a Celery/kombu client
-        # interrupted mid-call retry the (stopped) private Redis at interpreter exit.
         code = exc.code
         if code is not None and not isinstance(code, int):
             print(code, file=sys.stderr)
@@ -1001,13 +992,37 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code or 0)
-    except Exception:  # noqa: BLE001 - same: cleaned up already, print and leave
+    except Exception:  # noqa: BLE001 - cleaned up already: print and leave
         import traceback
 
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
+
+
+def show_worker_logs(stack: Stack | None) -> None:
+    """After a failure: the last lines of the API's and workers' logs, which say why."""
+    for name in list(stack.procs) if stack is not None else []:
+        if name.startswith(("worker", "api")):
+            print(f"--- last lines of {name}.log ---\n{stack.tail(name, 25)}", file=sys.stderr)
+
+
+def tear_down(stack: Stack | None, tmp: Path, keep: bool, *clients: Any) -> None:
+    """Stop everything the bench started (its clients first), and remove its files unless asked to keep them."""
+    for client in clients:
+        if client is not None:
+            client.close()
+    if stack is not None:
+        stack.close()
+    if keep:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    leave_after(run)
 
 
 if __name__ == "__main__":
