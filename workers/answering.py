@@ -33,6 +33,7 @@ from knowledge.answerability import assess
 from knowledge.spoken import clean, is_echo, is_fragment, pieces
 from knowledge.support import Pick, Support, quote
 from workers.grounding import answer_language, attribute, no_answer
+from workers.pipeline.contracts import Passage, State
 
 log = logging.getLogger("medvoice.answering")
 _MARKERS = re.compile(r"\s*\[\d{1,3}\]")
@@ -53,15 +54,15 @@ FACTS = {"dose": ("dose", "剂量"), "frequency": ("frequency", "用药频次"),
 
 @dataclass
 class Selection:
-    passages: list[dict[str, Any]]
-    verdict: dict[str, Any]
+    passages: list[Passage]
+    verdict: dict[str, Any]  # the answerability gate's, stored with the turn
 
     @property
     def answerable(self) -> bool:
         return bool(self.verdict.get("answerable", True))
 
 
-def select(question: str, passages: list[dict[str, Any]], settings: Any) -> Selection:
+def select(question: str, passages: list[Passage], settings: Any) -> Selection:
     """The passages an answer may use, renumbered [1]..[k], and the answerability verdict."""
     if not getattr(settings, "consult_safety", True):
         return Selection(passages, {"answerable": bool(passages), "reason": "safety off"})
@@ -90,7 +91,7 @@ class Answer:
     mode: str = "generated"  # no_answer | extractive | generated | unverified
     claims: list[Claim] = field(default_factory=list)  # one per generated sentence
     style: dict[str, int] = field(default_factory=lambda: {"cleaned": 0, "dropped": 0, "echo": 0, "fragment": 0})
-    generation: dict[str, Any] | None = None  # the LLM's own result (timings, finish_reason), when it ran
+    generation: State | None = None  # the LLM's own result (timings, finish_reason), when it ran
     attributed: int = 0
 
     @property
@@ -104,7 +105,7 @@ class Answer:
         return {"mode": self.mode, "claims": [asdict(c) for c in self.claims], "style": self.style}
 
 
-Generate = Callable[[Callable[[str], bool], Callable[[], bool]], dict[str, Any]]
+Generate = Callable[[Callable[[str], bool], Callable[[], bool]], State]
 """generate(on_sentence, stop) runs the LLM: on_sentence(text) for each streamed sentence, stop() asked between
 tokens; returns the engine's result dict."""
 

@@ -47,6 +47,8 @@ class EventType(StrEnum):
     timeout = "timeout"
 
 
+Timings = dict[str, Any]  # a stage's figures (seconds, counts) as recorded on the turn and sent with its event
+
 TERMINAL = frozenset({EventType.done, EventType.error, EventType.cancelled})
 
 
@@ -83,7 +85,7 @@ class Transcribed(Event):
     language: str | None
     text: str
     duration_s: float
-    timings: dict[str, Any]
+    timings: Timings
     segments: list[Segment] = []
 
 
@@ -116,7 +118,7 @@ class Answered(Event):
     disclaimer: str | None = None
     mode: str | None = None  # extractive | generated | no_answer | unverified
     citations: list[int] = []  # the [n] the answer uses
-    timings: dict[str, Any] = {}
+    timings: Timings = {}
 
 
 class LlmDone(Event):
@@ -124,7 +126,7 @@ class LlmDone(Event):
     sentences: int
     cancelled: bool
     finish_reason: str | None
-    timings: dict[str, Any]
+    timings: Timings
 
 
 class Audio(Event):
@@ -144,7 +146,7 @@ class AudioReady(Event):
 class Done(Event):
     type: ClassVar[EventType] = EventType.done
     status: str = "done"
-    timings: dict[str, Any] | None = None
+    timings: Timings | None = None
     source: str | None = Field(default=None, alias="from")  # "record": the stream expired, the record tells
 
 

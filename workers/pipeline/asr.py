@@ -8,13 +8,12 @@ which the chain goes on to rag (Celery appends the rest of the chain to the chor
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from workers.core import events
 from workers.core.errors import EmptyInput, InputError, TurnCancelled
 from workers.core.event_schema import Segment, Transcribed
 from workers.core.records import Turn
-from workers.pipeline.contracts import Piece, PieceTranscript, TurnRef
+from workers.pipeline.contracts import Piece, PieceTranscript, State, TurnRef
 from workers.pipeline.stage import Context, FanOut, StageSkipped, record
 from workers.tasks import asr as asr_tasks
 
@@ -40,7 +39,7 @@ def piece(_turn: None, p: Piece, _ctx: Context) -> PieceTranscript:
     return PieceTranscript(p.turn_id, asr_tasks.transcribe_piece(**p.spec))
 
 
-def join(pieces: list[dict[str, Any]], ref: TurnRef, meta: dict[str, Any]) -> TurnRef:
+def join(pieces: list[State], ref: TurnRef, meta: State) -> TurnRef:
     if any(p.get("skipped") for p in pieces):
         raise StageSkipped("finished")
     if events.is_cancelled(ref.turn_id):
@@ -48,7 +47,7 @@ def join(pieces: list[dict[str, Any]], ref: TurnRef, meta: dict[str, Any]) -> Tu
     return transcribed(ref.turn_id, asr_tasks.join_pieces(pieces, meta))
 
 
-def transcribed(turn_id: str, result: dict[str, Any]) -> TurnRef:
+def transcribed(turn_id: str, result: State) -> TurnRef:
     """Record what was heard; the stream gets `transcribed`."""
     text = (result.get("text") or "").strip()
     if not text:

@@ -12,6 +12,9 @@ from typing import Any, TypedDict
 
 from workers.core.errors import InputError
 
+State = dict[str, Any]
+"""What a pipeline task receives and returns: JSON, as Celery carries it."""
+
 
 class Passage(TypedDict, total=False):
     """One retrieved passage as the answer sees it and cites it: [n]."""
@@ -40,7 +43,7 @@ class TurnRef:
 
     turn_id: str
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> State:
         return {"turn_id": self.turn_id}
 
     @classmethod
@@ -56,9 +59,9 @@ class Piece:
     """One piece of a long recording, for one asr process: {turn_id, piece: {audio_ref, index, offset_s, ...}}."""
 
     turn_id: str
-    spec: dict[str, Any]
+    spec: State
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> State:
         return {"turn_id": self.turn_id, "piece": self.spec}
 
     @classmethod
@@ -74,9 +77,9 @@ class PieceTranscript:
     """A piece's transcription, as the join collects it (segments already on the whole recording's clock)."""
 
     turn_id: str
-    result: dict[str, Any]
+    result: State
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> State:
         return self.result
 
 
@@ -86,7 +89,7 @@ class Skipped:
 
     turn_id: str
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> State:
         return {"turn_id": self.turn_id, "skipped": True}
 
 
@@ -99,7 +102,7 @@ class Retrieved:
     passages: list[Passage] = field(default_factory=list)
     missing: str = ""
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> State:
         return {"turn_id": self.turn_id, "language": self.language, "passages": list(self.passages),
                 "missing": self.missing}
 
@@ -120,7 +123,7 @@ class Answered:
     sentences: list[str] = field(default_factory=list)
     clips: list[str | None] = field(default_factory=list)
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> State:
         return {"turn_id": self.turn_id, "sentences": list(self.sentences), "clips": list(self.clips)}
 
     @classmethod
@@ -139,5 +142,5 @@ class Spoken:
     turn_id: str
     reply_audio_ref: str | None
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> State:
         return {"turn_id": self.turn_id, "reply_audio_ref": self.reply_audio_ref}

@@ -20,7 +20,7 @@ from workers.core import events
 from workers.core.db import session_scope
 from workers.core.errors import TurnCancelled
 from workers.core.event_schema import Answered as AnsweredEvent
-from workers.core.event_schema import Sentence
+from workers.core.event_schema import Sentence, Timings
 from workers.core.records import Turn, TurnStatus
 from workers.core.settings import get_settings
 from workers.grounding import (
@@ -34,7 +34,7 @@ from workers.grounding import (
     no_answer,
     unverified,
 )
-from workers.pipeline.contracts import Answered, Passage, Retrieved
+from workers.pipeline.contracts import Answered, Passage, Retrieved, State
 from workers.pipeline.stage import Context, db_url, record
 from workers.tasks import llm as llm_tasks
 
@@ -129,8 +129,7 @@ def _prompt(turn: Turn, question: str, language: str | None,
     return engine, msgs, history, texts
 
 
-def _generation_timing(result: dict[str, Any], history: list, texts: list[str],
-                       passages: list[Passage]) -> dict[str, Any]:
+def _generation_timing(result: State, history: list, texts: list[str], passages: list[Passage]) -> Timings:
     return {**result["timings"], "history_turns": len(history) // 2,
             "focused_passages": sum(t != p["text"] for t, p in zip(texts, passages)),
             "finish_reason": result["finish_reason"]}
@@ -143,7 +142,7 @@ def _checked(turn: Turn, question: str, language: str | None, retrieved: Retriev
     passages = retrieved.passages
     prompt: dict[str, Any] = {}
 
-    def generate(on_sentence: Callable[[str], bool], stop: Callable[[], bool]) -> dict[str, Any]:
+    def generate(on_sentence: Callable[[str], bool], stop: Callable[[], bool]) -> State:
         engine, msgs, history, texts = _prompt(turn, question, language, passages)
         prompt.update(history=history, texts=texts)
         cancel = events.CancelCheck(turn.id, r=r)
@@ -157,7 +156,7 @@ def _checked(turn: Turn, question: str, language: str | None, retrieved: Retriev
         return result
 
     out = answering.answer(question, language, passages, s, emit, generate, missing=retrieved.missing)
-    timing: dict[str, Any] = {"mode": out.mode, "attributed": out.attributed,
+    timing: Timings = {"mode": out.mode, "attributed": out.attributed,
                               "sentences_generated": len(out.claims), "guard_replaced": out.count("replaced"),
                               "guard_dropped": out.count("dropped")}
     if out.generation is not None:

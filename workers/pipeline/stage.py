@@ -29,9 +29,10 @@ import sqlalchemy.exc
 from workers.core import events
 from workers.core.db import session_scope
 from workers.core.errors import EngineFailure, InputError, TurnCancelled, from_exception
-from workers.core.event_schema import Cancelled, EventType, Failed, Restart, Status
+from workers.core.event_schema import Cancelled, EventType, Failed, Restart, Status, Timings
 from workers.core.records import Turn, TurnStatus
 from workers.core.settings import get_settings
+from workers.pipeline.contracts import State
 
 log = logging.getLogger("medvoice.tasks.turns")
 
@@ -51,7 +52,7 @@ class StageSkipped(Exception):
 class Contract(Protocol):
     turn_id: str
 
-    def to_state(self) -> dict[str, Any]: ...
+    def to_state(self) -> State: ...
 
 
 C = TypeVar("C")
@@ -77,7 +78,7 @@ class FanOut:
     turn_id: str
     canvas: Any
 
-    def to_state(self) -> dict[str, Any]:  # never sent: the task is replaced
+    def to_state(self) -> State:  # never sent: the task is replaced
         raise RuntimeError("a fan-out replaces its task")
 
 
@@ -109,7 +110,7 @@ def announce_rerun(turn_id: str, stage: str, types: tuple[EventType, ...]) -> bo
     return rerun
 
 
-def record(turn_id: str, stage: str, timing: dict[str, Any], **fields: Any) -> None:
+def record(turn_id: str, stage: str, timing: Timings, **fields: Any) -> None:
     """The stage's result fields and its timing on the turn."""
     with session_scope(db_url()) as db:
         turn = db.get(Turn, turn_id)
@@ -141,7 +142,7 @@ def fail(turn_id: str, stage: str, exc: BaseException) -> None:
 
 
 def run(task: Any, stage: str, state: Any, read: Callable[[Any], C], work: Callable[[Turn | None, C, Context], Any],
-        status: TurnStatus | None = None, rerun_types: tuple[EventType, ...] = ()) -> dict[str, Any]:
+        status: TurnStatus | None = None, rerun_types: tuple[EventType, ...] = ()) -> State:
     """One stage as a Celery task body: `read` checks the state into its contract, `work` does the stage's job
     on the turn (moved to `status` first, when given) and returns the next contract."""
     if isinstance(state, dict) and state.get("skipped"):

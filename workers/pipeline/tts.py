@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC
-from typing import Any
 
 from knowledge.files import atomic_path
 from workers.celery_app import celery_app
 from workers.core import events
 from workers.core.db import session_scope
 from workers.core.errors import EmptyInput, EngineFailure, InputError, TurnCancelled
-from workers.core.event_schema import Audio, AudioReady, Done
+from workers.core.event_schema import Audio, AudioReady, Done, Timings
 from workers.core.records import Turn, TurnStatus, utcnow
 from workers.core.refs import to_ref
 from workers.core.settings import get_settings
-from workers.pipeline.contracts import Answered, Spoken
+from workers.pipeline.contracts import Answered, Spoken, State
 from workers.pipeline.stage import Context, db_url
 from workers.tasks import tts as tts_tasks
 
@@ -80,7 +79,7 @@ def speak(_turn: Turn, answered: Answered, ctx: Context) -> Spoken:
     return Spoken(turn_id, reply_ref)
 
 
-def _finish(turn_id: str, reply_ref: str | None, timing: dict[str, Any]) -> dict[str, Any]:
+def _finish(turn_id: str, reply_ref: str | None, timing: Timings) -> Timings:
     """The reply on the record, the stage totals and the wall time since the turn was created; status done."""
     with session_scope(db_url()) as db:
         turn = db.get(Turn, turn_id)
@@ -99,7 +98,7 @@ def _finish(turn_id: str, reply_ref: str | None, timing: dict[str, Any]) -> dict
         return timings
 
 
-def early_clip(task_id: str | None, wait_s: float) -> dict[str, Any] | None:
+def early_clip(task_id: str | None, wait_s: float) -> State | None:
     """The result of a sentence's early tts.synthesize, or None when tts.turn must speak it itself: never
     sent, still queued (revoked here, so it is not spoken twice), lost, or not finished within wait_s."""
     if not task_id:

@@ -16,8 +16,6 @@ to the turn's stream are defined in workers/core/event_schema.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Task
 
 from workers.celery_app import celery_app
@@ -25,41 +23,41 @@ from workers.core.errors import MedvoiceError
 from workers.core.event_schema import EventType
 from workers.core.records import TurnStatus
 from workers.pipeline import STAGES, asr, llm, rag, tts
-from workers.pipeline.contracts import Answered, Piece, Retrieved, TurnRef
+from workers.pipeline.contracts import Answered, Piece, Retrieved, State, TurnRef
 from workers.pipeline.stage import run
 
 __all__ = ["STAGES"]
 
 
 @celery_app.task(name="asr.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
-def asr_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+def asr_turn(self: Task, state: State) -> State:
     return run(self, "asr", state, TurnRef.from_state, asr.transcribe, TurnStatus.transcribing,
                (EventType.transcribed,))
 
 
 @celery_app.task(name="asr.turn_piece", bind=True, throws=(MedvoiceError,), acks_late=True)
-def asr_turn_piece(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+def asr_turn_piece(self: Task, state: State) -> State:
     return run(self, "asr", state, Piece.from_state, asr.piece)
 
 
 @celery_app.task(name="asr.turn_join", bind=True, throws=(MedvoiceError,), acks_late=True)
-def asr_turn_join(self: Task, pieces: list[dict[str, Any]], state: dict[str, Any]) -> dict[str, Any]:
+def asr_turn_join(self: Task, pieces: list[State], state: State) -> State:
     return run(self, "asr", state, TurnRef.from_state,
                lambda _turn, ref, _ctx: asr.join(pieces, ref, state.get("meta") or {}))
 
 
 @celery_app.task(name="rag.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
-def rag_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+def rag_turn(self: Task, state: State) -> State:
     return run(self, "rag", state, TurnRef.from_state, rag.retrieve, TurnStatus.retrieving, (EventType.retrieved,))
 
 
 @celery_app.task(name="llm.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
-def llm_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+def llm_turn(self: Task, state: State) -> State:
     return run(self, "llm", state, Retrieved.from_state, llm.answer, TurnStatus.generating,
                (EventType.sentence, EventType.answered))
 
 
 @celery_app.task(name="tts.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
-def tts_turn(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+def tts_turn(self: Task, state: State) -> State:
     # Sentence clips stream in (`audio`) before this stage starts: only a finished earlier run means a re-run.
     return run(self, "tts", state, Answered.from_state, tts.speak, TurnStatus.speaking, (EventType.audio_ready,))
