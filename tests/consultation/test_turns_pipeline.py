@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from tests.consultation.audio_fixtures import bad_uploads, silence, tone
+from tests.consultation.shared import worker_env
 from workers.core.db import session_scope
 from workers.core.records import AuditEvent, Citation, Turn, TurnStatus
 from workers.grounding import NO_ANSWER, UNVERIFIED
@@ -21,6 +22,13 @@ from workers.grounding import NO_ANSWER, UNVERIFIED
 pytestmark = pytest.mark.slow
 
 STAGE_ORDER = ["transcribed", "retrieved", "sentence", "answered", "audio", "audio_ready", "done"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_worker(start_module_worker, settings):
+    """This module exercises the generated answer (history, the claim check on the real model's own numbers);
+    the quoted answers of the default mode are tested end to end in test_answer_safety.py."""
+    return start_module_worker("all", timeout_s=240, **worker_env(settings), MEDVOICE_CONSULT_ANSWER_MODE="generative")
 
 
 def sse_events(api, turn_id: str, headers: dict, with_ids: bool = False) -> list[tuple]:
