@@ -385,7 +385,7 @@ class Support:
         return False
 
 
-def quote(pick: Pick, question: Question, language: str, said: set[str] | None = None) -> str:
+def quote(pick: Pick, question: Question, said: set[str] | None = None) -> str:
     """The line as a spoken, cited answer sentence; its heading goes first when the line needs it to make sense
     (a table row, or a line that names the question's drug only in its heading) and it was not said already
     (`said`: the headings spoken so far, updated)."""
@@ -400,9 +400,9 @@ def quote(pick: Pick, question: Question, language: str, said: set[str] | None =
     needs = bool(lead) and (text[:1].islower() or text[:1].isdigit() or any(
         not ln.own.covers(t) and heading.covers(t) for t in question.terms))
     if needs:
-        sep = "：" if language == "zh" else ": "
+        sep = "：" if cjk_ratio(lead) >= 0.2 else ": "  # a quote keeps its own script's punctuation
         text = f"{lead.rstrip('.:：')}{sep}{text}"
         if said is not None:
             said.add(lead)
     text = text.rstrip(".。!！?？;；")
-    return f"{text} [{ln.n}]{'。' if language == 'zh' else '.'}"
+    return f"{text} [{ln.n}]{'。' if cjk_ratio(text) >= 0.2 else '.'}"

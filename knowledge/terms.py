@@ -57,6 +57,30 @@ FRAME_ZH = frozenset("""
 如果 那么 还 又 再 该 请 告诉 我们 我 你 他 她 它 其 这个 那个 这种 起始 开始 最大 最多
 """.split())
 
+# The same clinical word in the other language, so that a Chinese question finds and is answered from an English
+# page and the reverse. Unlike everyday words these keep the word's own weight and specificity.
+TRANSLATIONS: dict[str, tuple[str, ...]] = {
+    "发热": ("发热", "发烧", "fever"),
+    "中耳炎": ("中耳炎", "otitis media", "ear infection"),
+    "急性中耳炎": ("急性中耳炎", "中耳炎", "otitis media"),
+    "抗生素": ("抗生素", "antibiotic"),
+    "肺炎": ("肺炎", "pneumonia"),
+    "高血压": ("高血压", "hypertension", "blood pressure"),
+    "血压": ("血压", "blood pressure"),
+    "流感": ("流感", "influenza", "flu"),
+    "成人": ("成人", "adult"),
+    "儿童": ("儿童", "child", "children"),
+    "孕妇": ("孕妇", "pregnancy", "pregnant"),
+    "咳嗽": ("咳嗽", "cough"),
+    "过敏": ("过敏", "allergy", "allergic"),
+    "青霉素": ("青霉素", "penicillin"),
+    "influenza": ("influenza", "flu", "流感"),
+    "otitis": ("otitis", "中耳炎"),
+    "pneumonia": ("pneumonia", "肺炎"),
+    "hypertension": ("hypertension", "高血压"),
+    "fever": ("fever", "发热", "发烧"),
+}
+
 # Patients a guideline speaks of separately: a question about one is not answered from a text about adults in
 # general ("amoxicillin for otitis in a child" from the adult page), so such a term must be covered like a drug.
 POPULATION = frozenset("""
@@ -131,11 +155,11 @@ LAY_SYNONYMS: dict[str, tuple[str, ...]] = {
     "weighing": ("weight", "kg"),
     "liquid": ("suspension", "liquid", "syrup", "oral"),
     "syrup": ("suspension", "syrup", "liquid"),
-    "发烧": ("发热", "发烧", "高热"),
+    "发烧": ("发热", "发烧", "高热", "fever"),
     "高烧": ("高热", "发热"),
-    "小孩": ("儿童", "小孩", "孩子", "婴儿"),
-    "孩子": ("儿童", "孩子", "小孩"),
-    "宝宝": ("儿童", "婴儿", "宝宝"),
+    "小孩": ("儿童", "小孩", "孩子", "婴儿", "child", "children"),
+    "孩子": ("儿童", "孩子", "小孩", "child", "children"),
+    "宝宝": ("儿童", "婴儿", "宝宝", "child", "infant", "baby"),
     "小朋友": ("儿童",),
     "老人": ("老人", "老年", "65 岁", "岁及以上"),
     "老年人": ("老人", "老年"),
@@ -144,7 +168,7 @@ LAY_SYNONYMS: dict[str, tuple[str, ...]] = {
     "血压高": ("高血压", "血压"),
     "嗓子疼": ("咽痛", "嗓子"),
     "喉咙痛": ("咽痛",),
-    "怀孕": ("孕妇", "妊娠", "怀孕"),
+    "怀孕": ("孕妇", "妊娠", "怀孕", "pregnancy", "pregnant"),
     "感冒": ("感冒", "上呼吸道感染"),
     "退烧": ("退烧", "热退", "退热", "发热退"),
     "上班": ("上班", "工作"),
@@ -237,7 +261,7 @@ def _jieba_with_names():  # noqa: ANN202
     from knowledge.text import _jieba
 
     jieba = _jieba()
-    for word in [*DRUG_SYNONYMS, *LAY_SYNONYMS, *POPULATION]:
+    for word in [*DRUG_SYNONYMS, *LAY_SYNONYMS, *TRANSLATIONS, *POPULATION]:
         if CJK_RUN.fullmatch(word):
             jieba.add_word(word, freq=2000)
     return jieba
@@ -333,14 +357,14 @@ def question_terms(text: str, patient: bool = False) -> list[Term]:
         if re.fullmatch(r"\d+[a-z]*", w):
             continue  # "2nd", "500mg"
         z = max(zipf(v, "en") for v in _lemmas(w))
-        alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w, (w,))
+        alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w) or TRANSLATIONS.get(w, (w,))
         specific = _is_name(w, z)
         weight = _weight(z) if specific or not _DESCRIPTOR.search(w) else _weight(z) / 2
         terms.append(Term(w, alts, specific, weight, m.start(), False))
     for run in CJK_RUN.finditer(low):
         for w, at in _cjk_words(run.group(0), run.start()):
             z = zipf(w, "zh")
-            alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w, (w,))
+            alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w) or TRANSLATIONS.get(w, (w,))
             # A two-character piece wordfreq has never seen is usually jieba cutting an unknown name apart.
             specific = w in DRUG_SYNONYMS or (z < SPECIFIC_ZIPF["zh"] and w not in LAY_SYNONYMS
                                               and (z > 0 or len(w) >= 3))
@@ -356,6 +380,15 @@ def question_terms(text: str, patient: bool = False) -> list[Term]:
     if patient and is_child(question_bands(text)) and not any(t.surface in POPULATION for t in out):
         out.append(CHILD)
     return out
+
+
+def other_script_words(text: str) -> str:
+    """The question's terms as the other language writes them (流感 → influenza, flu → 流感, 阿莫西林 → amoxicillin):
+    a Chinese question finds an English page and the reverse, whose words alone it does not share."""
+    out: list[str] = []
+    for term in question_terms(text):
+        out += [a for a in term.alternatives if bool(CJK_RUN.search(a)) != term.zh and a not in out]
+    return " ".join(out)
 
 
 class TextIndex:

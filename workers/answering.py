@@ -160,7 +160,7 @@ class _Speaker:
         if pick.line.text in self._quoted:
             return False
         self._quoted.add(pick.line.text)
-        text = quote(pick, self.support.question, self.lang, self._headings)
+        text = quote(pick, self.support.question, self._headings)
         self.say(text)
         return True
 

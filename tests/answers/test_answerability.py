@@ -103,3 +103,14 @@ def test_a_rare_word_and_the_next_name_one_thing():
     adrenal = [{"n": 1, "doc_id": "adr", "title": "Adrenal gland cancer",
                 "text": "Adrenal gland cancer is rare. It starts in the adrenal glands."}]
     assert assess("What is adrenal gland cancer?", adrenal).answerable
+
+
+def test_a_chinese_question_reaches_an_english_page_and_the_reverse(sample_passages):
+    from knowledge.terms import other_script_words
+
+    assert other_script_words("成人急性中耳炎首选什么抗生素？") == "adult otitis media antibiotic"
+    assert "流感" in other_script_words("What is the adult dose of oseltamivir for flu?")
+    otitis = [p for p in sample_passages if p["title"] == "Acute otitis media in adults"]
+    assert assess("成人急性中耳炎首选什么抗生素？用几天？", otitis).answerable
+    flu = [p for p in sample_passages if p["title"] == "流感的门诊治疗"]
+    assert assess("What is the adult dose of oseltamivir for flu?", flu).answerable

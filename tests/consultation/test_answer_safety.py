@@ -109,3 +109,9 @@ def test_a_generated_answer_is_checked_sentence_by_sentence(api, tokens, sample_
     assert turn["answer"] and "**" not in turn["answer"] and not turn["answer"].lower().startswith("based on")
     assert len([s for s in re.split(r"(?<=[.!?])\s+", turn["answer"]) if s]) <= 3
     assert turn["timings"]["llm"]["sentences_generated"] == len(verdicts["claims"])
+
+
+def test_a_chinese_question_is_answered_from_the_english_page(api, tokens, sample_kb):
+    turn = ask(api, tokens["ann"], "成人急性中耳炎首选什么抗生素？用几天？", "zh")
+    assert "amoxicillin" in turn["answer"] and "5 days" in turn["answer"], turn["answer"]
+    assert [c["title"] for c in cited(turn)] == ["Acute otitis media in adults"]

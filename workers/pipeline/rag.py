@@ -12,6 +12,7 @@ import time
 
 from sqlalchemy import delete
 
+from knowledge.terms import other_script_words
 from knowledge.text import detect_language
 from workers import answering, engines
 from workers.core import events
@@ -37,8 +38,17 @@ def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
         raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
     language = turn.language or detect_language(question)
     t0 = time.perf_counter()
-    res = engines.get("rag").search(question, k=s.consult_top_k, language=answer_language(language))
+    kb = engines.get("rag")
+    res = kb.search(question, k=s.consult_top_k, language=answer_language(language))
     hits = [] if res.nothing_relevant else [h.as_dict() for h in res.hits]
+    # The question's clinical words in the other language find a page written in it (a Chinese question about
+    # an English guideline): a lexical search for them, merged by score.
+    other = other_script_words(question)
+    if other:
+        more = kb.search(other, k=s.consult_top_k, mode="lexical")
+        seen = {h["chunk_id"] for h in hits}
+        hits += [h.as_dict() for h in more.hits if h.chunk_id not in seen]
+        hits.sort(key=lambda h: -float(h.get("score") or 0.0))
     # Only passages that cover what the question is about go on, renumbered; none: the reply names what is missing.
     chosen = answering.select(question, passages_from_hits(hits, s.consult_top_k), s)
     passages = chosen.passages
