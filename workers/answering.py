@@ -9,9 +9,11 @@ their decay), then the answerability gate (knowledge/answerability.py) keeps the
 the question is about. None left: the reply names what the knowledge base lacks, and no citation is claimed.
 
 `answer` (on the llm pool):
-- *extractive* (the default mode, for dose, frequency, duration, threshold and which-drug questions): the
-  passage line that answers the question for this patient (knowledge/support.py), quoted with its [n]. Exact,
-  and instant: the LLM is not asked to decide a number.
+- *extractive* (the default mode, for dose, frequency, duration, threshold, how-many, which-drug and may-I
+  questions): the passage line that answers the question for this patient (knowledge/support.py), quoted with
+  its [n] (and the line after it where that adds what the first lacks). Exact, and instant: the LLM is not
+  asked to decide a number. When no line states the fact asked for, the reply says so by name. A descriptive
+  question that one line plainly answers ("What is acute otitis media?") is quoted too, with the next line.
 - *generated* (other questions, or `consult_answer_mode=generative`): the LLM streams sentences; each is put
   into spoken style (knowledge/spoken.py) and must be supported by one passage line: its numbers with their
   qualifiers, its drug and condition words, its polarity. A sentence that is not supported, echoes the
@@ -23,7 +25,6 @@ With `consult_safety` off, the earlier behaviour (numbers guard only) is kept fo
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,6 @@ from knowledge.support import Pick, Support, quote
 from workers.grounding import answer_language, attribute, no_answer
 from workers.pipeline.contracts import Passage, State
 
-log = logging.getLogger("medvoice.answering")
 _MARKERS = re.compile(r"\s*\[\d{1,3}\]")
 
 NO_ENTRY = {
