@@ -61,6 +61,9 @@ _FREQUENCY_WORDS = re.compile(r"\bevery\b|\bonce\b|\btwice\b|\bdaily\b|\ba day\b
                               re.IGNORECASE)
 _THRESHOLD_WORDS = re.compile(r"\b(?:below|above|under|over|less than|more than|at least|no more than|target)\b"
                               r"|不超过|以上|以下|低于|高于", re.IGNORECASE)
+# Beginnings of the words for the sides of a condition a question may ask about (stems cut at 5 letters).
+ASPECTS = frozenset({"sympt", "signs", "cause", "treat", "thera", "manag", "diagn", "test", "preve", "outlo",
+                     "progn", "risk", "compl", "inher", "genet", "stage", "dosag", "side"})
 _NEGATION = re.compile(r"\b(?:not|never|avoid|don't|do not|must not|should not|contraindicated)\b"
                        r"|不要|不宜|不应|不可|禁用|禁止|避免|勿", re.IGNORECASE)
 # Drug names and classes by their endings (INN stems; Chinese transliterations and classes).
@@ -94,6 +97,11 @@ class Question:
     given: set[tuple[float, str]]  # quantities the question itself states ("20 kg"): not the answer's claims
     wants: set[str]
     words: set[str]
+
+    @property
+    def aspects(self) -> set[str]:
+        """The side of the topic the question asks about, as word beginnings ("treat", "sympt", "cause")."""
+        return {w[:5] for w in self.words} & ASPECTS
 
     @classmethod
     def read(cls, text: str) -> Question:
@@ -248,8 +256,10 @@ class Support:
         if q.wants and not wants:
             return None
         overlap = len(q.words & ln.words) / max(1, len(q.words))
+        # What about the topic a descriptive question asks (its symptoms, its treatment): a line that speaks of it
+        aspect = bool(q.aspects) and bool(q.aspects & {w[:5] for w in ln.words})
         score = (0.4 * own + 0.2 * ctx + 0.3 * len(wants) / max(1, len(q.wants)) + 0.4 * matches(q.bands, ln.bands)
-                 + 0.2 * overlap)
+                 + 0.2 * overlap + 0.3 * aspect)
         return score * (0.6 + 0.4 * ln.rank)
 
     def _about_the_question(self, ln: Line) -> bool:

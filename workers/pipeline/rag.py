@@ -50,7 +50,8 @@ def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
         hits += [h.as_dict() for h in more.hits if h.chunk_id not in seen]
         hits.sort(key=lambda h: -float(h.get("score") or 0.0))
     # Only passages that cover what the question is about go on, renumbered; none: the reply names what is missing.
-    chosen = answering.select(question, passages_from_hits(hits, s.consult_top_k), s)
+    # (A search in each language may each bring its top k.)
+    chosen = answering.select(question, passages_from_hits(hits, s.consult_top_k * (2 if other else 1)), s)
     passages = chosen.passages
     seconds = round(time.perf_counter() - t0, 4)
     with session_scope(db_url()) as db:
