@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from app import task_client
 from app.audit import audit
 from app.deps import AdminUser, AppSettings, CurrentUser, DbSession
+from knowledge.files import atomic_path
 from workers.core.errors import EmptyInput, InputNotFound, InputTooLarge
 from workers.core.settings import Settings
 
@@ -110,22 +111,18 @@ def upload_document(
     kb_root = Path(settings.kb_dir) if settings.kb_dir else settings.data_dir / "knowledge"
     upload_dir = (kb_root / "uploads").resolve()
     upload_dir.mkdir(parents=True, exist_ok=True)
-    tmp = upload_dir / f".{doc_id}{ext}.part"
     limit = settings.kb_max_upload_bytes
     size = 0
-    with tmp.open("wb") as out:
+    final = upload_dir / f"{doc_id}{ext}"
+    # Streamed to a file beside the final one, which it replaces only whole: too large or empty leaves nothing.
+    with atomic_path(final, ".part") as tmp, tmp.open("wb") as out:
         while chunk := file.file.read(1 << 20):
             size += len(chunk)
             if size > limit:
-                out.close()
-                tmp.unlink(missing_ok=True)
                 raise InputTooLarge(f"file larger than {limit} bytes", {"field": "file", "max_bytes": limit})
             out.write(chunk)
-    if size == 0:
-        tmp.unlink(missing_ok=True)
-        raise EmptyInput("empty file", {"field": "file"})
-    final = upload_dir / f"{doc_id}{ext}"
-    tmp.replace(final)
+        if size == 0:
+            raise EmptyInput("empty file", {"field": "file"})
     tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
     summary = _call("rag.ingest", settings, timeout=max(settings.kb_task_timeout_s, 600.0), paths=[str(final)],
                     source=source or name, date=date, tags=tag_list, doc_id=doc_id)

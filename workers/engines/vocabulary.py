@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 from knowledge import vocabulary
+from knowledge.text import is_cjk
 from workers.core.settings import Settings
 from workers.engines.asr import WIDE_LANGUAGES
 
@@ -46,7 +47,7 @@ def in_language(terms: list[str], language: str | None) -> list[str]:
     """The terms written in the audio's script: English terms in the prompt of Chinese speech pull Whisper
     towards English and raise its character error rate (bench/asr_vocabulary.py measured 0.16 → 0.42)."""
     wide = (language or "") in WIDE_LANGUAGES
-    return [t for t in terms if any("\u3400" <= ch <= "\u9fff" for ch in t) == wide]
+    return [t for t in terms if any(is_cjk(ch) for ch in t) == wide]
 
 
 def hotwords(settings: Settings, language: str | None) -> str | None:
