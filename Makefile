@@ -71,6 +71,7 @@ LINT_PATHS := app workers knowledge tests bench migrations
 # A lint error fails `make test` before any test runs (ruff comes with the dev extra).
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 test: lint models system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

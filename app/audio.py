@@ -96,9 +96,7 @@ def validate_audio(data: bytes, filename: str | None, settings: Settings) -> Aud
                 channels = getattr(frame.layout, "nb_channels", 0) or len(frame.layout.channels)
                 samples += frame.samples
                 if rate and samples / rate > max_s:
-                    raise AudioTooLong(
-                        f"audio longer than the limit of {max_s:.0f}s", {"max_s": max_s}
-                    )
+                    raise AudioTooLong(f"audio longer than the limit of {max_s:.0f}s", {"max_s": max_s})
             codec = stream.codec_context.name
             declared_rate = stream.codec_context.sample_rate or 0
     except InputError:
@@ -117,5 +115,12 @@ def validate_audio(data: bytes, filename: str | None, settings: Settings) -> Aud
             f"the audio holds {duration:.2f}s of samples, less than {settings.consult_min_audio_s}s",
             {"duration_s": round(duration, 3)},
         )
-    return AudioInfo(extension=ext, container=demuxer, codec=codec, sample_rate=rate, channels=channels,
-                     duration_s=round(duration, 3), bytes=len(data))
+    return AudioInfo(
+        extension=ext,
+        container=demuxer,
+        codec=codec,
+        sample_rate=rate,
+        channels=channels,
+        duration_s=round(duration, 3),
+        bytes=len(data),
+    )

@@ -78,8 +78,6 @@ def check_pools(settings: Settings) -> dict[str, Any]:
 
 def readiness(settings: Settings) -> dict[str, Any]:
     checks = {"database": check_database(settings), "redis": check_redis(settings)}
-    checks["pools"] = (
-        check_pools(settings) if checks["redis"]["ok"] else {"ok": False, "detail": "redis down"}
-    )
+    checks["pools"] = check_pools(settings) if checks["redis"]["ok"] else {"ok": False, "detail": "redis down"}
     missing = [name for name, c in checks.items() if not c["ok"]]
     return {"ready": not missing, "missing": missing, "checks": checks}

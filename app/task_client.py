@@ -66,8 +66,9 @@ def _wait_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def send(name: str, kwargs: dict[str, Any] | None = None, *, expires_s: float | None = None,
-         app: Celery | None = None) -> Sent:
+def send(
+    name: str, kwargs: dict[str, Any] | None = None, *, expires_s: float | None = None, app: Celery | None = None
+) -> Sent:
     """Queue task `name` with keyword arguments; BrokerUnavailable when the queue cannot be reached."""
     pool = name.split(".", 1)[0]
     try:
@@ -82,8 +83,12 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     import kombu.exceptions
     import redis.exceptions
 
-    return (ConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-            kombu.exceptions.OperationalError)
+    return (
+        ConnectionError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        kombu.exceptions.OperationalError,
+    )
 
 
 def _reply_lost(exc: BaseException, result: AsyncResult) -> bool:
@@ -109,21 +114,25 @@ def wait(sent: Sent, timeout_s: float) -> Any:
         return sent.result.get(timeout=timeout_s)
     except CeleryTimeout:
         _forget(sent.result)
-        raise WorkerTimeout(f"the {sent.pool} pool did not answer in {_wait_text(timeout_s)}",
-                            {**details, "timeout_s": timeout_s}) from None
+        raise WorkerTimeout(
+            f"the {sent.pool} pool did not answer in {_wait_text(timeout_s)}", {**details, "timeout_s": timeout_s}
+        ) from None
     except TaskRevokedError:
-        raise WorkerTimeout(f"the {sent.pool} pool did not start the task before it expired",
-                            {**details, "timeout_s": timeout_s}) from None
+        raise WorkerTimeout(
+            f"the {sent.pool} pool did not start the task before it expired", {**details, "timeout_s": timeout_s}
+        ) from None
     except Exception as exc:  # noqa: BLE001 - typed errors keep their status; anything else is the worker's fault
         if isinstance(exc, MedvoiceError) or type(exc).__name__ in ERRORS_BY_NAME:
             raise from_exception(exc) from None
         if _reply_lost(exc, sent.result):
             log.warning("%s task=%s: reply lost: %s", sent.name, sent.result.id, type(exc).__name__)
-            raise BrokerUnavailable(f"the {sent.pool} queue became unavailable while waiting for the reply",
-                                    details) from None
+            raise BrokerUnavailable(
+                f"the {sent.pool} queue became unavailable while waiting for the reply", details
+            ) from None
         log.warning("%s task=%s failed: %s", sent.name, sent.result.id, type(exc).__name__)
-        raise WorkerFailed(f"the {sent.pool} worker failed ({type(exc).__name__})",
-                           {**details, "type": type(exc).__name__}) from None
+        raise WorkerFailed(
+            f"the {sent.pool} worker failed ({type(exc).__name__})", {**details, "type": type(exc).__name__}
+        ) from None
 
 
 def _forget(result: AsyncResult) -> None:
@@ -131,15 +140,27 @@ def _forget(result: AsyncResult) -> None:
         result.forget()
 
 
-def call(name: str, kwargs: dict[str, Any] | None = None, *, timeout_s: float, expires_s: float | None = None,
-         app: Celery | None = None) -> Any:
+def call(
+    name: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    timeout_s: float,
+    expires_s: float | None = None,
+    app: Celery | None = None,
+) -> Any:
     """Send task `name` and wait up to `timeout_s` for its reply (blocking: from a sync route or the CLI)."""
     sent = send(name, kwargs, expires_s=timeout_s if expires_s is None else expires_s, app=app)
     return wait(sent, timeout_s)
 
 
-async def call_async(name: str, kwargs: dict[str, Any] | None = None, *, timeout_s: float,
-                     expires_s: float | None = None, app: Celery | None = None) -> Any:
+async def call_async(
+    name: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    timeout_s: float,
+    expires_s: float | None = None,
+    app: Celery | None = None,
+) -> Any:
     """`call` from async code: the blocking send and wait run in a worker thread, off the event loop."""
     from starlette.concurrency import run_in_threadpool
 

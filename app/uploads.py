@@ -52,7 +52,6 @@ def body_limited(request: Request, limit: int) -> Request:
     return Request(request.scope, receive)
 
 
-
 def store_upload(path: Path, data: bytes) -> Path:
     """Write atomically (a temporary file, then a rename): a worker never reads a half-written upload."""
     return write_atomic(path, data)

@@ -50,7 +50,7 @@ def other_word_errors(question: str, focus: str, hyp: str) -> tuple[int, int]:
     import jiwer
 
     ref, fw = norm_words(question), norm_words(focus)
-    span = next((range(i, i + len(fw)) for i in range(len(ref) - len(fw) + 1) if ref[i:i + len(fw)] == fw), range(0))
+    span = next((range(i, i + len(fw)) for i in range(len(ref) - len(fw) + 1) if ref[i : i + len(fw)] == fw), range(0))
     out = jiwer.process_words(" ".join(ref), " ".join(norm_words(hyp)) or "<empty>")
     errors = 0
     for chunk in out.alignments[0]:
@@ -117,8 +117,11 @@ def main() -> None:
             lang = lang.split("+")[0]  # a code-switched clip: its main language
             speech.append({"name": name, "lang": lang, "ref": ref, "audio": asr.decode(EVAL / "speech" / name)})
 
-    conditions = {"no prompt": {}, "KB hotwords (product)": {"hotwords": vocab},
-                  "KB initial_prompt": {"initial_prompt": vocab}}
+    conditions = {
+        "no prompt": {},
+        "KB hotwords (product)": {"hotwords": vocab},
+        "KB initial_prompt": {"initial_prompt": vocab},
+    }
     asr.transcribe(clips[0]["audio"], language="en")  # warm-up
     results = {}
     for label, opts in conditions.items():
@@ -126,8 +129,12 @@ def main() -> None:
         errors = refs = 0
         rtfs, misheard = [], []
         for c in clips:
-            r = asr.transcribe(c["audio"], language="en", hotwords=opts.get("hotwords", ""),
-                               initial_prompt=opts.get("initial_prompt", ""))
+            r = asr.transcribe(
+                c["audio"],
+                language="en",
+                hotwords=opts.get("hotwords", ""),
+                initial_prompt=opts.get("initial_prompt", ""),
+            )
             rtfs.append(r["timings"]["rtf"])
             ok = focus_hit(c["focus"], r["text"])
             bucket = hits["in" if c["focus"] in in_vocab else "out"]
@@ -141,31 +148,49 @@ def main() -> None:
         for sp in speech:
             # as the product does: only the terms written in the speech's script (none here for Chinese)
             own = (bounded(in_language(terms, sp["lang"]), s.asr_kb_vocabulary_chars) or "") if opts else ""
-            r = asr.transcribe(sp["audio"], language=sp["lang"], hotwords=own if "hotwords" in opts else "",
-                               initial_prompt=own if "initial_prompt" in opts else "")
+            r = asr.transcribe(
+                sp["audio"],
+                language=sp["lang"],
+                hotwords=own if "hotwords" in opts else "",
+                initial_prompt=own if "initial_prompt" in opts else "",
+            )
             if sp["lang"] == "zh":
                 strip = lambda x: re.sub(r"[^\w]", "", x)  # noqa: E731 - CER over characters only
                 rest[sp["name"]] = ("CER", jiwer.cer(strip(sp["ref"]), strip(r["text"]) or "-"))
             else:
                 rest[sp["name"]] = ("WER", jiwer.wer(" ".join(norm_words(sp["ref"])), " ".join(norm_words(r["text"]))))
-        results[label] = {"term_in_vocab": hits["in"], "term_not_in_vocab": hits["out"],
-                          "other_word_wer": errors / max(refs, 1), "rtf_median": statistics.median(rtfs),
-                          "rest": rest, "misheard": misheard}
+        results[label] = {
+            "term_in_vocab": hits["in"],
+            "term_not_in_vocab": hits["out"],
+            "other_word_wer": errors / max(refs, 1),
+            "rtf_median": statistics.median(rtfs),
+            "rest": rest,
+            "misheard": misheard,
+        }
 
-    print(f"# bench/asr_vocabulary.py  {time.strftime('%Y-%m-%d %H:%M')}  cores={os.cpu_count()} "
-          f"load={os.getloadavg()[0]:.2f}")
-    print(f"ASR model dir {asr.model_dir.name}, beam {s.asr_beam_size}, {asr.compute_type}, {s.asr_threads} threads; "
-          f"{len(topics)} MedQuAD topics, one Piper-spoken question each")
-    print(f"KB vocabulary ({s.asr_kb_vocabulary_chars} chars, {len(in_vocab)}/{len(topics)} focus terms fit): "
-          f"{vocab[:160]}…\n")
-    head = (f"{'condition':24} {'term acc (in vocab)':>20} {'term acc (not in)':>18} {'other-word WER':>15} "
-            f"{'RTF p50':>8}")
+    print(
+        f"# bench/asr_vocabulary.py  {time.strftime('%Y-%m-%d %H:%M')}  cores={os.cpu_count()} "
+        f"load={os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"ASR model dir {asr.model_dir.name}, beam {s.asr_beam_size}, {asr.compute_type}, {s.asr_threads} threads; "
+        f"{len(topics)} MedQuAD topics, one Piper-spoken question each"
+    )
+    print(
+        f"KB vocabulary ({s.asr_kb_vocabulary_chars} chars, {len(in_vocab)}/{len(topics)} focus terms fit): "
+        f"{vocab[:160]}…\n"
+    )
+    head = (
+        f"{'condition':24} {'term acc (in vocab)':>20} {'term acc (not in)':>18} {'other-word WER':>15} {'RTF p50':>8}"
+    )
     rest_names = [sp["name"] for sp in speech]
     print(head + "".join(f" {n[:22]:>23}" for n in rest_names))
     for label, r in results.items():
         (hi, ni), (ho, no) = r["term_in_vocab"], r["term_not_in_vocab"]
-        row = (f"{label:24} {f'{hi}/{ni} = {hi / max(ni, 1):.0%}':>20} {f'{ho}/{no}' if no else '-':>18} "
-               f"{r['other_word_wer']:>15.3f} {r['rtf_median']:>8.3f}")
+        row = (
+            f"{label:24} {f'{hi}/{ni} = {hi / max(ni, 1):.0%}':>20} {f'{ho}/{no}' if no else '-':>18} "
+            f"{r['other_word_wer']:>15.3f} {r['rtf_median']:>8.3f}"
+        )
         print(row + "".join(f" {f'{k} {v:.3f}':>23}" for k, v in r["rest"].values()))
     print("\nstill misheard with KB hotwords:")
     for m in results["KB hotwords (product)"]["misheard"]:

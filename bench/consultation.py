@@ -68,13 +68,23 @@ SPEECH = EVAL / "speech"
 PHASES = ("celery", "inproc", "throughput")
 STAGE_NAMES = ("asr", "rag", "llm", "tts")
 # English and Chinese alternate, so that --runs 2 already covers both.
-CLIP_ORDER = ["en_jfk_16k_mono.wav", "zh_funasr_llamacpp_sample.wav", "funasr_example_4.wav",
-              "funasr_example_0.wav", "funasr_example_3.wav", "funasr_example_1.wav", "funasr_example_2.wav"]
+CLIP_ORDER = [
+    "en_jfk_16k_mono.wav",
+    "zh_funasr_llamacpp_sample.wav",
+    "funasr_example_4.wav",
+    "funasr_example_0.wav",
+    "funasr_example_3.wav",
+    "funasr_example_1.wav",
+    "funasr_example_2.wav",
+]
 BENCH_PASSWORD = "bench-password-not-secret"  # a throw-away database, deleted at exit
 
 # ---- the knowledge base: short documents about what the clips say, so retrieval finds something --------
 TOPIC_DOCS: list[tuple[str, str, str]] = [
-    ("civic-health-volunteering", "en", """# Community health volunteering: what you can do for your country
+    (
+        "civic-health-volunteering",
+        "en",
+        """# Community health volunteering: what you can do for your country
 
 In his 1961 inaugural address President John F. Kennedy told his fellow Americans: ask not what your
 country can do for you, ask what you can do for your country. Clinics often quote the line when they
@@ -86,8 +96,12 @@ help older neighbours reach their appointments. Volunteers under 18 need written
 
 Clinics should give every volunteer a short induction covering infection control, privacy of patient
 records, and whom to call in an emergency.
-"""),
-    ("evening-light-and-sleep", "en", """# Evening light, lamps and sleep
+""",
+    ),
+    (
+        "evening-light-and-sleep",
+        "en",
+        """# Evening light, lamps and sleep
 
 After early nightfall in winter, many people switch on lamps here and there in the house for the rest of
 the evening. Bright or blue-rich light in the evening delays the release of melatonin and shifts the body
@@ -98,8 +112,12 @@ Advice for patients with insomnia: dim the lights one to two hours before bed, p
 evening, avoid screens in bed, and get daylight in the morning. Night-shift workers can use blackout
 curtains to sleep during the day. In poor, crowded quarters of a city, street lighting and noise at night
 are common causes of broken sleep.
-"""),
-    ("clinical-reasoning-inference", "en", """# Clinical reasoning: inference from signs
+""",
+    ),
+    (
+        "clinical-reasoning-inference",
+        "en",
+        """# Clinical reasoning: inference from signs
 
 "He must be home now, for the light is on" is a classic example of inference: we reason from a sign (the
 light) to its most likely explanation (someone is home). Diagnosis works the same way. A clinician moves
@@ -109,37 +127,54 @@ explanation wrong.
 Good practice: list at least three possible explanations before settling on one, ask which finding would
 distinguish them, and revisit the diagnosis when a new result does not fit. Premature closure, stopping
 at the first plausible explanation, is one of the most common reasoning errors in medicine.
-"""),
-    ("binhai-resident-health-services", "zh", """# 滨海新区居民的医疗服务
+""",
+    ),
+    (
+        "binhai-resident-health-services",
+        "zh",
+        """# 滨海新区居民的医疗服务
 
 我想问我在滨海新区有房，能不能在这里看病和办理医保？在滨海新区有房并居住的居民，可以在所在街道的社区卫生服务中心
 办理家庭医生签约。签约时带身份证、医保卡和房产证明或居住证明。
 
 签约后，居民可以在社区卫生服务中心预约门诊、开具常用药、做慢性病随访和每年一次的健康体检。65岁以上老人每年可以
 免费体检一次。需要转诊时，家庭医生可以帮助预约上级医院的专家门诊。
-"""),
-    ("speech-recognition-in-clinics", "zh", """# 语音识别模型在诊所的使用
+""",
+    ),
+    (
+        "speech-recognition-in-clinics",
+        "zh",
+        """# 语音识别模型在诊所的使用
 
 欢迎大家来体验语音识别模型。达摩院推出的语音识别模型可以把医生的口述转成文字，用于门诊病历和随访记录。
 使用语音识别时，诊所应当在本地处理录音，不把患者的声音上传到外部服务器。
 
 建议：在安静的环境里录音，离麦克风二十厘米左右说话；识别结果必须由医生核对后才能写入病历；
 药名和剂量要特别检查，因为同音词容易识别错误。
-"""),
-    ("fairness-in-health-care", "zh", """# 医疗资源分配中的公平与正义
+""",
+    ),
+    (
+        "fairness-in-health-care",
+        "zh",
+        """# 医疗资源分配中的公平与正义
 
 正是因为存在绝对正义，所以我们接受现实中的相对正义。在医疗资源有限的时候，医院不能让每个人都得到同样多的资源，
 但是要按照病情的轻重缓急来分配，这就是相对正义。不要因为现实的相对正义，就认为这个世界没有正义。
 
 急诊分诊就是一个例子：病情危重的病人先看，病情稳定的病人等待。分诊标准应当公开、透明，对所有病人一视同仁。
-"""),
-    ("brexit-medicine-supply", "zh", """# 英国脱欧对药品供应的影响
+""",
+    ),
+    (
+        "brexit-medicine-supply",
+        "zh",
+        """# 英国脱欧对药品供应的影响
 
 英国脱欧以前，药品在欧盟内部流通非常的方便。但是现在不同了：英国脱欧以后，欧盟内部完善的产业链的红利不再自动覆盖英国，
 药品进出口需要报关和重新检验，一些药品出现了短缺。
 
 对诊所的建议：常用药保持至少两周的库存；关注国家药品监管部门发布的短缺通知；必要时用同类药品替代，并告知病人。
-"""),
+""",
+    ),
 ]
 
 
@@ -231,8 +266,15 @@ def load_clips(names: list[str] | None) -> list[dict[str, Any]]:
             sys.exit(f"no clip {name!r} in {SPEECH / 'transcripts.tsv'}")
         row = rows[name]
         lang = row["lang"] if row["lang"] in ("en", "zh") else None  # "zh+en": let ASR detect
-        clips.append({"file": name, "path": SPEECH / name, "lang": lang, "duration_s": float(row["duration_s"]),
-                      "reference": row["reference"]})
+        clips.append(
+            {
+                "file": name,
+                "path": SPEECH / name,
+                "lang": lang,
+                "duration_s": float(row["duration_s"]),
+                "reference": row["reference"],
+            }
+        )
     return clips
 
 
@@ -254,8 +296,16 @@ class Stack:
         path = self.tmp / "logs" / f"{name}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as fh:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env or self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env or self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self.procs[name] = proc
         self.logs[name] = path
         return proc
@@ -292,8 +342,22 @@ class Stack:
         if binary is None:
             raise SystemExit("redis-server not found: install it (make install does) or pass --redis-url")
         port = free_port()
-        self.spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(self.tmp)])
+        self.spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+        )
         url = f"redis://127.0.0.1:{port}/0"
         self._wait(lambda: redis.Redis.from_url(url, socket_timeout=1).ping(), 15, "redis-server", "redis")
         return url
@@ -306,8 +370,11 @@ class Stack:
             raise SystemExit("the `chroma` command is not installed (pip install medvoice[knowledge])")
         port = free_port()
         (kb_dir / "chroma").mkdir(parents=True, exist_ok=True)
-        self.spawn("chroma", [binary, "run", "--path", str(kb_dir / "chroma"), "--host", "127.0.0.1",
-                              "--port", str(port)], env={**self.env, "ANONYMIZED_TELEMETRY": "False"})
+        self.spawn(
+            "chroma",
+            [binary, "run", "--path", str(kb_dir / "chroma"), "--host", "127.0.0.1", "--port", str(port)],
+            env={**self.env, "ANONYMIZED_TELEMETRY": "False"},
+        )
         url = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
@@ -348,9 +415,24 @@ class Stack:
         names = []
         for pool in pools:
             node = f"bench{tag}-{pool}@{self.host}"
-            self.spawn(f"worker-{pool}-{tag}", [sys.executable, "-m", "app.cli", "worker", "--pool", pool,
-                                                "--concurrency", str(concurrency), "--name", node,
-                                                "--loglevel", "INFO"], env=self.worker_env)
+            self.spawn(
+                f"worker-{pool}-{tag}",
+                [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "worker",
+                    "--pool",
+                    pool,
+                    "--concurrency",
+                    str(concurrency),
+                    "--name",
+                    node,
+                    "--loglevel",
+                    "INFO",
+                ],
+                env=self.worker_env,
+            )
             names.append(node)
         self.workers = [f"worker-{p}-{tag}" for p in pools]
         self.wait_ready(names, concurrency)
@@ -410,8 +492,9 @@ class Api:
         import httpx
 
         self.base = base
-        self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
-                                   timeout=httpx.Timeout(60.0, read=700.0))
+        self.client = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(60.0, read=700.0)
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -428,8 +511,11 @@ class Api:
         cid = consultation_id or self.consultation()
         data = clip["path"].read_bytes()
         t0 = time.perf_counter()
-        r = self.client.post(f"/v1/consultations/{cid}/turns", files={"file": (clip["file"], data, "audio/wav")},
-                             data={"language": clip["lang"]} if clip["lang"] else {})
+        r = self.client.post(
+            f"/v1/consultations/{cid}/turns",
+            files={"file": (clip["file"], data, "audio/wav")},
+            data={"language": clip["lang"]} if clip["lang"] else {},
+        )
         posted = time.perf_counter() - t0
         if r.status_code != 202:
             raise RuntimeError(f"upload of {clip['file']}: HTTP {r.status_code} {r.text[:300]}")
@@ -466,9 +552,14 @@ class Api:
         turn = self.client.get(f"/v1/turns/{tid}")
         turn.raise_for_status()
         out = record(turn.json(), mode="celery", clip=clip)
-        out.update(client_upload_s=posted, client_first_sentence_s=first.get("sentence"),
-                   client_first_audio_s=first.get("audio"), client_done_s=first.get(end_type or "done"),
-                   end_event=end_type, sse_reconnects=reconnects)
+        out.update(
+            client_upload_s=posted,
+            client_first_sentence_s=first.get("sentence"),
+            client_first_audio_s=first.get("audio"),
+            client_done_s=first.get(end_type or "done"),
+            end_event=end_type,
+            sse_reconnects=reconnects,
+        )
         return out
 
 
@@ -488,18 +579,30 @@ def stream_figures(turn_id: str, created: float) -> dict[str, Any]:
     for i, stage in enumerate(STAGE_NAMES):
         a, b = bounds[i], bounds[i + 1]
         spans[stage] = (b - a) if a is not None and b is not None else None
-    return {"stream_first_sentence_s": marks.get("sentence"), "stream_first_audio_s": marks.get("audio"),
-            "stream_done_s": marks.get("done"), "stream_start_s": bounds[0], "span": spans}
+    return {
+        "stream_first_sentence_s": marks.get("sentence"),
+        "stream_first_audio_s": marks.get("audio"),
+        "stream_done_s": marks.get("done"),
+        "stream_start_s": bounds[0],
+        "span": spans,
+    }
 
 
 def record(turn: dict[str, Any], mode: str, clip: dict[str, Any]) -> dict[str, Any]:
     timings = turn.get("timings") or {}
     out = {
-        "mode": mode, "clip": clip["file"], "turn_id": turn["id"], "status": turn["status"], "error": turn.get("error"),
-        "language": turn.get("language"), "transcript": turn.get("transcript"), "answer": turn.get("answer"),
+        "mode": mode,
+        "clip": clip["file"],
+        "turn_id": turn["id"],
+        "status": turn["status"],
+        "error": turn.get("error"),
+        "language": turn.get("language"),
+        "transcript": turn.get("transcript"),
+        "answer": turn.get("answer"),
         "citations": len(turn.get("citations") or []),
         "stage": {s: (timings.get(s) or {}).get("total_s") for s in STAGE_NAMES},
-        "wall_s": timings.get("wall_s"), "pipeline_s": timings.get("pipeline_s"),
+        "wall_s": timings.get("wall_s"),
+        "pipeline_s": timings.get("pipeline_s"),
         "llm_tokens": (timings.get("llm") or {}).get("tokens"),
         "llm_first_sentence_s": (timings.get("llm") or {}).get("first_sentence_s"),
         "reply_audio_s": (timings.get("tts") or {}).get("audio_s"),
@@ -537,9 +640,18 @@ class InProcess:
         shutil.copyfile(clip["path"], path)
         with session_scope(s.resolved_database_url) as db:
             db.add(Consultation(id=cid, owner_id=self.owner_id, title="bench in-process"))
-            db.add(Turn(id=tid, consultation_id=cid, index=1, status=TurnStatus.queued, input_kind="audio",
-                        audio_ref=to_ref(s, path), language=clip["lang"],
-                        timings={"input": {"audio_s": clip["duration_s"], "bytes": path.stat().st_size}}))
+            db.add(
+                Turn(
+                    id=tid,
+                    consultation_id=cid,
+                    index=1,
+                    status=TurnStatus.queued,
+                    input_kind="audio",
+                    audio_ref=to_ref(s, path),
+                    language=clip["lang"],
+                    timings={"input": {"audio_s": clip["duration_s"], "bytes": path.stat().st_size}},
+                )
+            )
         t0 = time.perf_counter()
         state: Any = {"turn_id": tid}
         for task in self.stages:
@@ -547,9 +659,17 @@ class InProcess:
         elapsed = time.perf_counter() - t0
         with session_scope(s.resolved_database_url) as db:
             t = db.get(Turn, tid)
-            turn = {"id": t.id, "status": t.status.value, "error": t.error, "language": t.language,
-                    "transcript": t.transcript, "answer": t.answer, "citations": [c.n for c in t.citations],
-                    "timings": t.timings or {}, "created_at": t.created_at}
+            turn = {
+                "id": t.id,
+                "status": t.status.value,
+                "error": t.error,
+                "language": t.language,
+                "transcript": t.transcript,
+                "answer": t.answer,
+                "citations": [c.n for c in t.citations],
+                "timings": t.timings or {},
+                "created_at": t.created_at,
+            }
         out = record(turn, mode="inproc", clip=clip)
         out["call_s"] = elapsed
         return out
@@ -589,10 +709,13 @@ def ingest(base: str, admin_token: str, tmp: Path, distractors: int) -> dict[str
     docs_dir.mkdir(parents=True, exist_ok=True)
     chunks = 0
     for doc_id, lang, text in TOPIC_DOCS:
-        r = httpx.post(f"{base}/v1/knowledge/documents", headers={"Authorization": f"Bearer {admin_token}"},
-                       files={"file": (f"{doc_id}.md", text.encode("utf-8"), "text/markdown")},
-                       data={"doc_id": doc_id, "source": "bench clinic handbook", "date": "2025-09-01",
-                             "tags": f"bench,{lang}"}, timeout=700)
+        r = httpx.post(
+            f"{base}/v1/knowledge/documents",
+            headers={"Authorization": f"Bearer {admin_token}"},
+            files={"file": (f"{doc_id}.md", text.encode("utf-8"), "text/markdown")},
+            data={"doc_id": doc_id, "source": "bench clinic handbook", "date": "2025-09-01", "tags": f"bench,{lang}"},
+            timeout=700,
+        )
         if r.status_code != 201:
             raise RuntimeError(f"knowledge upload {doc_id}: HTTP {r.status_code} {r.text[:300]}")
         chunks += r.json()["chunks"]
@@ -609,15 +732,26 @@ def ingest(base: str, admin_token: str, tmp: Path, distractors: int) -> dict[str
                         break
                     row = json.loads(line)
                     pid = str(row.get("passage_id") or i).replace("/", "_")
-                    lines.append({"id": f"{src.split()[0].lower()}-{pid}", "title": row.get("focus") or src,
-                                  "text": row["text"], "source": src, "date": "2024-01-01"})
+                    lines.append(
+                        {
+                            "id": f"{src.split()[0].lower()}-{pid}",
+                            "title": row.get("focus") or src,
+                            "text": row["text"],
+                            "source": src,
+                            "date": "2024-01-01",
+                        }
+                    )
     if lines:
         path = docs_dir / "distractors.jsonl"
         path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8")
         summary = celery_app.send_task("rag.ingest", kwargs={"paths": [str(path)]}).get(timeout=900)
         chunks += sum(d.get("chunks", 0) for d in summary.get("documents", []))
-    return {"topic_docs": len(TOPIC_DOCS), "distractor_docs": len(lines), "chunks": chunks,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "topic_docs": len(TOPIC_DOCS),
+        "distractor_docs": len(lines),
+        "chunks": chunks,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -629,8 +763,9 @@ def check_ok(rec: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def latency_phase(stack: Stack, api: Api, inproc: InProcess | None, clips: list[dict[str, Any]], runs: int,
-                  do_celery: bool) -> dict[str, list[dict[str, Any]]]:
+def latency_phase(
+    stack: Stack, api: Api, inproc: InProcess | None, clips: list[dict[str, Any]], runs: int, do_celery: bool
+) -> dict[str, list[dict[str, Any]]]:
     res: dict[str, list[dict[str, Any]]] = {"celery": [], "inproc": [], "warmup": []}
     warm = clips[0]
     if do_celery:
@@ -651,13 +786,16 @@ def latency_phase(stack: Stack, api: Api, inproc: InProcess | None, clips: list[
                 continue
             rec["run"] = i
             res[mode].append(rec)
-            log(f"  run {i + 1}/{runs} {mode:6s} {clip['file']}: {rec['status']}, wall {fmt(rec['wall_s'])} s, "
-                f"{rec['citations']} passages, {rec.get('llm_tokens') or 0} tokens")
+            log(
+                f"  run {i + 1}/{runs} {mode:6s} {clip['file']}: {rec['status']}, wall {fmt(rec['wall_s'])} s, "
+                f"{rec['citations']} passages, {rec.get('llm_tokens') or 0} tokens"
+            )
     return res
 
 
-def throughput_phase(stack: Stack, base: str, tok: str, clips: list[dict[str, Any]], k: int,
-                     concurrency: int) -> dict[str, Any]:
+def throughput_phase(
+    stack: Stack, base: str, tok: str, clips: list[dict[str, Any]], k: int, concurrency: int
+) -> dict[str, Any]:
     log(f"throughput: starting one `--pool all` worker with --concurrency {concurrency}")
     t_load = time.perf_counter()
     stack.start_workers("all", concurrency)
@@ -685,11 +823,18 @@ def throughput_phase(stack: Stack, base: str, tok: str, clips: list[dict[str, An
     for r in recs:
         check_ok(r)
         r.pop("finished_at", None)
-    return {"concurrency": concurrency, "turns": k, "done": done, "elapsed_s": elapsed,
-            "turns_per_min": 60 * done / elapsed if elapsed > 0 else float("nan"),
-            "latency_median_s": med([r["client_done_s"] for r in recs]),
-            "latency_p95_s": pct([r["client_done_s"] for r in recs], 95),
-            "worker_rss_mb": sum(rss.values()), "ready_s": load_s, "records": recs}
+    return {
+        "concurrency": concurrency,
+        "turns": k,
+        "done": done,
+        "elapsed_s": elapsed,
+        "turns_per_min": 60 * done / elapsed if elapsed > 0 else float("nan"),
+        "latency_median_s": med([r["client_done_s"] for r in recs]),
+        "latency_p95_s": pct([r["client_done_s"] for r in recs], 95),
+        "worker_rss_mb": sum(rss.values()),
+        "ready_s": load_s,
+        "records": recs,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -701,8 +846,13 @@ def stats(recs: list[dict[str, Any]], get: Any) -> tuple[float, float]:
     return med(xs), pct(xs, 95)
 
 
-def report(console: Any, header: list[str], lat: dict[str, list[dict[str, Any]]] | None,
-           thr: list[dict[str, Any]], stream_note: str | None) -> dict[str, Any]:
+def report(
+    console: Any,
+    header: list[str],
+    lat: dict[str, list[dict[str, Any]]] | None,
+    thr: list[dict[str, Any]],
+    stream_note: str | None,
+) -> dict[str, Any]:
     from rich.table import Table
 
     summary: dict[str, Any] = {}
@@ -719,39 +869,56 @@ def report(console: Any, header: list[str], lat: dict[str, list[dict[str, Any]]]
             cm, cp = stats(cel, get)
             im, ip = stats(inp, get)
             r = ratio(cm, im)
-            summary.setdefault("stages", {})[name] = {"celery_median": cm, "celery_p95": cp, "inproc_median": im,
-                                                      "inproc_p95": ip, "ratio": r}
+            summary.setdefault("stages", {})[name] = {
+                "celery_median": cm,
+                "celery_p95": cp,
+                "inproc_median": im,
+                "inproc_p95": ip,
+                "ratio": r,
+            }
             t.add_row(name, f"{fmt(cm)} / {fmt(cp)}", f"{fmt(im)} / {fmt(ip)}", fmt(r, 3, "x"))
         console.print(t)
 
-        t = Table(title="from the turn's event stream (s after the turn was created): median / p95",
-                  title_justify="left")
+        t = Table(
+            title="from the turn's event stream (s after the turn was created): median / p95", title_justify="left"
+        )
         for col in ("figure", "Celery (REST)", "in-process", "Celery/in-proc"):
             t.add_column(col, justify="left" if col == "figure" else "right")
-        srows = [("first stage starts (queue wait)", lambda r: r.get("stream_start_s")),
-                 *[(f"{s} span (status → next status)", lambda r, s=s: (r.get("span") or {}).get(s))
-                   for s in STAGE_NAMES],
-                 ("first sentence event", lambda r: r.get("stream_first_sentence_s")),
-                 ("first audio event", lambda r: r.get("stream_first_audio_s")),
-                 ("done event", lambda r: r.get("stream_done_s"))]
+        srows = [
+            ("first stage starts (queue wait)", lambda r: r.get("stream_start_s")),
+            *[(f"{s} span (status → next status)", lambda r, s=s: (r.get("span") or {}).get(s)) for s in STAGE_NAMES],
+            ("first sentence event", lambda r: r.get("stream_first_sentence_s")),
+            ("first audio event", lambda r: r.get("stream_first_audio_s")),
+            ("done event", lambda r: r.get("stream_done_s")),
+        ]
         for name, get in srows:
             cm, cp = stats(cel, get)
             im, ip = stats(inp, get)
-            summary.setdefault("stream", {})[name] = {"celery_median": cm, "celery_p95": cp, "inproc_median": im,
-                                                      "inproc_p95": ip, "ratio": ratio(cm, im)}
+            summary.setdefault("stream", {})[name] = {
+                "celery_median": cm,
+                "celery_p95": cp,
+                "inproc_median": im,
+                "inproc_p95": ip,
+                "ratio": ratio(cm, im),
+            }
             t.add_row(name, f"{fmt(cm)} / {fmt(cp)}", f"{fmt(im)} / {fmt(ip)}", fmt(ratio(cm, im), 3, "x"))
         console.print(t)
 
         if cel:
-            t = Table(title="client-measured over REST (s from the start of the upload): median / p95",
-                      title_justify="left", min_width=76)
+            t = Table(
+                title="client-measured over REST (s from the start of the upload): median / p95",
+                title_justify="left",
+                min_width=76,
+            )
             t.add_column("figure")
             t.add_column("median", justify="right")
             t.add_column("p95", justify="right")
-            for name, key in (("upload answered (202)", "client_upload_s"),
-                              ("first `sentence` event", "client_first_sentence_s"),
-                              ("first `audio` event", "client_first_audio_s"),
-                              ("`done` event", "client_done_s")):
+            for name, key in (
+                ("upload answered (202)", "client_upload_s"),
+                ("first `sentence` event", "client_first_sentence_s"),
+                ("first `audio` event", "client_first_audio_s"),
+                ("`done` event", "client_done_s"),
+            ):
                 m, p = stats(cel, lambda r, key=key: r.get(key))
                 summary.setdefault("client", {})[name] = {"median": m, "p95": p}
                 t.add_row(name, fmt(m), fmt(p))
@@ -759,37 +926,66 @@ def report(console: Any, header: list[str], lat: dict[str, list[dict[str, Any]]]
             broke = sum(r.get("sse_reconnects") or 0 for r in cel)
             summary["sse_reconnects"] = broke
             if broke:
-                console.print(f"[yellow]the API's event stream broke {broke} time(s) in {len(cel)} turns[/yellow] and "
-                              "was resumed with Last-Event-ID (see api.log with --keep)", soft_wrap=True)
+                console.print(
+                    f"[yellow]the API's event stream broke {broke} time(s) in {len(cel)} turns[/yellow] and "
+                    "was resumed with Last-Event-ID (see api.log with --keep)",
+                    soft_wrap=True,
+                )
         per_clip = Table(title="per run", title_justify="left")
         for col in ("run", "mode", "clip", "lang", "status", "passages", "tokens", "wall s", "1st audio s"):
             per_clip.add_column(col)
         for r in sorted(cel + inp, key=lambda r: (r.get("run", 0), r["mode"])):
-            per_clip.add_row(str(r.get("run", 0) + 1), r["mode"], r["clip"], str(r.get("language")), r["status"],
-                             str(r["citations"]), str(r.get("llm_tokens") or "-"), fmt(r["wall_s"]),
-                             fmt(r.get("client_first_audio_s") or r.get("stream_first_audio_s")))
+            per_clip.add_row(
+                str(r.get("run", 0) + 1),
+                r["mode"],
+                r["clip"],
+                str(r.get("language")),
+                r["status"],
+                str(r["citations"]),
+                str(r.get("llm_tokens") or "-"),
+                fmt(r["wall_s"]),
+                fmt(r.get("client_first_audio_s") or r.get("stream_first_audio_s")),
+            )
         console.print(per_clip)
         failed = [r for r in cel + inp if r["status"] != "done"]
         if failed:
-            console.print(f"[red]{len(failed)} turn(s) did not finish:[/red] " +
-                          "; ".join(f"{r['mode']} {r['clip']}: {r.get('error')}" for r in failed), soft_wrap=True)
+            console.print(
+                f"[red]{len(failed)} turn(s) did not finish:[/red] "
+                + "; ".join(f"{r['mode']} {r['clip']}: {r.get('error')}" for r in failed),
+                soft_wrap=True,
+            )
         if stream_note:
             console.print(stream_note, soft_wrap=True)
     if thr:
         t = Table(title="throughput: K uploads at once, one `--pool all` worker", title_justify="left")
-        for col in ("pool processes", "turns done", "elapsed s", "turns/min", "latency median / p95 s",
-                    "models ready s", "pool RSS MB"):
+        for col in (
+            "pool processes",
+            "turns done",
+            "elapsed s",
+            "turns/min",
+            "latency median / p95 s",
+            "models ready s",
+            "pool RSS MB",
+        ):
             t.add_column(col, justify="right")
         for x in thr:
-            t.add_row(str(x["concurrency"]), f"{x['done']}/{x['turns']}", fmt(x["elapsed_s"], 1),
-                      fmt(x["turns_per_min"], 2), f"{fmt(x['latency_median_s'], 1)} / {fmt(x['latency_p95_s'], 1)}",
-                      fmt(x["ready_s"], 1), fmt(x["worker_rss_mb"], 0))
+            t.add_row(
+                str(x["concurrency"]),
+                f"{x['done']}/{x['turns']}",
+                fmt(x["elapsed_s"], 1),
+                fmt(x["turns_per_min"], 2),
+                f"{fmt(x['latency_median_s'], 1)} / {fmt(x['latency_p95_s'], 1)}",
+                fmt(x["ready_s"], 1),
+                fmt(x["worker_rss_mb"], 0),
+            )
         console.print(t)
         if len(thr) == 2:
             r = ratio(thr[1]["turns_per_min"], thr[0]["turns_per_min"])
             summary["throughput_ratio"] = r
-            console.print(f"throughput ratio, 2 processes / 1: {fmt(r, 2, 'x')} "
-                          f"(on {os.cpu_count()} cores; each process runs llama.cpp with MEDVOICE_LLM_THREADS threads)")
+            console.print(
+                f"throughput ratio, 2 processes / 1: {fmt(r, 2, 'x')} "
+                f"(on {os.cpu_count()} cores; each process runs llama.cpp with MEDVOICE_LLM_THREADS threads)"
+            )
     return summary
 
 
@@ -819,14 +1015,30 @@ def run() -> None:
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated: celery,inproc,throughput")
     ap.add_argument("--throughput-turns", type=int, default=6, help="K: uploads sent at once per configuration")
     ap.add_argument("--clips", help="comma-separated clip file names (default: all, English and Chinese alternating)")
-    ap.add_argument("--max-tokens", type=int, default=int(os.environ.get("MEDVOICE_CONSULT_MAX_TOKENS") or 96),
-                    help="MEDVOICE_CONSULT_MAX_TOKENS for every process (answer length; default 96)")
-    ap.add_argument("--topology", choices=("pools", "all"), default="pools",
-                    help="latency phases: one worker per pool (as deployed) or one `--pool all` worker")
-    ap.add_argument("--stream-tts", choices=("config", "on", "off"), default="config",
-                    help="the workers' MEDVOICE_CONSULT_STREAM_TTS (in-process runs are always sequential)")
-    ap.add_argument("--distractors", type=int, default=40,
-                    help="MedQuAD passages (and half as many Chinese ones) added to the knowledge base")
+    ap.add_argument(
+        "--max-tokens",
+        type=int,
+        default=int(os.environ.get("MEDVOICE_CONSULT_MAX_TOKENS") or 96),
+        help="MEDVOICE_CONSULT_MAX_TOKENS for every process (answer length; default 96)",
+    )
+    ap.add_argument(
+        "--topology",
+        choices=("pools", "all"),
+        default="pools",
+        help="latency phases: one worker per pool (as deployed) or one `--pool all` worker",
+    )
+    ap.add_argument(
+        "--stream-tts",
+        choices=("config", "on", "off"),
+        default="config",
+        help="the workers' MEDVOICE_CONSULT_STREAM_TTS (in-process runs are always sequential)",
+    )
+    ap.add_argument(
+        "--distractors",
+        type=int,
+        default=40,
+        help="MedQuAD passages (and half as many Chinese ones) added to the knowledge base",
+    )
     ap.add_argument("--redis-url", help="use this Redis instead of a private redis-server (no other workers on it!)")
     ap.add_argument("--json", type=Path, help="also write every figure and per-run record here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
@@ -863,10 +1075,15 @@ def run() -> None:
     api: Api | None = None
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     try:
-        env = {**os.environ, "MEDVOICE_DATA_DIR": str(data), "MEDVOICE_MODELS_DIR": models_dir,
-               "MEDVOICE_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
-               "MEDVOICE_CONSULT_MAX_TOKENS": str(args.max_tokens), "MEDVOICE_KB_DIR": str(data / "knowledge"),
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "MEDVOICE_DATA_DIR": str(data),
+            "MEDVOICE_MODELS_DIR": models_dir,
+            "MEDVOICE_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
+            "MEDVOICE_CONSULT_MAX_TOKENS": str(args.max_tokens),
+            "MEDVOICE_KB_DIR": str(data / "knowledge"),
+            "PYTHONUNBUFFERED": "1",
+        }
         env.pop("MEDVOICE_KB_CHROMA_URL", None)
         stack = Stack(tmp, env, env)
         if args.redis_url:
@@ -931,10 +1148,14 @@ def run() -> None:
                 thr.append(throughput_phase(stack, base, clin_tok, clips, args.throughput_turns, conc))
 
         load_end = os.getloadavg()
-        stream_desc = ("setting absent" if not has_stream_setting else
-                       f"{'on' if workers_stream else 'off'} in the workers ({args.stream_tts}), off in-process")
-        clip_desc = ", ".join(f"{c['file']} ({c['lang'] or 'detect'}, {c['duration_s']:.1f} s)"
-                              for c in clips[:max(args.runs, 1)])
+        stream_desc = (
+            "setting absent"
+            if not has_stream_setting
+            else f"{'on' if workers_stream else 'off'} in the workers ({args.stream_tts}), off in-process"
+        )
+        clip_desc = ", ".join(
+            f"{c['file']} ({c['lang'] or 'detect'}, {c['duration_s']:.1f} s)" for c in clips[: max(args.runs, 1)]
+        )
         header = [
             f"[bold]medvoice consultation benchmark[/bold] — {started}, {time.perf_counter() - t_start:.0f} s; "
             f"{platform.node()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
@@ -949,23 +1170,34 @@ def run() -> None:
             f"API subprocess; latency workers: {args.topology} (concurrency 1); one fresh consultation per turn "
             f"(no history)",
             f"knowledge base: {kb['topic_docs']} topic documents (REST) + {kb['distractor_docs']} distractor passages "
-            f"(rag.ingest), {kb['chunks']} chunks, {kb['seconds']:.1f} s" if kb else "knowledge base: -",
+            f"(rag.ingest), {kb['chunks']} chunks, {kb['seconds']:.1f} s"
+            if kb
+            else "knowledge base: -",
             f"clips: {clip_desc}; "
             f"{args.runs} measured runs per mode after one warm-up each, Celery and in-process alternating",
         ]
         if "workers_ready_s" in results:
             rss = results.get("latency_worker_rss_mb", {})
-            header.append(f"workers' models ready {results['workers_ready_s']:.1f} s after start; in-process engines "
-                          f"loaded in {results.get('inproc_load_s', float('nan')):.1f} s; worker RSS MB: " +
-                          ", ".join(f"{k.split('-')[1]} {v:.0f}" for k, v in rss.items()))
+            header.append(
+                f"workers' models ready {results['workers_ready_s']:.1f} s after start; in-process engines "
+                f"loaded in {results.get('inproc_load_s', float('nan')):.1f} s; worker RSS MB: "
+                + ", ".join(f"{k.split('-')[1]} {v:.0f}" for k, v in rss.items())
+            )
         note = None
         if latency and latency["inproc"] and latency["celery"] and workers_stream:
-            note = ("note: the workers stream TTS (sentences are spoken while the LLM generates) and the in-process "
-                    "runs cannot, so the llm/tts/wall ratios include that overlap and CPU contention; asr and rag "
-                    "are the queue overhead. Run with --stream-tts off for the pure queue overhead.")
+            note = (
+                "note: the workers stream TTS (sentences are spoken while the LLM generates) and the in-process "
+                "runs cannot, so the llm/tts/wall ratios include that overlap and CPU contention; asr and rag "
+                "are the queue overhead. Run with --stream-tts off for the pure queue overhead."
+            )
         summary = report(console, header, latency, thr, note)
-        results.update(summary=summary, header=header, kb=kb, latency=latency,
-                       throughput=[{k: v for k, v in x.items()} for x in thr])
+        results.update(
+            summary=summary,
+            header=header,
+            kb=kb,
+            latency=latency,
+            throughput=[{k: v for k, v in x.items()} for x in thr],
+        )
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str, ensure_ascii=False))
             log(f"wrote {args.json}")

@@ -119,7 +119,8 @@ def main() -> None:
 
     rows: dict[str, dict[str, list]] = {
         c: {"prompt": [], "first_token": [], "first_sentence": [], "decision": [], "covered": []}
-        for c in ("whole", "focused")}
+        for c in ("whole", "focused")
+    }
     kept, kept_lead, focus_ms = [], [], []
     for n, (q, ids) in enumerate(zip(questions, picks)):
         texts = [corpus[i] for i in ids]
@@ -143,29 +144,42 @@ def main() -> None:
                 row["first_sentence"].append(t["first_sentence_s"])
             row["decision"].append(decision(out["text"]))
             row["covered"].append(covered(out["text"], q["long_answer"]))
-        print(f"{n + 1:3d}/{len(questions)}  gold={q['final_decision']:5s}  whole={rows['whole']['decision'][-1]!s:5s}"
-              f"  focused={rows['focused']['decision'][-1]!s:5s}  prompt {rows['whole']['prompt'][-1]}"
-              f" → {rows['focused']['prompt'][-1]} tokens", flush=True)
+        print(
+            f"{n + 1:3d}/{len(questions)}  gold={q['final_decision']:5s}  whole={rows['whole']['decision'][-1]!s:5s}"
+            f"  focused={rows['focused']['decision'][-1]!s:5s}  prompt {rows['whole']['prompt'][-1]}"
+            f" → {rows['focused']['prompt'][-1]} tokens",
+            flush=True,
+        )
 
     gold = [q["final_decision"] for q in questions]
-    print(f"\nPubMedQA, {len(questions)} questions, top {args.top_k} (gold + BM25), budget {args.budget} tokens,"
-          f" max {args.max_tokens} new tokens, {s.llm_threads} threads")
-    print(f"{'condition':10s} {'prompt tok p50':>15s} {'first token p50/p95':>22s} {'first sentence p50/p95':>24s}"
-          f" {'conclusion covered':>19s} {'decision acc':>13s}")
+    print(
+        f"\nPubMedQA, {len(questions)} questions, top {args.top_k} (gold + BM25), budget {args.budget} tokens,"
+        f" max {args.max_tokens} new tokens, {s.llm_threads} threads"
+    )
+    print(
+        f"{'condition':10s} {'prompt tok p50':>15s} {'first token p50/p95':>22s} {'first sentence p50/p95':>24s}"
+        f" {'conclusion covered':>19s} {'decision acc':>13s}"
+    )
     for cond, row in rows.items():
         acc = sum(d == g for d, g in zip(row["decision"], gold)) / len(gold)
         fs = row["first_sentence"] or [float("nan")]
-        print(f"{cond:10s} {statistics.median(row['prompt']):15.0f} "
-              f"{statistics.median(row['first_token']):10.2f}s /{pct(row['first_token'], 0.95):6.2f}s "
-              f"{statistics.median(fs):12.2f}s /{pct(fs, 0.95):6.2f}s {statistics.mean(row['covered']):19.3f}"
-              f" {acc:13.2f}")
+        print(
+            f"{cond:10s} {statistics.median(row['prompt']):15.0f} "
+            f"{statistics.median(row['first_token']):10.2f}s /{pct(row['first_token'], 0.95):6.2f}s "
+            f"{statistics.median(fs):12.2f}s /{pct(fs, 0.95):6.2f}s {statistics.mean(row['covered']):19.3f}"
+            f" {acc:13.2f}"
+        )
     agree = sum(a == b for a, b in zip(rows["whole"]["decision"], rows["focused"]["decision"])) / len(gold)
     ratio = statistics.median(rows["focused"]["first_token"]) / statistics.median(rows["whole"]["first_token"])
-    print(f"first token, focused / whole: {ratio:.2f}x;  decisions agree: {agree:.2f};"
-          f"  focusing took p50 {statistics.median(focus_ms):.1f} ms")
-    print(f"gold abstract's words shared with its conclusion, kept within the budget: focused "
-          f"{statistics.mean(kept):.2f} (median {statistics.median(kept):.2f}) vs leading sentences "
-          f"{statistics.mean(kept_lead):.2f} (median {statistics.median(kept_lead):.2f}); whole passages 1.00")
+    print(
+        f"first token, focused / whole: {ratio:.2f}x;  decisions agree: {agree:.2f};"
+        f"  focusing took p50 {statistics.median(focus_ms):.1f} ms"
+    )
+    print(
+        f"gold abstract's words shared with its conclusion, kept within the budget: focused "
+        f"{statistics.mean(kept):.2f} (median {statistics.median(kept):.2f}) vs leading sentences "
+        f"{statistics.mean(kept_lead):.2f} (median {statistics.median(kept_lead):.2f}); whole passages 1.00"
+    )
 
 
 if __name__ == "__main__":

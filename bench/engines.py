@@ -37,8 +37,10 @@ EVAL = ROOT.parent / "shared" / "eval-data"
 JFK = EVAL / "speech" / "en_jfk_16k_mono.wav"
 QUESTION = "What are the signs and symptoms of adult acute lymphoblastic leukemia, and how is it treated?"
 LLM_TOKENS = int(os.environ.get("MEDVOICE_BENCH_LLM_TOKENS", "64"))
-ANSWER = ("Paracetamol is usually taken every four to six hours. Do not take more than four grams in a day. "
-          "Ask your doctor if the pain lasts longer than three days.")
+ANSWER = (
+    "Paracetamol is usually taken every four to six hours. Do not take more than four grams in a day. "
+    "Ask your doctor if the pain lasts longer than three days."
+)
 
 
 def median(xs: list[float]) -> float:
@@ -57,9 +59,15 @@ def rag_context(target_tokens: int, count_tokens, skip: int = 0) -> list[str]:
     `skip` starts further down the file, so that successive turns carry different context."""
     passages: list[str] = []
     path = EVAL / "rag" / "medquad" / "subset_passages.jsonl"
-    source = ([json.loads(line)["text"] for line in path.open()][:400] if path.exists()
-              else [f"Passage {i}: adults with a fever may take 500 mg of paracetamol every six hours, "
-                    "with no more than four grams a day; children need a weight-based dose." * 3 for i in range(400)])
+    source = (
+        [json.loads(line)["text"] for line in path.open()][:400]
+        if path.exists()
+        else [
+            f"Passage {i}: adults with a fever may take 500 mg of paracetamol every six hours, "
+            "with no more than four grams a day; children need a weight-based dose." * 3
+            for i in range(400)
+        ]
+    )
     for text in source[skip:]:
         passages.append(" ".join(text.split())[:1200])
         if count_tokens(passages) >= target_tokens:
@@ -97,8 +105,12 @@ def child(engine: str, runs: int) -> dict:
             r = eng.transcribe(audio)
             rtfs.append(r["timings"]["rtf"])
             secs.append(r["timings"]["transcribe_s"])
-        out.update(rtf=median(rtfs), transcribe_s=median(secs), audio_s=r["duration_s"],
-                   detail=f"beam {s.asr_beam_size}, {eng.compute_type}, {s.asr_threads} threads")
+        out.update(
+            rtf=median(rtfs),
+            transcribe_s=median(secs),
+            audio_s=r["duration_s"],
+            detail=f"beam {s.asr_beam_size}, {eng.compute_type}, {s.asr_threads} threads",
+        )
     elif engine == "llm":
         from workers.engines.llm import build_messages
 
@@ -140,10 +152,17 @@ def child(engine: str, runs: int) -> dict:
             for mode in res:
                 res[mode].append(one(mode))
         for mode, ts in res.items():
-            out[mode] = {k: median([t[k] for t in ts if t[k] is not None])
-                         for k in ("first_token_s", "first_sentence_s", "total_s", "tokens", "tokens_per_s")}
-        out.update(prompt_tokens=n_prompt, prefix_tokens=len(eng.prefix_tokens), prefix_eval_s=eng.prefix_eval_s,
-                   prefix_restored=[t["prefix_restored"] for t in res["prefix"]], messages=list(turns))
+            out[mode] = {
+                k: median([t[k] for t in ts if t[k] is not None])
+                for k in ("first_token_s", "first_sentence_s", "total_s", "tokens", "tokens_per_s")
+            }
+        out.update(
+            prompt_tokens=n_prompt,
+            prefix_tokens=len(eng.prefix_tokens),
+            prefix_eval_s=eng.prefix_eval_s,
+            prefix_restored=[t["prefix_restored"] for t in res["prefix"]],
+            messages=list(turns),
+        )
     elif engine == "tts":
         from workers.engines.splitter import split_sentences
 
@@ -160,8 +179,13 @@ def child(engine: str, runs: int) -> dict:
                 synth += tm["synth_s"]
                 audio += tm["audio_s"]
             rtfs.append(synth / audio)
-        out.update(rtf=median(rtfs), first_sentence_audio_s=median(first), backend=eng.name,
-                   sentences=sentences, detail=f"{eng.name}, speed {s.tts_speed}")
+        out.update(
+            rtf=median(rtfs),
+            first_sentence_audio_s=median(first),
+            backend=eng.name,
+            sentences=sentences,
+            detail=f"{eng.name}, speed {s.tts_speed}",
+        )
     elif engine == "embed":
         ctx = rag_context(10**9, lambda p: 0)[:32] * 4  # 128 passages
         eng.embed(ctx[:8])
@@ -171,8 +195,7 @@ def child(engine: str, runs: int) -> dict:
             rates.append(len(ctx) / secs)
             _, qs = eng.embed([QUESTION], kind="query")
             q.append(qs)
-        out.update(passages_per_s=median(rates), query_s=median(q), n=len(ctx), model=eng.name,
-                   passages=ctx)
+        out.update(passages_per_s=median(rates), query_s=median(q), n=len(ctx), model=eng.name, passages=ctx)
     out["rss_peak_mb"] = vm_hwm_mb()
     return out
 
@@ -181,8 +204,14 @@ def child(engine: str, runs: int) -> dict:
 # parent: subprocess per engine, then the pool
 # ---------------------------------------------------------------------------------------------------
 def run_child(engine: str, runs: int, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", engine, "--runs", str(runs)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", engine, "--runs", str(runs)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} bench failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -206,9 +235,23 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except Exception:  # noqa: BLE001 - start a private one
         port = free_port()
-        procs.append(subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
-                                       "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    shutil.which("redis-server") or "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--dir",
+                    str(tmp),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+        )
         url = f"redis://127.0.0.1:{port}/0"
         for _ in range(100):
             try:
@@ -224,9 +267,27 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
 
     log = open(tmp / "worker.log", "wb")  # noqa: SIM115
     name = f"bench-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--pool", "all", "--concurrency", "1",
-                               "--name", name, "--loglevel", "WARNING"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "worker",
+            "--pool",
+            "all",
+            "--concurrency",
+            "1",
+            "--name",
+            name,
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     out: dict = {}
     try:
         deadline = time.monotonic() + 120
@@ -256,9 +317,11 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
             for i in range(runs + 1):
                 turn = f"bench-{uuid.uuid4().hex[:8]}"
                 t = time.perf_counter()
-                res = celery_app.send_task("llm.generate", args=[turn],
-                                           kwargs={"messages": variants[i % len(variants)],
-                                                   "max_tokens": LLM_TOKENS, "temperature": 0})
+                res = celery_app.send_task(
+                    "llm.generate",
+                    args=[turn],
+                    kwargs={"messages": variants[i % len(variants)], "max_tokens": LLM_TOKENS, "temperature": 0},
+                )
                 first = None
                 while first is None and time.perf_counter() - t < 600:
                     got = events.read(turn, block_ms=1000, r=r)
@@ -269,8 +332,11 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
                     firsts.append(first)
                     totals.append(time.perf_counter() - t)
                     inner.append(result["timings"]["first_sentence_s"])
-            out["llm"] = {"first_sentence_s": median(firsts), "total_s": median(totals),
-                          "worker_first_sentence_s": median(inner)}
+            out["llm"] = {
+                "first_sentence_s": median(firsts),
+                "total_s": median(totals),
+                "worker_first_sentence_s": median(inner),
+            }
         if "tts" in results:
             sent = results["tts"]["sentences"][0]
             call("tts.synthesize", sent)
@@ -279,8 +345,10 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
             passages = results["embed"]["passages"]
             call("rag.embed", passages[:8])
             secs = [call("rag.embed", passages)[1] for _ in range(runs)]
-            out["embed"] = {"passages_per_s": len(passages) / median(secs),
-                            "query_s": median([call("rag.embed", QUESTION, kind="query")[1] for _ in range(runs)])}
+            out["embed"] = {
+                "passages_per_s": len(passages) / median(secs),
+                "query_s": median([call("rag.embed", QUESTION, kind="query")[1] for _ in range(runs)]),
+            }
         children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
         out["pool_rss_peak_mb"] = max((vm_hwm_mb(c) for c in children), default=float("nan"))
     finally:
@@ -307,52 +375,97 @@ def fmt(x: float | None, unit: str = "", digits: int = 3) -> str:
 def report(results: dict, pool: dict | None) -> str:
     rows = [("engine", "load", "peak RSS", "figure", "in-process", "via pool", "pool/in-proc")]
 
-    def add(engine: str, figure: str, local: float | None, via: float | None, unit: str = "s",
-            first: bool = False, higher_better: bool = False) -> None:
+    def add(
+        engine: str,
+        figure: str,
+        local: float | None,
+        via: float | None,
+        unit: str = "s",
+        first: bool = False,
+        higher_better: bool = False,
+    ) -> None:
         r = results[engine]
         ratio = None
         if local and via:
             ratio = (local / via) if higher_better else (via / local)
-        rows.append((engine if first else "", fmt(r["load_s"], " s", 2) if first else "",
-                     f"{r['rss_peak_mb']:.0f} MB" if first else "", figure, fmt(local, unit), fmt(via, unit),
-                     fmt(ratio, "x", 2)))
+        rows.append(
+            (
+                engine if first else "",
+                fmt(r["load_s"], " s", 2) if first else "",
+                f"{r['rss_peak_mb']:.0f} MB" if first else "",
+                figure,
+                fmt(local, unit),
+                fmt(via, unit),
+                fmt(ratio, "x", 2),
+            )
+        )
 
     p = pool or {}
     if "asr" in results:
         r = results["asr"]
-        add("asr", f"RTF ({r['audio_s']:.1f}s clip; {r['detail']})", r["rtf"], p.get("asr", {}).get("rtf"), "",
-            first=True)
+        add(
+            "asr",
+            f"RTF ({r['audio_s']:.1f}s clip; {r['detail']})",
+            r["rtf"],
+            p.get("asr", {}).get("rtf"),
+            "",
+            first=True,
+        )
     if "llm" in results:
         r = results["llm"]
-        add("llm", f"first token, cold ({r['prompt_tokens']}-token prompt)", r["cold"]["first_token_s"], None,
-            first=True)
+        add(
+            "llm",
+            f"first token, cold ({r['prompt_tokens']}-token prompt)",
+            r["cold"]["first_token_s"],
+            None,
+            first=True,
+        )
         add("llm", "first sentence, cold context", r["cold"]["first_sentence_s"], None)
-        add("llm", f"first sentence, prefix state restored ({r['prefix_tokens']} tok)",
-            r["prefix"]["first_sentence_s"], None)
-        add("llm", f"system prefix ({r['prefix_tokens']} tok): restore state vs evaluate", r["prefix_restore_s"],
-            None)
+        add(
+            "llm",
+            f"first sentence, prefix state restored ({r['prefix_tokens']} tok)",
+            r["prefix"]["first_sentence_s"],
+            None,
+        )
+        add("llm", f"system prefix ({r['prefix_tokens']} tok): restore state vs evaluate", r["prefix_restore_s"], None)
         rows[-1] = rows[-1][:4] + (f"{r['prefix_restore_s']:.3f}s vs {r['prefix_evaluate_s']:.3f}s", "-", "-")
-        add("llm", "first sentence, consecutive turn", r["warm"]["first_sentence_s"],
-            p.get("llm", {}).get("first_sentence_s"))
+        add(
+            "llm",
+            "first sentence, consecutive turn",
+            r["warm"]["first_sentence_s"],
+            p.get("llm", {}).get("first_sentence_s"),
+        )
         add("llm", "tokens per second (decode)", r["warm"]["tokens_per_s"], None, " tok/s", higher_better=True)
-        add("llm", f"answer total ({r['warm']['tokens']:.0f} tokens)", r["warm"]["total_s"],
-            p.get("llm", {}).get("total_s"))
+        add(
+            "llm",
+            f"answer total ({r['warm']['tokens']:.0f} tokens)",
+            r["warm"]["total_s"],
+            p.get("llm", {}).get("total_s"),
+        )
     if "tts" in results:
         r = results["tts"]
         add("tts", f"RTF ({r['detail']})", r["rtf"], None, "", first=True)
-        add("tts", "first sentence audio", r["first_sentence_audio_s"],
-            p.get("tts", {}).get("first_sentence_audio_s"))
+        add("tts", "first sentence audio", r["first_sentence_audio_s"], p.get("tts", {}).get("first_sentence_audio_s"))
     if "embed" in results:
         r = results["embed"]
-        add("embed", f"passages/s ({r['model']}, {r['n']} passages)", r["passages_per_s"],
-            p.get("embed", {}).get("passages_per_s"), "/s", first=True, higher_better=True)
+        add(
+            "embed",
+            f"passages/s ({r['model']}, {r['n']} passages)",
+            r["passages_per_s"],
+            p.get("embed", {}).get("passages_per_s"),
+            "/s",
+            first=True,
+            higher_better=True,
+        )
         add("embed", "one query", r["query_s"], p.get("embed", {}).get("query_s"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if pool:
-        lines.append(f"pool: one worker process serving all four queues, engines loaded in "
-                     f"{pool.get('ready_s', float('nan')):.1f} s, peak RSS {pool.get('pool_rss_peak_mb', 0):.0f} MB")
+        lines.append(
+            f"pool: one worker process serving all four queues, engines loaded in "
+            f"{pool.get('ready_s', float('nan')):.1f} s, peak RSS {pool.get('pool_rss_peak_mb', 0):.0f} MB"
+        )
     return "\n".join(lines)
 
 
@@ -362,8 +475,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--engines", default="asr,llm,tts,embed")
     ap.add_argument("--no-pool", action="store_true", help="skip the Celery pool phase")
-    ap.add_argument("--llm-tokens", type=int, default=int(os.environ.get("MEDVOICE_BENCH_LLM_TOKENS", "64")),
-                    help="answer length for the LLM figures")
+    ap.add_argument(
+        "--llm-tokens",
+        type=int,
+        default=int(os.environ.get("MEDVOICE_BENCH_LLM_TOKENS", "64")),
+        help="answer length for the LLM figures",
+    )
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -402,15 +519,18 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - still print the in-process figures
                 print(f"pool phase failed: {exc}", file=sys.stderr)
         load = os.getloadavg()
-        print(f"medvoice engines on {os.cpu_count()} CPU cores; medians of {args.runs} runs; "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start {load_start[0]:.1f}, "
-              f"at end {load[0]:.1f} (other work on the machine inflates every figure)")
+        print(
+            f"medvoice engines on {os.cpu_count()} CPU cores; medians of {args.runs} runs; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start {load_start[0]:.1f}, "
+            f"at end {load[0]:.1f} (other work on the machine inflates every figure)"
+        )
         print(report(results, pool))
         for engine, err in failed.items():
             print(f"{engine}: failed ({err.strip().splitlines()[-1] if err.strip() else 'no output'})")
         if args.json:
-            slim = {k: {kk: vv for kk, vv in v.items() if kk not in ("messages", "passages")}
-                    for k, v in results.items()}
+            slim = {
+                k: {kk: vv for kk, vv in v.items() if kk not in ("messages", "passages")} for k, v in results.items()
+            }
             args.json.write_text(json.dumps({"in_process": slim, "pool": pool}, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -77,8 +77,11 @@ def scale(args: argparse.Namespace) -> None:
     texts = [c.indexed_text for _, cs in chunked for c in cs]
     t = time.perf_counter()
     vecs = R.CachedVectors(emb, Path(args.cache)).passages(texts)
-    print(f"real part: {len(docs)} MedQuAD passages, {len(texts)} chunks (vectors ready in "
-          f"{time.perf_counter() - t:.1f}s)", flush=True)
+    print(
+        f"real part: {len(docs)} MedQuAD passages, {len(texts)} chunks (vectors ready in "
+        f"{time.perf_counter() - t:.1f}s)",
+        flush=True,
+    )
     per, k = [], 0
     for _, cs in chunked:
         per.append(vecs[k : k + len(cs)])
@@ -101,10 +104,18 @@ def scale(args: argparse.Namespace) -> None:
     while not reuse and total < args.chunks:
         batch_docs, batch_vecs = [], []
         for _ in range(500):
-            sections = [Section(f"Part {j}", " ".join(rng.choice(sentences) for _ in range(rng.randint(2, 5))))
-                        for j in range(10)]
-            d = Document(f"syn{n_doc:06d}", f"Synthetic document {n_doc}", sections, source=rng.choice(["a", "b", "c"]),
-                         date=f"{rng.randint(2005, 2026)}-{rng.randint(1, 12):02d}-01", tags=[rng.choice("xyz")])
+            sections = [
+                Section(f"Part {j}", " ".join(rng.choice(sentences) for _ in range(rng.randint(2, 5))))
+                for j in range(10)
+            ]
+            d = Document(
+                f"syn{n_doc:06d}",
+                f"Synthetic document {n_doc}",
+                sections,
+                source=rng.choice(["a", "b", "c"]),
+                date=f"{rng.randint(2005, 2026)}-{rng.randint(1, 12):02d}-01",
+                tags=[rng.choice("xyz")],
+            )
             n_doc += 1
             cs = kb.chunk(d)
             mix = base_vecs[nrng.integers(0, len(base_vecs), size=(len(cs), 2))].mean(1)
@@ -119,8 +130,11 @@ def scale(args: argparse.Namespace) -> None:
     ing_s = time.perf_counter() - t_ing
     n_chunks = kb.store.count()
     if not reuse:
-        print(f"ingested {n_chunks} chunks ({len(docs) + n_doc} documents) in {ing_s:.1f}s: {n_chunks / ing_s:,.0f} "
-              f"chunks/s without embedding", flush=True)
+        print(
+            f"ingested {n_chunks} chunks ({len(docs) + n_doc} documents) in {ing_s:.1f}s: {n_chunks / ing_s:,.0f} "
+            f"chunks/s without embedding",
+            flush=True,
+        )
 
     t = time.perf_counter()
     kb.refresh(force=True)
@@ -129,8 +143,10 @@ def scale(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     kb = KnowledgeBase.open(cfg, embedder=emb)  # what a rag worker does at start: open + BM25 over all chunks
     open_s = time.perf_counter() - t
-    print(f"BM25 build over {n_chunks} chunks {bm25_s:.1f}s; open (store + BM25) {open_s:.1f}s; rss {rss_mb():.0f} MB",
-          flush=True)
+    print(
+        f"BM25 build over {n_chunks} chunks {bm25_s:.1f}s; open (store + BM25) {open_s:.1f}s; rss {rss_mb():.0f} MB",
+        flush=True,
+    )
 
     # Embedding rate for the record (what real ingestion is bound by)
     sample = texts[:64]
@@ -156,8 +172,12 @@ def scale(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     n_del = kb.delete(victim)
     del_ms = (time.perf_counter() - t) * 1000
-    big = Document("big-doc", "Big document", [Section(f"S{j}", " ".join(rng.choice(sentences) for _ in range(4)))
-                                               for j in range(1000)], date="2020-01-01")
+    big = Document(
+        "big-doc",
+        "Big document",
+        [Section(f"S{j}", " ".join(rng.choice(sentences) for _ in range(4))) for j in range(1000)],
+        date="2020-01-01",
+    )
     cs = kb.chunk(big)
     kb.ingest_documents([big], [base_vecs[nrng.integers(0, len(base_vecs), size=len(cs))]])
     t = time.perf_counter()
@@ -169,13 +189,17 @@ def scale(args: argparse.Namespace) -> None:
     print("\n| measure | value |\n|---|---|")
     rows = [
         ("chunks in store", f"{n_chunks:,} ({len(texts):,} real MedQuAD + synthetic)"),
-        ("ingestion (chunk + upsert + registry, vectors given)",
-         "not measured (reused store)" if reuse else f"{n_chunks / ing_s:,.0f} chunks/s ({ing_s:.0f} s)"),
+        (
+            "ingestion (chunk + upsert + registry, vectors given)",
+            "not measured (reused store)" if reuse else f"{n_chunks / ing_s:,.0f} chunks/s ({ing_s:.0f} s)",
+        ),
         ("MiniLM passage embedding, 1 thread", f"{emb_rate:.0f} chunks/s"),
         ("BM25 build (all chunks)", f"{bm25_s:.1f} s"),
         ("open: store + BM25 (rag worker start)", f"{open_s:.1f} s"),
-        (f"query p50 / p95 ({len(lat)} MedQuAD questions, embed+HNSW+BM25+fusion+decay)",
-         f"{pct(lat, 50):.1f} / {pct(lat, 95):.1f} ms"),
+        (
+            f"query p50 / p95 ({len(lat)} MedQuAD questions, embed+HNSW+BM25+fusion+decay)",
+            f"{pct(lat, 50):.1f} / {pct(lat, 95):.1f} ms",
+        ),
         ("  of which embed p50 / p95", f"{pct(parts['embed'], 50):.1f} / {pct(parts['embed'], 95):.1f} ms"),
         ("  HNSW p50 / p95", f"{pct(parts['dense'], 50):.1f} / {pct(parts['dense'], 95):.1f} ms"),
         ("  BM25 p50 / p95", f"{pct(parts['lexical'], 50):.1f} / {pct(parts['lexical'], 95):.1f} ms"),
@@ -195,7 +219,8 @@ def _mp_writer(path: str) -> None:
     import chromadb
 
     c = chromadb.PersistentClient(path=path).get_or_create_collection(
-        "mptest", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        "mptest", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
     rng = np.random.default_rng(1)
     c.add(ids=[f"w{i}" for i in range(200)], embeddings=(rng.normal(size=(200, 8)) + 1.0).astype("float32"))
 
@@ -220,15 +245,18 @@ def multiprocess(_: argparse.Namespace) -> None:
     path = tempfile.mkdtemp(prefix="chroma-mp-")
     print(f"chromadb {chromadb.__version__}: embedded PersistentClient, two processes on {path}")
     c = chromadb.PersistentClient(path=path).get_or_create_collection(
-        "mptest", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        "mptest", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
     c.add(ids=["r0"], embeddings=[[1.0] * 8])
     c.query(query_embeddings=q, n_results=1)  # this process now holds the HNSW index in memory
     p = ctx.Process(target=_mp_writer, args=(path,))
     p.start()
     p.join()
     print("  another process added 200 vectors (w0..w199)")
-    print(f"  this process: count() {c.count()}, get(['w0']) {c.get(ids=['w0'])['ids']}, "
-          f"query top-3 {c.query(query_embeddings=q, n_results=3)['ids'][0]}  <- metadata sees them, HNSW does not")
+    print(
+        f"  this process: count() {c.count()}, get(['w0']) {c.get(ids=['w0'])['ids']}, "
+        f"query top-3 {c.query(query_embeddings=q, n_results=3)['ids'][0]}  <- metadata sees them, HNSW does not"
+    )
     c2 = chromadb.PersistentClient(path=path).get_collection("mptest")
     print(f"  this process, a new client: query top-3 {c2.query(query_embeddings=q, n_results=3)['ids'][0]}")
     p = ctx.Process(target=_mp_fresh, args=(path,))
@@ -245,8 +273,11 @@ def multiprocess(_: argparse.Namespace) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     spath = tempfile.mkdtemp(prefix="chroma-srv-")
-    srv = subprocess.Popen([binary, "run", "--path", spath, "--host", "127.0.0.1", "--port", str(port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = subprocess.Popen(
+        [binary, "run", "--path", spath, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         from chromadb.config import Settings
 
@@ -260,13 +291,17 @@ def multiprocess(_: argparse.Namespace) -> None:
         ca = a.get_or_create_collection("mptest", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
         ca.add(ids=["r0"], embeddings=[[1.0] * 8])
         ca.query(query_embeddings=q, n_results=1)
-        code = ("import chromadb,numpy as np;from chromadb.config import Settings;"
-                f"c=chromadb.HttpClient(host='127.0.0.1',port={port},settings=Settings(anonymized_telemetry=False))"
-                ".get_collection('mptest');r=np.random.default_rng(1);"
-                "c.add(ids=[f'w{i}' for i in range(200)],embeddings=(r.normal(size=(200,8))+1.0).astype('float32'))")
+        code = (
+            "import chromadb,numpy as np;from chromadb.config import Settings;"
+            f"c=chromadb.HttpClient(host='127.0.0.1',port={port},settings=Settings(anonymized_telemetry=False))"
+            ".get_collection('mptest');r=np.random.default_rng(1);"
+            "c.add(ids=[f'w{i}' for i in range(200)],embeddings=(r.normal(size=(200,8))+1.0).astype('float32'))"
+        )
         subprocess.run([sys.executable, "-c", code], check=True)
-        print(f"chroma server (`chroma run`): after another process added 200 vectors, this process's query top-3 "
-              f"{ca.query(query_embeddings=q, n_results=3)['ids'][0]}, count() {ca.count()}")
+        print(
+            f"chroma server (`chroma run`): after another process added 200 vectors, this process's query top-3 "
+            f"{ca.query(query_embeddings=q, n_results=3)['ids'][0]}, count() {ca.count()}"
+        )
     finally:
         srv.terminate()
         srv.wait(10)

@@ -61,8 +61,16 @@ def load_set(name: str, limit: int | None, strict: bool = False) -> tuple[list[D
             r = json.loads(line)
             doc_id = f"{r.get('source', 'x')}:{r['passage_id']}"
             focus.setdefault(r["passage_id"], []).append((doc_id, normalise(r.get("focus", "")).lower()))
-            docs.append(Document(doc_id, normalise(r.get("focus", "")), [Section("", normalise(r["text"]))],
-                                 source=r.get("source", ""), date="", language="en"))
+            docs.append(
+                Document(
+                    doc_id,
+                    normalise(r.get("focus", "")),
+                    [Section("", normalise(r["text"]))],
+                    source=r.get("source", ""),
+                    date="",
+                    language="en",
+                )
+            )
         for line in (d / "subset_questions.jsonl").open():
             r = json.loads(line)
             gold = r["gold_passage_ids"]
@@ -81,8 +89,9 @@ def load_set(name: str, limit: int | None, strict: bool = False) -> tuple[list[D
     elif name == "zh_medicalgpt":
         for line in (d / "corpus.jsonl").open():
             r = json.loads(line)
-            docs.append(Document(r["passage_id"], "", [Section("", normalise(r["text"]))], source="medicalgpt",
-                                 language="zh"))
+            docs.append(
+                Document(r["passage_id"], "", [Section("", normalise(r["text"]))], source="medicalgpt", language="zh")
+            )
         field = os.environ.get("BENCH_ZH_FIELD", "question")
         for line in (d / "questions.jsonl").open():
             r = json.loads(line)
@@ -138,8 +147,15 @@ def build(kb: KnowledgeBase, docs: list[Document], cache: CachedVectors) -> tupl
     return len(texts), time.perf_counter() - t0
 
 
-def evaluate(kb: KnowledgeBase, qs, mode: str, fusion: str | None = None, depth: int = 40,
-             strict: bool = False, language_aware: bool = True):
+def evaluate(
+    kb: KnowledgeBase,
+    qs,
+    mode: str,
+    fusion: str | None = None,
+    depth: int = 40,
+    strict: bool = False,
+    language_aware: bool = True,
+):
     r1 = r5 = r10 = mrr = 0.0
     lat = []
     for q, gold in qs:
@@ -160,23 +176,35 @@ def evaluate(kb: KnowledgeBase, qs, mode: str, fusion: str | None = None, depth:
             mrr += 1.0 / rank if rank <= 10 else 0.0
     n = len(qs)
     lat.sort()
-    return {"R@1": r1 / n, "R@5": r5 / n, "R@10": r10 / n, "MRR@10": mrr / n,
-            "p50_ms": lat[len(lat) // 2], "p95_ms": lat[int(len(lat) * 0.95) - 1]}
+    return {
+        "R@1": r1 / n,
+        "R@5": r5 / n,
+        "R@10": r10 / n,
+        "MRR@10": mrr / n,
+        "p50_ms": lat[len(lat) // 2],
+        "p95_ms": lat[int(len(lat) * 0.95) - 1],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="medquad,pubmedqa,zh_medicalgpt")
-    ap.add_argument("--embedders", default="", help="comma list of minilm,e5; default: minilm for English sets, "
-                    "minilm and e5 for Chinese")
+    ap.add_argument(
+        "--embedders",
+        default="",
+        help="comma list of minilm,e5; default: minilm for English sets, minilm and e5 for Chinese",
+    )
     ap.add_argument("--limit", type=int, default=0, help="questions per set (0 = all)")
     ap.add_argument("--fusions", default="rrf,weighted")
     ap.add_argument("--dense-weight", type=float, default=None)
     ap.add_argument("--chunk-tokens", type=int, default=None)
     ap.add_argument("--cache", default=str(ROOT / "var" / "bench-cache"))
     ap.add_argument("--json", default="", help="also write the results here")
-    ap.add_argument("--strict", action="store_true", help="MedQuAD: only the gold passage whose focus the question "
-                    "names counts (its ids repeat across sources)")
+    ap.add_argument(
+        "--strict",
+        action="store_true",
+        help="MedQuAD: only the gold passage whose focus the question names counts (its ids repeat across sources)",
+    )
     args = ap.parse_args()
     if not EVAL.exists():
         raise SystemExit(f"evaluation data not found at {EVAL}")
@@ -199,27 +227,42 @@ def main() -> None:
                     cfg.chunk_tokens = args.chunk_tokens
                 kb = KnowledgeBase.open(cfg, embedder=emb)
                 n_chunks, secs = build(kb, docs, CachedVectors(emb, Path(args.cache)))
-                print(f"== {name} / {e}: {len(docs)} passages → {n_chunks} chunks ({secs:.1f}s), {len(qs)} questions",
-                      flush=True)
+                print(
+                    f"== {name} / {e}: {len(docs)} passages → {n_chunks} chunks ({secs:.1f}s), {len(qs)} questions",
+                    flush=True,
+                )
                 st = args.strict
-                rows = [("bm25", evaluate(kb, qs, "lexical", strict=st)),
-                        (f"dense:{e}", evaluate(kb, qs, "dense", strict=st))]
+                rows = [
+                    ("bm25", evaluate(kb, qs, "lexical", strict=st)),
+                    (f"dense:{e}", evaluate(kb, qs, "dense", strict=st)),
+                ]
                 for f in args.fusions.split(","):
                     rows.append((f"hybrid:{f}", evaluate(kb, qs, "hybrid", fusion=f, strict=st)))
                 if name.startswith("zh") and not emb.reads("zh"):
-                    rows.append(("hybrid:weighted, language-blind",
-                                 evaluate(kb, qs, "hybrid", fusion="weighted", language_aware=False)))
+                    rows.append(
+                        (
+                            "hybrid:weighted, language-blind",
+                            evaluate(kb, qs, "hybrid", fusion="weighted", language_aware=False),
+                        )
+                    )
                 for method, m in rows:
-                    print(f"  {method:32s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}  "
-                          f"MRR@10 {m['MRR@10']:.3f}  p50 {m['p50_ms']:.1f} ms  p95 {m['p95_ms']:.1f} ms", flush=True)
+                    print(
+                        f"  {method:32s} R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}  "
+                        f"MRR@10 {m['MRR@10']:.3f}  p50 {m['p50_ms']:.1f} ms  p95 {m['p95_ms']:.1f} ms",
+                        flush=True,
+                    )
                     results.append({"set": name, "embedder": e, "method": method, **m})
                 kb.close()
     print(f"load average at end {os.getloadavg()[0]:.1f}")
-    print("\n| set | embedder | method | R@1 | R@5 | R@10 | MRR@10 | p50 ms | p95 ms |"
-          "\n|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| set | embedder | method | R@1 | R@5 | R@10 | MRR@10 | p50 ms | p95 ms |"
+        "\n|---|---|---|---|---|---|---|---|---|"
+    )
     for r in results:
-        print(f"| {r['set']} | {r['embedder']} | {r['method']} | {r['R@1']:.3f} | {r['R@5']:.3f} | {r['R@10']:.3f} | "
-              f"{r['MRR@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
+        print(
+            f"| {r['set']} | {r['embedder']} | {r['method']} | {r['R@1']:.3f} | {r['R@5']:.3f} | {r['R@10']:.3f} | "
+            f"{r['MRR@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -37,8 +37,14 @@ class Answerability:
 
     def as_dict(self) -> dict[str, Any]:
         # The missing words come from the question: a verdict is stored with the turn, not logged.
-        return {"answerable": self.answerable, "missing": self.missing, "keep": self.keep,
-                "coverage": round(self.coverage, 3), "terms": self.terms, "reason": self.reason}
+        return {
+            "answerable": self.answerable,
+            "missing": self.missing,
+            "keep": self.keep,
+            "coverage": round(self.coverage, 3),
+            "terms": self.terms,
+            "reason": self.reason,
+        }
 
 
 def passage_index(passages: Iterable[Mapping[str, Any]]) -> TextIndex:
@@ -52,8 +58,9 @@ def assess(question: str, passages: list[Mapping[str, Any]], min_coverage: float
     """Whether the passages (rag hits as numbered passages: n, doc_id, title, context, text) cover the question."""
     terms = question_terms(question, patient=True)
     if not passages:
-        return Answerability(False, missing_phrase(_to_name(terms, []), question), [], 0.0, len(terms),
-                             "nothing retrieved")
+        return Answerability(
+            False, missing_phrase(_to_name(terms, []), question), [], 0.0, len(terms), "nothing retrieved"
+        )
     if not terms:
         # Nothing to check the passages against ("what is the dose?"): the claim check still holds the answer.
         return Answerability(True, "", [int(p["n"]) for p in passages], 1.0, 0, "no topic terms")

@@ -64,11 +64,16 @@ class IngestReport:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "added": self.count("added"), "updated": self.count("updated"), "unchanged": self.count("unchanged"),
-            "failed": self.count("failed"), "chunks": self.chunks, "seconds": round(self.seconds, 3),
+            "added": self.count("added"),
+            "updated": self.count("updated"),
+            "unchanged": self.count("unchanged"),
+            "failed": self.count("failed"),
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 3),
             "failures": [{"path": i.path, "reason": i.reason} for i in self.items if i.status == "failed"],
-            "documents": [{"doc_id": i.doc_id, "status": i.status, "chunks": i.chunks}
-                          for i in self.items if i.status != "failed"],
+            "documents": [
+                {"doc_id": i.doc_id, "status": i.status, "chunks": i.chunks} for i in self.items if i.status != "failed"
+            ],
         }
 
 
@@ -105,9 +110,12 @@ class SearchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "query_language": self.query_language, "hits": [h.as_dict() for h in self.hits],
-            "nothing_relevant": self.nothing_relevant, "timings_ms": self.timings_ms,
-            "dense_used": self.dense_used, "fusion": self.fusion,
+            "query_language": self.query_language,
+            "hits": [h.as_dict() for h in self.hits],
+            "nothing_relevant": self.nothing_relevant,
+            "timings_ms": self.timings_ms,
+            "dense_used": self.dense_used,
+            "fusion": self.fusion,
         }
 
 
@@ -258,7 +266,11 @@ class KnowledgeBase:
                 yield LoadFailure(str(f), str(exc))
 
     def ingest_paths(
-        self, paths: list[Path], source: str | None = None, date: str | None = None, tags: list[str] | None = None,
+        self,
+        paths: list[Path],
+        source: str | None = None,
+        date: str | None = None,
+        tags: list[str] | None = None,
         progress: Callable[[IngestItem], None] | None = None,
     ) -> IngestReport:
         """Ingest files and folders; a bad file is reported (with its reason) and the rest goes in."""
@@ -304,8 +316,13 @@ class KnowledgeBase:
         flush()
         report.seconds = time.perf_counter() - t0
         log.info(
-            "ingest: %d added, %d updated, %d unchanged, %d failed, %d chunks in %.2fs", report.count("added"),
-            report.count("updated"), report.count("unchanged"), report.count("failed"), report.chunks, report.seconds,
+            "ingest: %d added, %d updated, %d unchanged, %d failed, %d chunks in %.2fs",
+            report.count("added"),
+            report.count("updated"),
+            report.count("unchanged"),
+            report.count("failed"),
+            report.chunks,
+            report.seconds,
         )
         return report
 
@@ -322,8 +339,10 @@ class KnowledgeBase:
         n = 0
         with self._write_lock:
             for got in list(self.store.iter_chunks()):
-                texts = [f"{m.get('context')}\n{d}" if m.get("context") else d
-                         for d, m in zip(got["documents"], got["metadatas"])]
+                texts = [
+                    f"{m.get('context')}\n{d}" if m.get("context") else d
+                    for d, m in zip(got["documents"], got["metadatas"])
+                ]
                 vecs = self.embedder.embed_passages(texts, self.cfg.embed_batch)
                 self.store.chunks.update(ids=got["ids"], embeddings=vecs)
                 n += len(got["ids"])
@@ -342,10 +361,13 @@ class KnowledgeBase:
             return None
         got = self.store.chunks.get(where={"doc_id": doc_id}, include=["documents", "metadatas"])
         rows = sorted(zip(got["ids"], got["documents"], got["metadatas"]), key=lambda r: r[2]["chunk_index"])
-        return {**rec.as_dict(), "chunk_list": [
-            {"chunk_id": cid, "index": m["chunk_index"], "context": m.get("context", ""), "text": d}
-            for cid, d, m in rows
-        ]}
+        return {
+            **rec.as_dict(),
+            "chunk_list": [
+                {"chunk_id": cid, "index": m["chunk_index"], "context": m.get("context", ""), "text": d}
+                for cid, d, m in rows
+            ],
+        }
 
     def stats(self) -> dict[str, Any]:
         docs = self.store.list_documents()
@@ -355,20 +377,36 @@ class KnowledgeBase:
             langs[d.language] = langs.get(d.language, 0) + 1
             sources[d.source] = sources.get(d.source, 0) + 1
         return {
-            "documents": len(docs), "chunks": self.store.count(), "embedder": self.embedder.name,
-            "dim": self.embedder.dim, "store": self.store.location, "disk_bytes": self.store.disk_bytes(),
-            "languages": langs, "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1])[:20]),
-            "bm25_chunks": len(self._lex), "generation": self._lex_gen,
-            "dates": {"oldest": min((d.date for d in docs if d.date), default=""),
-                      "newest": max((d.date for d in docs if d.date), default="")},
+            "documents": len(docs),
+            "chunks": self.store.count(),
+            "embedder": self.embedder.name,
+            "dim": self.embedder.dim,
+            "store": self.store.location,
+            "disk_bytes": self.store.disk_bytes(),
+            "languages": langs,
+            "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1])[:20]),
+            "bm25_chunks": len(self._lex),
+            "generation": self._lex_gen,
+            "dates": {
+                "oldest": min((d.date for d in docs if d.date), default=""),
+                "newest": max((d.date for d in docs if d.date), default=""),
+            },
         }
 
     # -- search ---------------------------------------------------------------------------------------------
 
     def search(
-        self, query: str, k: int = 5, language: str | None = None, filters: dict[str, Any] | None = None,
-        fusion: str | None = None, decay: bool | None = None, today: date | None = None,
-        mode: str = "hybrid", floor: float | None = None, language_aware: bool = True,
+        self,
+        query: str,
+        k: int = 5,
+        language: str | None = None,
+        filters: dict[str, Any] | None = None,
+        fusion: str | None = None,
+        decay: bool | None = None,
+        today: date | None = None,
+        mode: str = "hybrid",
+        floor: float | None = None,
+        language_aware: bool = True,
     ) -> SearchResult:
         """mode: hybrid | dense | lexical. filters: {"source": str|[str], "tags": [str]} (any tag matches).
         The hybrid leaves the dense side out when the embedder cannot read the query's language (unless
@@ -428,15 +466,29 @@ class KnowledgeBase:
             def dec(c: str) -> float:
                 return decay_of(lex.date_ordinal(c) or 0)
 
-            known = sorted(((w * dense[c] + (1 - w) * (lexical.get(c) if c in lexical else
-                             (float(lex_all[lex.row[c]]) if lex_all is not None and c in lex.row else 0.0))) * dec(c)
-                            for c in dense), reverse=True)
+            known = sorted(
+                (
+                    (
+                        w * dense[c]
+                        + (1 - w)
+                        * (
+                            lexical.get(c)
+                            if c in lexical
+                            else (float(lex_all[lex.row[c]]) if lex_all is not None and c in lex.row else 0.0)
+                        )
+                    )
+                    * dec(c)
+                    for c in dense
+                ),
+                reverse=True,
+            )
             kth = known[k - 1]
             need_vec = [c for c in need_vec if (w * d_floor + (1 - w) * lexical.get(c, 0.0)) * dec(c) > kth]
             cand = [c for c in cand if c in dense or c in need_vec]
         unknown = [c for c in cand if c not in lex.row]
-        extra = self.store.get_chunks(list(dict.fromkeys(need_vec + unknown)), embeddings=bool(need_vec),
-                                      documents=False)
+        extra = self.store.get_chunks(
+            list(dict.fromkeys(need_vec + unknown)), embeddings=bool(need_vec), documents=False
+        )
         cand = [c for c in cand if c in lex.row or c in extra]
         for c in need_vec:
             if c in extra and "embedding" in extra[c]:
@@ -465,17 +517,35 @@ class KnowledgeBase:
             if c not in rows or len(hits) >= k:
                 continue
             meta = rows[c]["meta"]
-            hits.append(Hit(
-                chunk_id=c, doc_id=meta["doc_id"], title=meta.get("title", ""), source=meta.get("source", ""),
-                date=meta.get("date", ""), text=rows[c]["text"], similarity=round(sim, 6), decay=round(dec, 6),
-                score=round(score, 6), dense=round(dense[c], 6) if dense_used and c in dense else None,
-                lexical=round(lexical.get(c, 0.0), 6), chunk_index=int(meta.get("chunk_index", 0)),
-                tags=list(meta.get("tags") or []), language=meta.get("language", ""), context=meta.get("context", ""),
-            ))
+            hits.append(
+                Hit(
+                    chunk_id=c,
+                    doc_id=meta["doc_id"],
+                    title=meta.get("title", ""),
+                    source=meta.get("source", ""),
+                    date=meta.get("date", ""),
+                    text=rows[c]["text"],
+                    similarity=round(sim, 6),
+                    decay=round(dec, 6),
+                    score=round(score, 6),
+                    dense=round(dense[c], 6) if dense_used and c in dense else None,
+                    lexical=round(lexical.get(c, 0.0), 6),
+                    chunk_index=int(meta.get("chunk_index", 0)),
+                    tags=list(meta.get("tags") or []),
+                    language=meta.get("language", ""),
+                    context=meta.get("context", ""),
+                )
+            )
         timings["fuse"] = _ms(t)
         timings["total"] = _ms(t0)
-        return SearchResult(lang, hits, not hits, timings, dense_used, fusion if dense_used and lexical_used
-                            else ("dense" if dense_used else "lexical"))
+        return SearchResult(
+            lang,
+            hits,
+            not hits,
+            timings,
+            dense_used,
+            fusion if dense_used and lexical_used else ("dense" if dense_used else "lexical"),
+        )
 
     def _rescale(self, cos: float) -> float:
         b = self.baseline_cosine

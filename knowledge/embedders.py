@@ -77,7 +77,10 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             out = self.model.encode(  # type: ignore[attr-defined]
-                list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
                 show_progress_bar=False,
             )
         return _normalise(out)

@@ -22,8 +22,9 @@ GAP = " … "
 _SUFFIX = re.compile(r"(?:ments?|ing|ed|es|s)$")
 
 
-def focus_passages(question: str, texts: list[str], budget_tokens: int,
-                   count_tokens: Callable[[str], int]) -> list[str]:
+def focus_passages(
+    question: str, texts: list[str], budget_tokens: int, count_tokens: Callable[[str], int]
+) -> list[str]:
     """The passages, trimmed to the sentences that matter most to `question` within `budget_tokens`
     (as `count_tokens` counts); returned unchanged when they fit already."""
     if sum(count_tokens(t) for t in texts) <= budget_tokens:
@@ -41,8 +42,9 @@ def focus_passages(question: str, texts: list[str], budget_tokens: int,
     ranked = {i: sorted(range(len(sentences[i])), key=lambda j, i=i: (-score(i, j), j)) for i in range(len(texts))}
     # Every passage's best sentence first, in retrieval order; then the rest, best first.
     order = [(i, ranked[i][0]) for i in range(len(texts))]
-    order += sorted(((i, j) for i in range(len(texts)) for j in ranked[i][1:]),
-                    key=lambda ij: (-score(*ij), ij[0], ij[1]))
+    order += sorted(
+        ((i, j) for i in range(len(texts)) for j in ranked[i][1:]), key=lambda ij: (-score(*ij), ij[0], ij[1])
+    )
     chosen: dict[int, set[int]] = {i: set() for i in range(len(texts))}
     used = 0
     for i, j in order:

@@ -31,8 +31,9 @@ class LexicalIndex:
     dates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # date ordinals, 0 = none
 
     @classmethod
-    def build(cls, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]],
-              dates: list[int] | None = None) -> LexicalIndex:
+    def build(
+        cls, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]], dates: list[int] | None = None
+    ) -> LexicalIndex:
         b = LexicalBuilder()
         b.add(ids, texts, sources, tags, dates or [0] * len(ids))
         return b.finish()
@@ -81,13 +82,15 @@ class LexicalBuilder:
         self.tags: list[frozenset[str]] = []
         self.dates: list[int] = []
 
-    def add(self, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]],
-            dates: list[int]) -> None:
+    def add(
+        self, ids: list[str], texts: list[str], sources: list[str], tags: list[list[str]], dates: list[int]
+    ) -> None:
         vocab = self.vocab
         for text in texts:
             toks = lexical_tokens(text)
-            self.token_ids.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in toks), dtype=np.int32,
-                                              count=len(toks)))
+            self.token_ids.append(
+                np.fromiter((vocab.setdefault(t, len(vocab)) for t in toks), dtype=np.int32, count=len(toks))
+            )
         self.ids.extend(ids)
         self.sources.extend(sources)
         self.tags.extend(frozenset(t) for t in tags)
@@ -96,8 +99,12 @@ class LexicalBuilder:
     def finish(self) -> LexicalIndex:
         import bm25s
 
-        idx = LexicalIndex(ids=self.ids, sources=np.array(self.sources, dtype=object), tags=self.tags,
-                           dates=np.array(self.dates, dtype=np.int32))
+        idx = LexicalIndex(
+            ids=self.ids,
+            sources=np.array(self.sources, dtype=object),
+            tags=self.tags,
+            dates=np.array(self.dates, dtype=np.int32),
+        )
         idx.row = {cid: i for i, cid in enumerate(self.ids)}
         if self.ids and self.vocab:
             r = bm25s.BM25()

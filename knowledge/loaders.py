@@ -175,7 +175,7 @@ def _load_md(path: Path) -> tuple[str, list[Section], str]:
                 meta_date = parse_date(val)
             elif key == "title":
                 meta_title = val
-        text = text[m.end():]
+        text = text[m.end() :]
     items: list[tuple[int, str] | str] = []
     in_code = False
     for line in text.split("\n"):
@@ -195,7 +195,7 @@ def _load_md(path: Path) -> tuple[str, list[Section], str]:
         if s.heading == first_h1:
             s.heading = ""
         elif first_h1 and s.heading.startswith(first_h1 + " > "):
-            s.heading = s.heading[len(first_h1) + 3:]
+            s.heading = s.heading[len(first_h1) + 3 :]
     return title, sections, meta_date
 
 
@@ -242,7 +242,7 @@ def _load_html(path: Path) -> tuple[str, list[Section], str]:
         if s.heading == title:
             s.heading = ""
         elif s.heading.startswith(title + " > "):
-            s.heading = s.heading[len(title) + 3:]
+            s.heading = s.heading[len(title) + 3 :]
     return title, sections, meta_date
 
 
@@ -346,7 +346,11 @@ def _finish(doc: Document) -> Document:
 
 
 def load_file(
-    path: Path, *, source: str | None = None, date_override: str | None = None, tags: list[str] | None = None,
+    path: Path,
+    *,
+    source: str | None = None,
+    date_override: str | None = None,
+    tags: list[str] | None = None,
     doc_id: str | None = None,
 ) -> Document:
     """One document from a file (not .jsonl). Date: --date, else the file's metadata, else its mtime."""

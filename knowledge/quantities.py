@@ -55,10 +55,24 @@ _NUM = r"\d+(?:[.,]\d+)?"
 # Written-out counts a dose or a frequency often uses ("twice daily", "两次"): value 1..4.
 _WORD_COUNTS = {"once": 1, "twice": 2, "thrice": 3, "一次": 1, "两次": 2, "二次": 2, "三次": 3, "四次": 4}
 _COUNT_RE = re.compile(r"(?<![A-Za-z])(once|twice|thrice)(?![A-Za-z])|(一次|两次|二次|三次|四次)", re.IGNORECASE)
-_SPELLED = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-            "ten": 10, "twelve": 12, "fourteen": 14, "twenty": 20}
-_SPELLED_RE = re.compile(r"(?<![A-Za-z])(" + "|".join(_SPELLED) + r")(?=\s+(?:times|days|weeks|months|hours|years))",
-                         re.IGNORECASE)
+_SPELLED = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "twelve": 12,
+    "fourteen": 14,
+    "twenty": 20,
+}
+_SPELLED_RE = re.compile(
+    r"(?<![A-Za-z])(" + "|".join(_SPELLED) + r")(?=\s+(?:times|days|weeks|months|hours|years))", re.IGNORECASE
+)
 _QUANTITY = re.compile(
     rf"(?<![A-Za-z0-9.])({_NUM})(?:\s*(?:-|–|—|to|~|至|到)\s*({_NUM}))?\s*(?:-\s*)?({_UNIT_ALT})(?![A-Za-z])",
     re.IGNORECASE,
@@ -110,16 +124,30 @@ def has_number(text: str) -> bool:
 
 # ---- the patient a question or a passage line is about: weight, age and renal-function bands ----------
 _BP = re.compile(r"(?<![\d.])(\d{2,3})\s*/\s*(\d{2,3})(?![\d.])(?=\s*(?:mm\s*hg|mmhg|毫米汞柱)?)", re.IGNORECASE)
-_PATIENT_UNIT = (r"(kg|kgs|kilograms?|kilos?|公斤|千克|years?(?:[- ]old)?|yrs?|岁|months?(?:[- ]old)?|个月"
-                 r"|ml/min|毫升/分钟)")
+_PATIENT_UNIT = (
+    r"(kg|kgs|kilograms?|kilos?|公斤|千克|years?(?:[- ]old)?|yrs?|岁|months?(?:[- ]old)?|个月"
+    r"|ml/min|毫升/分钟)"
+)
 _BAND_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # 30 to 60 mL/min, 5-10 kg, 30 至 60 mL/min
     (re.compile(rf"({_NUM})\s*(?:-|–|—|to|至|到|~)\s*({_NUM})\s*{_PATIENT_UNIT}", re.IGNORECASE), "range"),
     # "under 3 months", "低于 30 mL/min": the bound itself is not in the band
-    (re.compile(rf"(?:under|below|less than|younger than|lighter than|低于|小于|不足|少于)\s*({_NUM})\s*-?\s*"
-                rf"{_PATIENT_UNIT}?", re.IGNORECASE), "below"),
-    (re.compile(rf"(?:over|above|more than|older than|heavier than|高于|大于|超过|多于)\s*({_NUM})\s*-?\s*"
-                rf"{_PATIENT_UNIT}?", re.IGNORECASE), "above"),
+    (
+        re.compile(
+            rf"(?:under|below|less than|younger than|lighter than|低于|小于|不足|少于)\s*({_NUM})\s*-?\s*"
+            rf"{_PATIENT_UNIT}?",
+            re.IGNORECASE,
+        ),
+        "below",
+    ),
+    (
+        re.compile(
+            rf"(?:over|above|more than|older than|heavier than|高于|大于|超过|多于)\s*({_NUM})\s*-?\s*"
+            rf"{_PATIENT_UNIT}?",
+            re.IGNORECASE,
+        ),
+        "above",
+    ),
     # "aged 80 or over", "65 岁及以上": the bound is in the band
     (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}?\s*(?:or|and)\s+(?:over|above|more|older)", re.IGNORECASE), "from"),
     (re.compile(rf"({_NUM})\s*{_PATIENT_UNIT}\s*(?:及以上|以上)"), "from"),
@@ -137,20 +165,26 @@ def _band_unit(raw: str | None, text: str, at: int) -> str | None:
             unit = "mo"
         return unit if unit in PATIENT_UNITS else None
     # "aged 80 or over", "Age under 55": a bare number after an age word is years
-    return "y" if _AGE_WORD.search(text[max(0, at - 12):at]) else None
+    return "y" if _AGE_WORD.search(text[max(0, at - 12) : at]) else None
 
 
 # A question may give an age as a bare number: "my patient is 82", "she's 7".
-_BARE_AGE = re.compile(r"\b(?:patient|he|she|they|child|kid|son|daughter|mother|father|man|woman|boy|girl|baby)"
-                       r"(?:\s+is|\s+was|'s|\s+aged)\s+(\d{1,3})\b(?!\s*(?:[a-zA-Z%/°]|\.\d))", re.IGNORECASE)
+_BARE_AGE = re.compile(
+    r"\b(?:patient|he|she|they|child|kid|son|daughter|mother|father|man|woman|boy|girl|baby)"
+    r"(?:\s+is|\s+was|'s|\s+aged)\s+(\d{1,3})\b(?!\s*(?:[a-zA-Z%/°]|\.\d))",
+    re.IGNORECASE,
+)
 
 
 def question_bands(text: str) -> list[tuple[float, float, str]]:
     """The patient a question is about: patient_bands, plus an age given as a bare number."""
     bands = patient_bands(text)
     if not any(u == "y" for _, _, u in bands):
-        bands += [(float(m.group(1)), float(m.group(1)), "y") for m in _BARE_AGE.finditer(text or "")
-                  if 0 < int(m.group(1)) <= 120]
+        bands += [
+            (float(m.group(1)), float(m.group(1)), "y")
+            for m in _BARE_AGE.finditer(text or "")
+            if 0 < int(m.group(1)) <= 120
+        ]
     return bands
 
 
@@ -208,5 +242,4 @@ def consistent(question_bands: list[tuple[float, float, str]], bands: list[tuple
 
 def matches(question_bands: list[tuple[float, float, str]], bands: list[tuple[float, float, str]]) -> int:
     """How many of the question's bands the line names explicitly (a line for exactly this patient)."""
-    return sum(1 for lo, hi, unit in question_bands
-               if any(u == unit and a <= hi and lo <= b for a, b, u in bands))
+    return sum(1 for lo, hi, unit in question_bands if any(u == unit and a <= hi and lo <= b for a, b, u in bands))

@@ -28,9 +28,11 @@ _LEAD_IN = re.compile(
     r"|(?:the\s+)?answer(?:\s+is)?\s*:\s*|response\s*:\s*)",
     re.IGNORECASE,
 )
-_LEAD_IN_ZH = re.compile(r"^\s*(?:根据|依据|按照|参考)(?:所?提供的|上述|以上)?"
-                         r"(?:上下文|资料|内容|信息|知识库|文献|指南)"
-                         r"(?:\s*\[\d{1,3}\])*\s*[，,:：]\s*|^\s*(?:回答|答案)\s*[:：]\s*")
+_LEAD_IN_ZH = re.compile(
+    r"^\s*(?:根据|依据|按照|参考)(?:所?提供的|上述|以上)?"
+    r"(?:上下文|资料|内容|信息|知识库|文献|指南)"
+    r"(?:\s*\[\d{1,3}\])*\s*[，,:：]\s*|^\s*(?:回答|答案)\s*[:：]\s*"
+)
 _THINKING = re.compile(
     r"^\s*(?:let'?s|let us|let me|first,? (?:we|i|let)|step \d|to answer (?:this|the)|we need to|i need to|i will|"
     r"i'll|we can see|looking at|the (?:question|user) (?:asks|is asking|wants)|the context (?:says|states|mentions|"
@@ -104,7 +106,7 @@ def pieces(sentence: str, max_chars: int) -> list[str]:
                 else:
                     out.append(part)
             return [q for p in out for q in pieces(p, max_chars)]
-    return [sentence[i:i + max_chars] for i in range(0, len(sentence), max_chars)]
+    return [sentence[i : i + max_chars] for i in range(0, len(sentence), max_chars)]
 
 
 _WIDE_END = re.compile(rf"[{CJK}][，、：；。,:;]?$")

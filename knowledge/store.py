@@ -88,7 +88,9 @@ class ChromaStore:
         if cfg.chroma_url:
             u = urlparse(cfg.chroma_url)
             self.client = chromadb.HttpClient(
-                host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https",
+                host=u.hostname or "127.0.0.1",
+                port=u.port or 8000,
+                ssl=u.scheme == "https",
                 settings=_chroma_settings(),
             )
             self.location = cfg.chroma_url
@@ -201,8 +203,14 @@ class ChromaStore:
             date_ord = date_ordinal(doc.date)
             for c in chunks:
                 m: dict[str, Any] = {
-                    "doc_id": doc.doc_id, "chunk_index": c.index, "title": doc.title, "source": doc.source,
-                    "date": doc.date, "date_ord": date_ord, "content_hash": content_hash, "language": c.language,
+                    "doc_id": doc.doc_id,
+                    "chunk_index": c.index,
+                    "title": doc.title,
+                    "source": doc.source,
+                    "date": doc.date,
+                    "date_ord": date_ord,
+                    "content_hash": content_hash,
+                    "language": c.language,
                     "context": c.context,
                 }
                 if doc.tags:
@@ -211,11 +219,23 @@ class ChromaStore:
                 texts.append(c.text)
                 metas.append(m)
             vecs.append(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1))
-            records.append((doc.doc_id, {
-                "kind": "doc", "title": doc.title, "source": doc.source, "date": doc.date,
-                "tags": ",".join(doc.tags), "language": doc.language, "content_hash": content_hash,
-                "chunks": len(chunks), "path": doc.path, "ingested_at": now,
-            }))
+            records.append(
+                (
+                    doc.doc_id,
+                    {
+                        "kind": "doc",
+                        "title": doc.title,
+                        "source": doc.source,
+                        "date": doc.date,
+                        "tags": ",".join(doc.tags),
+                        "language": doc.language,
+                        "content_hash": content_hash,
+                        "chunks": len(chunks),
+                        "path": doc.path,
+                        "ingested_at": now,
+                    },
+                )
+            )
         if ids:
             allv = np.concatenate(vecs, axis=0)
             for i in range(0, len(ids), self.max_batch):
@@ -265,7 +285,9 @@ class ChromaStore:
         # No count() first: it costs ~8 ms at 100k chunks, and Chroma returns fewer results when it has fewer.
         try:
             res = self.chunks.query(
-                query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, where=where,
+                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                n_results=n,
+                where=where,
                 include=["distances"],
             )
         except Exception:  # an empty collection (or an empty filtered set) has nothing to return
@@ -298,8 +320,14 @@ class ChromaStore:
 
 def _record(doc_id: str, m: dict[str, Any]) -> DocRecord:
     return DocRecord(
-        doc_id=doc_id, title=str(m.get("title", "")), source=str(m.get("source", "")), date=str(m.get("date", "")),
-        tags=[t for t in str(m.get("tags", "")).split(",") if t], language=str(m.get("language", "")),
-        content_hash=str(m.get("content_hash", "")), chunks=int(m.get("chunks", 0)), path=str(m.get("path", "")),
+        doc_id=doc_id,
+        title=str(m.get("title", "")),
+        source=str(m.get("source", "")),
+        date=str(m.get("date", "")),
+        tags=[t for t in str(m.get("tags", "")).split(",") if t],
+        language=str(m.get("language", "")),
+        content_hash=str(m.get("content_hash", "")),
+        chunks=int(m.get("chunks", 0)),
+        path=str(m.get("path", "")),
         ingested_at=str(m.get("ingested_at", "")),
     )

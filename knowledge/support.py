@@ -39,49 +39,95 @@ DOSE_UNITS = frozenset({"mg", "g", "mcg", "ml", "mg/kg", "tablet", "capsule", "i
 THRESHOLD_UNITS = frozenset({"mmhg", "°c", "mmol/l", "%", "mg/dl", "ml/min", "bpm"})
 
 _WANTS = {
-    "dose": re.compile(r"\b(?:dose|doses|dosage|dosing|how much|how many (?:mg|ml|milligrams?|tablets?)|strength"
-                       r"|mg|ml)\b"
-                       r"|剂量|用量|多少毫克|多少毫升|吃多少|用多少|服多少|多大量", re.IGNORECASE),
-    "frequency": re.compile(r"\b(?:how often|how many times|frequency|times a day|a day|per day|daily)\b"
-                            r"|几次|多久一次|间隔|每天|每日", re.IGNORECASE),
-    "duration": re.compile(r"\b(?:how long|how many days|how many weeks|duration|for how long|course)\b"
-                           r"|多久|几天|疗程|多长时间|连用", re.IGNORECASE),
-    "threshold": re.compile(r"\b(?:target|threshold|goal|aim|cut-?off|limit|maximum|max|no more than|at most|level)\b"
-                            r"|目标|标准|上限|不超过|最多|最大", re.IGNORECASE),
-    "drug": re.compile(r"\b(?:which|what)\b[^?]*\b(?:drug|medicine|medication|antibiotic|antiviral|treatment|option|"
-                       r"alternative|choice|tablet|pill|give|prescribe|use|start)\b|first[- ]line|first choice|"
-                       r"\balternative\b|\binstead\b|\bswitch\b|\bwhat next\b|\bnext step\b|\bthen what\b"
-                       r"|什么药|哪种药|哪些药|用什么|吃什么|首选|替代|换用|换成",
-                       re.IGNORECASE),
+    "dose": re.compile(
+        r"\b(?:dose|doses|dosage|dosing|how much|how many (?:mg|ml|milligrams?|tablets?)|strength"
+        r"|mg|ml)\b"
+        r"|剂量|用量|多少毫克|多少毫升|吃多少|用多少|服多少|多大量",
+        re.IGNORECASE,
+    ),
+    "frequency": re.compile(
+        r"\b(?:how often|how many times|frequency|times a day|a day|per day|daily)\b"
+        r"|几次|多久一次|间隔|每天|每日",
+        re.IGNORECASE,
+    ),
+    "duration": re.compile(
+        r"\b(?:how long|how many days|how many weeks|duration|for how long|course)\b"
+        r"|多久|几天|疗程|多长时间|连用",
+        re.IGNORECASE,
+    ),
+    "threshold": re.compile(
+        r"\b(?:target|threshold|goal|aim|cut-?off|limit|maximum|max|no more than|at most|level)\b"
+        r"|目标|标准|上限|不超过|最多|最大",
+        re.IGNORECASE,
+    ),
+    "drug": re.compile(
+        r"\b(?:which|what)\b[^?]*\b(?:drug|medicine|medication|antibiotic|antiviral|treatment|option|"
+        r"alternative|choice|tablet|pill|give|prescribe|use|start)\b|first[- ]line|first choice|"
+        r"\balternative\b|\binstead\b|\bswitch\b|\bwhat next\b|\bnext step\b|\bthen what\b"
+        r"|什么药|哪种药|哪些药|用什么|吃什么|首选|替代|换用|换成",
+        re.IGNORECASE,
+    ),
 }
-_PERMISSION = re.compile(r"^\s*(?:can|could|may|should|is it safe|is it ok(?:ay)?|are .* safe|is .* safe)\b"
-                         r"|可以.*吗|能不能|能否|要不要|是否可以|可不可以|能.*吗", re.IGNORECASE)
+_PERMISSION = re.compile(
+    r"^\s*(?:can|could|may|should|is it safe|is it ok(?:ay)?|are .* safe|is .* safe)\b"
+    r"|可以.*吗|能不能|能否|要不要|是否可以|可不可以|能.*吗",
+    re.IGNORECASE,
+)
 _HOW_MANY = re.compile(r"\bhow many\s+([a-z]+)|几(次|片|粒|剂)|多少(片|粒|剂|次)", re.IGNORECASE)
-_FREQUENCY_WORDS = re.compile(r"\bevery\b|\bonce\b|\btwice\b|\bdaily\b|\ba day\b|每日|每天|一次|两次|每\s*\d+\s*小时",
-                              re.IGNORECASE)
-_THRESHOLD_WORDS = re.compile(r"\b(?:below|above|under|over|less than|more than|at least|no more than|target)\b"
-                              r"|不超过|以上|以下|低于|高于", re.IGNORECASE)
+_FREQUENCY_WORDS = re.compile(
+    r"\bevery\b|\bonce\b|\btwice\b|\bdaily\b|\ba day\b|每日|每天|一次|两次|每\s*\d+\s*小时", re.IGNORECASE
+)
+_THRESHOLD_WORDS = re.compile(
+    r"\b(?:below|above|under|over|less than|more than|at least|no more than|target)\b"
+    r"|不超过|以上|以下|低于|高于",
+    re.IGNORECASE,
+)
 # Beginnings of the words for the sides of a condition a question may ask about (stems cut at 5 letters).
-ASPECTS = frozenset({"sympt", "signs", "cause", "treat", "thera", "manag", "diagn", "test", "preve", "outlo",
-                     "progn", "risk", "compl", "inher", "genet", "stage", "dosag", "side"})
-_NEGATION = re.compile(r"\b(?:not|never|avoid|don't|do not|must not|should not|contraindicated)\b"
-                       r"|不要|不宜|不应|不可|禁用|禁止|避免|勿", re.IGNORECASE)
+ASPECTS = frozenset(
+    {
+        "sympt",
+        "signs",
+        "cause",
+        "treat",
+        "thera",
+        "manag",
+        "diagn",
+        "test",
+        "preve",
+        "outlo",
+        "progn",
+        "risk",
+        "compl",
+        "inher",
+        "genet",
+        "stage",
+        "dosag",
+        "side",
+    }
+)
+_NEGATION = re.compile(
+    r"\b(?:not|never|avoid|don't|do not|must not|should not|contraindicated)\b"
+    r"|不要|不宜|不应|不可|禁用|禁止|避免|勿",
+    re.IGNORECASE,
+)
 # Drug names and classes by their endings (INN stems; Chinese transliterations and classes).
 _DRUG_EN = re.compile(
     r"(?:cillin|mycin|micin|cycline|oxacin|azole|prazole|tidine|pril|sartan|olol|dipine|statin|formin|gliptin"
     r"|gliflozin|glutide|mab|tinib|vir|zepam|azolam|triptan|parin|xaban|gatran|olone|sone|profen|fenac|coxib"
     r"|oxetine|pramine|thiazide|semide|caine|amol|clav|inhibitor|blocker|antagonist|diuretic|steroid|vaccine)$"
     r"|^(?:vitamin|supplement|supplements|iron|calcium|zinc|folic|magnesium|potassium)$"
-    r"|^(?:paracetamol|acetaminophen|ibuprofen|aspirin|insulin|codeine|morphine|heparin|warfarin|salbutamol)$")
-_DRUG_ZH = re.compile(r"(?:韦|林|素|星|酚|芬|沙坦|普利|地平|洛尔|霉素|西林|他汀|双胍|唑|松|嗪"
-                      r"|抑制剂|阻滞剂|拮抗剂|利尿剂|疫苗)$")
+    r"|^(?:paracetamol|acetaminophen|ibuprofen|aspirin|insulin|codeine|morphine|heparin|warfarin|salbutamol)$"
+)
+_DRUG_ZH = re.compile(
+    r"(?:韦|林|素|星|酚|芬|沙坦|普利|地平|洛尔|霉素|西林|他汀|双胍|唑|松|嗪"
+    r"|抑制剂|阻滞剂|拮抗剂|利尿剂|疫苗)$"
+)
 _WORD = re.compile(rf"[a-z][a-z0-9]*|[{CJK}]", re.IGNORECASE)
 _MARKER = re.compile(r"\s*\[\d{1,3}\]")
 
 
 def _words(text: str) -> set[str]:
-    return {stem(w) if w.isascii() else w for w in _WORD.findall(_MARKER.sub(" ", text.lower()))
-            if w not in EN_STOP}
+    return {stem(w) if w.isascii() else w for w in _WORD.findall(_MARKER.sub(" ", text.lower())) if w not in EN_STOP}
 
 
 def negated(text: str) -> bool:
@@ -113,8 +159,9 @@ class Question:
                 wants = (wants - {"dose", "frequency"}) | {f"count:{unit}"}
         if _PERMISSION.search(text):
             wants.add("permission")
-        return cls(text, question_terms(text, patient=True), question_bands(text), quantities(text), wants,
-                   _words(text))
+        return cls(
+            text, question_terms(text, patient=True), question_bands(text), quantities(text), wants, _words(text)
+        )
 
     @property
     def factual(self) -> bool:
@@ -150,8 +197,11 @@ class Line:
         if want == "duration":
             return bool(units & {"d", "wk", "mo", "h"})
         if want == "threshold":
-            return (bool(units & THRESHOLD_UNITS) or bool(self.pressures)
-                    or bool(self.quantities and _THRESHOLD_WORDS.search(self.text)))
+            return (
+                bool(units & THRESHOLD_UNITS)
+                or bool(self.pressures)
+                or bool(self.quantities and _THRESHOLD_WORDS.search(self.text))
+            )
         if want == "drug":  # names a drug the question did not
             return bool(self.drugs - {t.surface for t in question.terms})
         if want.startswith("count:"):
@@ -181,8 +231,11 @@ def is_population(term: Term) -> bool:
 
 
 def drug_names(text: str) -> set[str]:
-    return {t.surface for t in question_terms(text)
-            if (_DRUG_ZH.search(t.surface) if t.zh else any(_DRUG_EN.search(w) for w in t.surface.split()))}
+    return {
+        t.surface
+        for t in question_terms(text)
+        if (_DRUG_ZH.search(t.surface) if t.zh else any(_DRUG_EN.search(w) for w in t.surface.split()))
+    }
 
 
 def passage_lines(passages: list[Mapping[str, Any]]) -> list[Line]:
@@ -199,14 +252,26 @@ def passage_lines(passages: list[Mapping[str, Any]]) -> list[Line]:
             # a question in the passage (FAQ-style pages ask before they answer) states nothing
             if len(clause) < 2 or clause in ("…", "...") or clause.rstrip().endswith(("?", "？")):
                 continue
-            lines.append(Line(
-                n=int(p["n"]), rank=rank, text=clause, heading=heading, title=title,
-                own=TextIndex(clause), full=TextIndex(clause, heading, title), quantities=quantities(clause),
-                pressures=blood_pressures(clause), bands=patient_bands(clause), negated=negated(clause),
-                words=_words(clause), passage=whole,
-                specific=[t for t in question_terms(clause) if t.specific], drugs=drug_names(clause),
-                previous=previous,
-            ))
+            lines.append(
+                Line(
+                    n=int(p["n"]),
+                    rank=rank,
+                    text=clause,
+                    heading=heading,
+                    title=title,
+                    own=TextIndex(clause),
+                    full=TextIndex(clause, heading, title),
+                    quantities=quantities(clause),
+                    pressures=blood_pressures(clause),
+                    bands=patient_bands(clause),
+                    negated=negated(clause),
+                    words=_words(clause),
+                    passage=whole,
+                    specific=[t for t in question_terms(clause) if t.specific],
+                    drugs=drug_names(clause),
+                    previous=previous,
+                )
+            )
             previous = lines[-1].own
     return lines
 
@@ -237,8 +302,12 @@ class Support:
         # sentence; the qualifiers are what a line must state itself.
         n = max(1, len(self.lines))
         drugs = drug_names(q.text)
-        self._own_weight = {t.surface: t.weight * math.log(1 + n / (1 + sum(ln.own.covers(t) for ln in self.lines)))
-                            * (0.3 if t.surface in drugs else 1.0) for t in q.terms}
+        self._own_weight = {
+            t.surface: t.weight
+            * math.log(1 + n / (1 + sum(ln.own.covers(t) for ln in self.lines)))
+            * (0.3 if t.surface in drugs else 1.0)
+            for t in q.terms
+        }
         self._own_total = sum(self._own_weight.values()) or 1.0
 
     # -- which line answers the question --------------------------------------------------------------------
@@ -258,8 +327,14 @@ class Support:
         overlap = len(q.words & ln.words) / max(1, len(q.words))
         # What about the topic a descriptive question asks (its symptoms, its treatment): a line that speaks of it
         aspect = bool(q.aspects) and bool(q.aspects & {w[:5] for w in ln.words})
-        score = (0.4 * own + 0.2 * ctx + 0.3 * len(wants) / max(1, len(q.wants)) + 0.4 * matches(q.bands, ln.bands)
-                 + 0.2 * overlap + 0.3 * aspect)
+        score = (
+            0.4 * own
+            + 0.2 * ctx
+            + 0.3 * len(wants) / max(1, len(q.wants))
+            + 0.4 * matches(q.bands, ln.bands)
+            + 0.2 * overlap
+            + 0.3 * aspect
+        )
         return score * (0.6 + 0.4 * ln.rank)
 
     def _about_the_question(self, ln: Line) -> bool:
@@ -290,14 +365,19 @@ class Support:
         term of the question is there, not just in the passage around it ("What is acute otitis media?" →
         "Acute otitis media is an infection of the middle ear..."). Then quoting it beats paraphrasing it."""
         terms = self.question.terms
-        return bool(terms) and all(pick.line.full.covers(t) for t in terms) and pick.line.words & self.question.words \
+        return (
+            bool(terms)
+            and all(pick.line.full.covers(t) for t in terms)
+            and pick.line.words & self.question.words
             and len(pick.line.text) >= 24
+        )
 
     def best_lines(self, limit: int = 2) -> list[Pick]:
         """The lines that answer the question, best first: the best one, then one that adds a kind of fact it
         lacks (a duration to a dose), from the same passage."""
-        scored = [Pick(ln, s) for ln, fits in zip(self.lines, self._fits) if fits
-                  for s in [self._score(ln)] if s is not None]
+        scored = [
+            Pick(ln, s) for ln, fits in zip(self.lines, self._fits) if fits for s in [self._score(ln)] if s is not None
+        ]
         if not scored:
             return []
         if self.question.bands and any(matches(self.question.bands, p.line.bands) for p in scored):
@@ -309,8 +389,11 @@ class Support:
         # A guideline states a rule, then its dose on the next line ("...: a calcium-channel blocker." "Start
         # amlodipine 5 mg..."): what the best line lacks is looked for on the lines that follow it first.
         first = self.lines.index(scored[0].line)
-        following = [ln for ln, fits in zip(self.lines[first + 1: first + 3], self._fits[first + 1: first + 3])
-                     if fits and ln.n == scored[0].line.n]
+        following = [
+            ln
+            for ln, fits in zip(self.lines[first + 1 : first + 3], self._fits[first + 1 : first + 3])
+            if fits and ln.n == scored[0].line.n
+        ]
         if not self.question.wants:
             # A descriptive question ("what is", "what are the treatments for"): the line that says it and the
             # one after it, which usually goes on about the same thing.
@@ -320,8 +403,12 @@ class Support:
             if len(picks) >= limit or not lacking:
                 break
             adds = {w for w in lacking if p.line.satisfies(w, self.question)}
-            if adds and p.line.n == picks[0].line.n and p.score >= 0.5 * picks[0].score \
-                    and all(p.line is not q.line for q in picks):
+            if (
+                adds
+                and p.line.n == picks[0].line.n
+                and p.score >= 0.5 * picks[0].score
+                and all(p.line is not q.line for q in picks)
+            ):
                 picks.append(p)
                 lacking -= adds
         return picks
@@ -355,8 +442,11 @@ class Support:
         reason = "numbers"
         for ln, fits in zip(self.lines, self._fits):
             # the heading counts as part of a table row ("Paracetamol by weight (120 mg in 5 mL suspension)")
-            if not (claims <= ln.quantities | quantities(ln.heading) and pressures <= ln.pressures
-                    and stated <= numbers(f"{ln.text} {ln.heading}")):
+            if not (
+                claims <= ln.quantities | quantities(ln.heading)
+                and pressures <= ln.pressures
+                and stated <= numbers(f"{ln.text} {ln.heading}")
+            ):
                 continue
             if not fits:
                 reason = "patient"  # the numbers are there, on another patient's line
@@ -407,8 +497,11 @@ def quote(pick: Pick, question: Question, said: set[str] | None = None) -> str:
     # A table row or a fragment needs its heading; so does a line whose heading names what the question asks
     # about and the line does not ("Paracetamol dose:" before "15 mg per kg"). The document's title is not said.
     heading = TextIndex(ln.heading)
-    needs = bool(lead) and (text[:1].islower() or text[:1].isdigit() or any(
-        not ln.own.covers(t) and heading.covers(t) for t in question.terms))
+    needs = bool(lead) and (
+        text[:1].islower()
+        or text[:1].isdigit()
+        or any(not ln.own.covers(t) and heading.covers(t) for t in question.terms)
+    )
     if needs:
         sep = "：" if cjk_ratio(lead) >= 0.2 else ": "  # a quote keeps its own script's punctuation
         text = f"{lead.rstrip('.:：')}{sep}{text}"

@@ -28,7 +28,8 @@ from knowledge.vocabulary import NAME_ENDINGS
 SPECIFIC_ZIPF = {"en": 4.0, "zh": 4.1}
 
 # Words of the question's frame rather than its topic: how it asks, not what about.
-FRAME_EN = frozenset("""
+FRAME_EN = frozenset(
+    """
 about above after again against all also any anything answer anyone around ask asked available based
 before below best between both case cases common commonly correct could current currently daily day days
 describe different do does doing dosage dosages dose doses dosing drug drugs each else enough every
@@ -49,13 +50,16 @@ affected affect affects related
 if but so because since unless although though nor not no any every get got gets has had having
 been being am let lets into onto upon within without via
 inject injected injecting injection infuse infused taper titrate dilute reconstitute swallow chew crush apply
-""".split())
-FRAME_ZH = frozenset("""
+""".split()
+)
+FRAME_ZH = frozenset(
+    """
 什么 怎么 怎样 如何 多少 多久 几次 几天 哪些 哪种 哪个 为什么 请问 一下 一个 可以 能 会 要 想 知道 应该 需要
 剂量 用量 用药 药物 药 吃 服用 使用 用 给 开 治疗 处理 方案 建议 推荐 首选 患者 病人 病患 病 医生 时候 情况 一般
 每天 每日 一天 日 次 多长 时间 多长时间 标准 常规 正确 最好 注意 哪 呢 吗 是 有 没有 的 得 了 和 与 及 或 对 在
 如果 那么 还 又 再 该 请 告诉 我们 我 你 他 她 它 其 这个 那个 这种 起始 开始 最大 最多
-""".split())
+""".split()
+)
 
 # The same clinical word in the other language, so that a Chinese question finds and is answered from an English
 # page and the reverse. Unlike everyday words these keep the word's own weight and specificity.
@@ -83,18 +87,22 @@ TRANSLATIONS: dict[str, tuple[str, ...]] = {
 
 # Patients a guideline speaks of separately: a question about one is not answered from a text about adults in
 # general ("amoxicillin for otitis in a child" from the adult page), so such a term must be covered like a drug.
-POPULATION = frozenset("""
+POPULATION = frozenset(
+    """
 child children kid kids baby babies infant infants toddler newborn neonate neonates son daughter boy girl
 pregnant pregnancy breastfeeding lactating elderly paediatric pediatric adolescent teenager
 儿童 小孩 孩子 宝宝 婴儿 新生儿 小朋友 孕妇 怀孕 妊娠 哺乳 老人 老年人 青少年
-""".split())
+""".split()
+)
 
 # What about the patient changes the answer (an allergy, the kidneys, the liver): like a population, a line
 # must name it to answer for it.
-QUALIFIERS = frozenset("""
+QUALIFIERS = frozenset(
+    """
 allergy allergies allergic intolerance intolerant renal kidney kidneys hepatic liver impairment
 过敏 肾功能 肝功能 肾 肝 肾功能不全 肝功能不全
-""".split()) | {"kidney function"}
+""".split()
+) | {"kidney function"}
 
 # A clinician's everyday words and the words guidelines use for them. Each entry: the phrase as asked →
 # alternatives any of which covers it. General clinical synonymy, not tuned to one knowledge base.
@@ -208,12 +216,14 @@ _TECHNICAL = re.compile(rf"(?:{NAME_ENDINGS})$")
 _EN_WORD = re.compile(r"[a-z][a-z0-9]*(?:[-'][a-z0-9]+)*")
 _MARKER = re.compile(r"\[\d{1,3}\]")
 # Units and number words are the quantities' business, not the topic's.
-_NOT_TOPIC = frozenset("""
+_NOT_TOPIC = frozenset(
+    """
 mg mcg ml kg g l mmhg iu mmol mmol/l mg/kg kilogram kilograms kilo kilos gram grams milligram milligrams
 millilitre millilitres milliliter milliliters tablet tablets pill pills capsule capsules drop drops puff puffs
 hour hours week weeks month months year years old min mins year-old years-old minute minutes once twice thrice
 half quarter one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty
-""".split())
+""".split()
+)
 
 
 @lru_cache(maxsize=1)
@@ -223,8 +233,16 @@ def _stemmer():  # noqa: ANN202
     return snowballstemmer.stemmer("english")
 
 
-_IRREGULAR = {"children": "child", "women": "woman", "men": "man", "feet": "foot", "teeth": "tooth",
-              "mice": "mouse", "lice": "louse", "people": "person"}
+_IRREGULAR = {
+    "children": "child",
+    "women": "woman",
+    "men": "man",
+    "feet": "foot",
+    "teeth": "tooth",
+    "mice": "mouse",
+    "lice": "louse",
+    "people": "person",
+}
 
 
 @lru_cache(maxsize=20000)
@@ -248,8 +266,16 @@ def zipf(word: str, language: str) -> float:
 def _lemmas(word: str) -> set[str]:
     """The word and its likely base forms: an inflection is as common as its base ("lowers" as "lower")."""
     out = {word}
-    for suffix, repl in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
-                         ("ly", "")):
+    for suffix, repl in (
+        ("ies", "y"),
+        ("es", ""),
+        ("s", ""),
+        ("ed", ""),
+        ("ed", "e"),
+        ("ing", ""),
+        ("ing", "e"),
+        ("ly", ""),
+    ):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             out.add(word[: len(word) - len(suffix)] + repl)
     return out
@@ -349,7 +375,7 @@ def question_terms(text: str, patient: bool = False) -> list[Term]:
             alts = DRUG_SYNONYMS[phrase] if drug else LAY_SYNONYMS[phrase]
             z = min(zipf(w, "en") for w in phrase.split())
             terms.append(Term(phrase, alts, drug, _weight(z) + 1.0, m.start(), False))
-            taken = taken[: m.start()] + " " * len(phrase) + taken[m.end():]
+            taken = taken[: m.start()] + " " * len(phrase) + taken[m.end() :]
     for m in _EN_WORD.finditer(taken):
         w = m.group(0).strip("'-")
         if len(w) < 2 or w in EN_STOP or w in FRAME_EN or w in _NOT_TOPIC or w.isdigit():
@@ -366,8 +392,9 @@ def question_terms(text: str, patient: bool = False) -> list[Term]:
             z = zipf(w, "zh")
             alts = DRUG_SYNONYMS.get(w) or LAY_SYNONYMS.get(w) or TRANSLATIONS.get(w, (w,))
             # A two-character piece wordfreq has never seen is usually jieba cutting an unknown name apart.
-            specific = w in DRUG_SYNONYMS or (z < SPECIFIC_ZIPF["zh"] and w not in LAY_SYNONYMS
-                                              and (z > 0 or len(w) >= 3))
+            specific = w in DRUG_SYNONYMS or (
+                z < SPECIFIC_ZIPF["zh"] and w not in LAY_SYNONYMS and (z > 0 or len(w) >= 3)
+            )
             terms.append(Term(w, alts, specific, _weight(z), at, True))
     terms.sort(key=lambda t: t.position)
     # The same word twice counts once.
@@ -408,7 +435,7 @@ class TextIndex:
             if alt in self.raw:
                 return True
             # A word jieba cut differently here and in the text: most of its character pairs are there.
-            pairs = [alt[i:i + 2] for i in range(len(alt) - 1)]
+            pairs = [alt[i : i + 2] for i in range(len(alt) - 1)]
             return len(alt) >= 3 and sum(p in self.raw for p in pairs) >= 0.75 * len(pairs)
         parts = [stem(w) for w in _EN_WORD.findall(alt.replace("-", " "))]
         if not parts:
@@ -418,8 +445,9 @@ class TextIndex:
             if p in self.stem_set:
                 return True
             # allergic/allergy, hypertensive/hypertension: a shared stem prefix of 5 or more letters
-            return len(p) >= 5 and any(s.startswith(p) or (len(s) >= 5 and p.startswith(s)) for s in self.stem_set
-                                       if abs(len(s) - len(p)) <= 2)
+            return len(p) >= 5 and any(
+                s.startswith(p) or (len(s) >= 5 and p.startswith(s)) for s in self.stem_set if abs(len(s) - len(p)) <= 2
+            )
         return f" {' '.join(parts)} " in self._joined
 
     def covers(self, term: Term) -> bool:
@@ -435,7 +463,7 @@ def chinese_pairs(text: str) -> list[str]:
     """Adjacent Chinese character pairs of each run, less those made only of particles."""
     out = []
     for run in CJK_RUN.findall(normalise(text)):
-        out += [run[i:i + 2] for i in range(len(run) - 1) if not (run[i] in _PARTICLES and run[i + 1] in _PARTICLES)]
+        out += [run[i : i + 2] for i in range(len(run) - 1) if not (run[i] in _PARTICLES and run[i + 1] in _PARTICLES)]
     return out
 
 
@@ -446,7 +474,7 @@ def adjacent(terms: list[Term], question: str) -> list[list[Term]]:
     for t in sorted(terms, key=lambda t: t.position):
         if groups:
             prev = groups[-1][-1]
-            gap = low[prev.position + len(prev.surface): t.position]
+            gap = low[prev.position + len(prev.surface) : t.position]
             if not gap.strip() or (not t.zh and re.fullmatch(r"[\s-]*", gap)):
                 groups[-1].append(t)
                 continue
@@ -458,6 +486,7 @@ def names(terms: list[Term], question: str) -> list[str]:
     """A rare word followed by another names one thing ("lymphocytic leukemia", "adrenal gland cancer"): each
     such pair of plain English words standing together in the question, which a text must hold together too.
     Everyday words (they have their alternatives) and hyphenated compounds are left to the term check."""
+
     def plain(t: Term) -> bool:
         return not t.zh and t.alternatives == (t.surface,) and "-" not in t.surface and " " not in t.surface
 

@@ -48,7 +48,7 @@ def _candidates(text: str) -> set[str]:
         if len(low) >= 6 and _TECHNICAL.search(low):
             out.add(low)
         elif word[0].isupper() and not word.isupper() and m.start() > 0:
-            before = text[max(0, m.start() - 3):m.start()]
+            before = text[max(0, m.start() - 3) : m.start()]
             if before.strip() and not _SENTENCE_END.search(before) and "\n" not in before:
                 out.add(word)
     return out
@@ -91,8 +91,7 @@ class VocabularyBuilder:
 
 def write(path: Path, generation: int, terms: list[str]) -> Path:
     target = path / FILE_NAME
-    body = {"generation": generation, "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "terms": terms}
+    body = {"generation": generation, "built_at": datetime.now(UTC).isoformat(timespec="seconds"), "terms": terms}
     return write_atomic(target, json.dumps(body, ensure_ascii=False))  # a reader never sees half a file
 
 

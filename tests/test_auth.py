@@ -70,16 +70,27 @@ def test_expired_token(client, accounts, settings):
     with session_scope(settings.resolved_database_url) as db:
         uid = svc.get_by_username(db, "clin").id
     past = datetime.now(UTC) - timedelta(hours=2)
-    token = jwt.encode({"iss": settings.jwt_issuer, "sub": uid, "role": "clinician", "iat": past,
-                        "exp": past + timedelta(minutes=5), "jti": "x"}, settings.jwt_secret, algorithm="HS256")
+    token = jwt.encode(
+        {
+            "iss": settings.jwt_issuer,
+            "sub": uid,
+            "role": "clinician",
+            "iat": past,
+            "exp": past + timedelta(minutes=5),
+            "jti": "x",
+        },
+        settings.jwt_secret,
+        algorithm="HS256",
+    )
     r = client.get("/v1/auth/me", headers=bearer(token))
     assert r.status_code == 401 and "expired" in r.json()["detail"]
 
 
 def test_bad_signature(client, clin_token):
     head, body, sig = clin_token.split(".")
-    forged = jwt.encode(jwt.decode(clin_token, options={"verify_signature": False}), "another-secret-entirely",
-                        algorithm="HS256")
+    forged = jwt.encode(
+        jwt.decode(clin_token, options={"verify_signature": False}), "another-secret-entirely", algorithm="HS256"
+    )
     for token in (forged, f"{head}.{body}.{sig[::-1]}"):
         r = client.get("/v1/auth/me", headers=bearer(token))
         assert r.status_code == 401

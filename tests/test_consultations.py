@@ -15,8 +15,10 @@ def tokens(client, settings):
         for name, role in (("ann", Role.clinician), ("ben", Role.clinician), ("root", Role.admin)):
             svc.create_user(db, name, PW, role)
     return {
-        name: {"Authorization": "Bearer " + client.post("/v1/auth/token", data={"username": name, "password": PW}
-                                                          ).json()["access_token"]}
+        name: {
+            "Authorization": "Bearer "
+            + client.post("/v1/auth/token", data={"username": name, "password": PW}).json()["access_token"]
+        }
         for name in ("ann", "ben", "root")
     }
 
@@ -47,8 +49,9 @@ def test_isolation_and_audit(client, tokens, settings):
 
 def test_unknown_id_and_bad_body(client, tokens):
     assert client.get("/v1/consultations/does-not-exist", headers=tokens["ann"]).status_code == 404
-    r = client.post("/v1/consultations", content=b"{not json",
-                    headers={**tokens["ann"], "Content-Type": "application/json"})
+    r = client.post(
+        "/v1/consultations", content=b"{not json", headers={**tokens["ann"], "Content-Type": "application/json"}
+    )
     assert r.status_code == 422
     r = client.post("/v1/consultations", json={"title": "x" * 500}, headers=tokens["ann"])
     assert r.status_code == 422

@@ -42,13 +42,25 @@ def test_0002_keeps_every_recorded_turn(any_db_url):
     engine = create_engine(any_db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO users (id, username, password_hash, role, is_active, created_at) "
-                              "VALUES ('u1', 'ann', 'x', 'clinician', true, CURRENT_TIMESTAMP)"))
-            conn.execute(text("INSERT INTO consultations (id, owner_id, status, created_at, updated_at) "
-                              "VALUES ('c1', 'u1', 'open', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-            conn.execute(text("INSERT INTO turns (id, consultation_id, \"index\", status, input_kind, answer, timings,"
-                              " guard_fired, created_at, updated_at) VALUES ('t1', 'c1', 0, 'done', 'text', "
-                              "'Amoxicillin [1].', '{}', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, username, password_hash, role, is_active, created_at) "
+                    "VALUES ('u1', 'ann', 'x', 'clinician', true, CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO consultations (id, owner_id, status, created_at, updated_at) "
+                    "VALUES ('c1', 'u1', 'open', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    'INSERT INTO turns (id, consultation_id, "index", status, input_kind, answer, timings,'
+                    " guard_fired, created_at, updated_at) VALUES ('t1', 'c1', 0, 'done', 'text', "
+                    "'Amoxicillin [1].', '{}', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
         upgrade(any_db_url)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT answer, disclaimer FROM turns")).all() == [("Amoxicillin [1].", None)]

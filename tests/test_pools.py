@@ -85,7 +85,9 @@ def test_flower_sees_the_four_pools(pools, tmp_path):
     log = open(tmp_path / "flower.log", "wb")  # noqa: SIM115 - handed to the child, closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "flower", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         seen: dict = {}

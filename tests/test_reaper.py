@@ -24,17 +24,26 @@ def seed(url: str) -> dict[str, str]:
         db.add(c)
         db.flush()
         turns = {}
-        for i, (name, status) in enumerate([("old_queued", TurnStatus.queued),
-                                            ("old_generating", TurnStatus.generating),
-                                            ("old_done", TurnStatus.done), ("fresh", TurnStatus.queued)]):
+        for i, (name, status) in enumerate(
+            [
+                ("old_queued", TurnStatus.queued),
+                ("old_generating", TurnStatus.generating),
+                ("old_done", TurnStatus.done),
+                ("fresh", TurnStatus.queued),
+            ]
+        ):
             t = Turn(consultation_id=c.id, index=i + 1, status=status, input_kind="text", question_text="q")
             db.add(t)
             db.flush()
             turns[name] = t.id
     with session_scope(url) as db:  # backdate all but the fresh one (bypassing onupdate)
         old = utcnow() - timedelta(hours=2)
-        db.execute(update(Turn).where(Turn.id != turns["fresh"]).values(updated_at=old)
-                   .execution_options(synchronize_session=False))
+        db.execute(
+            update(Turn)
+            .where(Turn.id != turns["fresh"])
+            .values(updated_at=old)
+            .execution_options(synchronize_session=False)
+        )
     return turns
 
 
@@ -69,8 +78,11 @@ def test_the_api_reaps_in_the_background(settings):
     turns = seed(settings.resolved_database_url)
     s = settings.model_copy(update={"consult_stall_after_s": 3600, "consult_reap_interval_s": 0.2})
     with TestClient(create_app(s)):
-        wait_for(lambda: statuses(s.resolved_database_url, turns)["old_queued"][0] == TurnStatus.error, 10,
-                 "the API's reaper")
+        wait_for(
+            lambda: statuses(s.resolved_database_url, turns)["old_queued"][0] == TurnStatus.error,
+            10,
+            "the API's reaper",
+        )
     assert statuses(s.resolved_database_url, turns)["fresh"][0] == TurnStatus.queued
 
 

@@ -16,12 +16,21 @@ def test_records_roundtrip_and_cascade(any_db_url):
         c = Consultation(owner_id=doc.id, title="follow-up")
         db.add(c)
         db.flush()
-        t = Turn(consultation_id=c.id, index=0, transcript="how much paracetamol", language="en",
-                 timings={"asr_s": 0.4})
+        t = Turn(
+            consultation_id=c.id, index=0, transcript="how much paracetamol", language="en", timings={"asr_s": 0.4}
+        )
         t.citations.append(Citation(n=1, chunk_id="doc1:0", document_id="doc1", title="Paracetamol", score=0.81))
         db.add(t)
-        db.add(AuditEvent(actor_id=doc.id, actor_role="clinician", action="consultation.create",
-                          record_type="consultation", record_id=c.id, detail={}))
+        db.add(
+            AuditEvent(
+                actor_id=doc.id,
+                actor_role="clinician",
+                action="consultation.create",
+                record_type="consultation",
+                record_id=c.id,
+                detail={},
+            )
+        )
         cid, uid = c.id, doc.id
     with session_scope(any_db_url) as db:
         c = db.get(Consultation, cid)

@@ -41,8 +41,9 @@ def down_app():
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     app = make_celery()
-    app.conf.update(broker_url=url, result_backend=url,
-                    result_backend_transport_options={"retry_policy": {"max_retries": 1}})
+    app.conf.update(
+        broker_url=url, result_backend=url, result_backend_transport_options={"retry_policy": {"max_retries": 1}}
+    )
     return app
 
 
@@ -57,15 +58,26 @@ def test_an_unreachable_broker_is_503(down_app, client, headers, monkeypatch, ca
     monkeypatch.setattr(workers.celery_app, "celery_app", down_app)  # what every caller sends through
     r = client.get("/v1/knowledge/documents", headers=headers)
     assert r.status_code == 503
-    assert r.json() == {"detail": {"code": "broker_unavailable", "message": "the rag queue is unavailable",
-                                   "details": {"task": "rag.list", "pool": "rag"}}}
+    assert r.json() == {
+        "detail": {
+            "code": "broker_unavailable",
+            "message": "the rag queue is unavailable",
+            "details": {"task": "rag.list", "pool": "rag"},
+        }
+    }
     r = client.get("/v1/admin/pools", headers=headers)
     assert r.status_code == 503 and r.json()["detail"]["code"] == "broker_unavailable"
     # The OpenAI-compatible routes keep OpenAI's shape.
     r = client.post("/v1/audio/speech", headers=headers, json={"model": "tts-1", "input": "Hello."})
     assert r.status_code == 503
-    assert r.json() == {"error": {"message": "the tts queue is unavailable", "type": "server_error",
-                                  "param": None, "code": "broker_unavailable"}}
+    assert r.json() == {
+        "error": {
+            "message": "the tts queue is unavailable",
+            "type": "server_error",
+            "param": None,
+            "code": "broker_unavailable",
+        }
+    }
     # The CLI says so and exits 1 (bad input would be 2).
     from app.cli import kb
 
@@ -85,8 +97,11 @@ def test_no_reply_in_time_is_504(client, headers, settings):
     settings.kb_task_timeout_s = 1  # the app holds this same Settings object
     r = client.get("/v1/knowledge/documents", headers=headers)
     assert r.status_code == 504
-    assert r.json()["detail"] == {"code": "worker_timeout", "message": "the rag pool did not answer in 1s",
-                                  "details": {"task": "rag.list", "pool": "rag", "timeout_s": 1}}
+    assert r.json()["detail"] == {
+        "code": "worker_timeout",
+        "message": "the rag pool did not answer in 1s",
+        "details": {"task": "rag.list", "pool": "rag", "timeout_s": 1},
+    }
     settings.task_time_limit_s = 1  # how long the OpenAI-compatible routes wait
     r = client.post("/v1/audio/speech", headers=headers, json={"model": "tts-1", "input": "Hello."})
     assert r.status_code == 504 and r.json()["error"]["code"] == "worker_timeout"
@@ -95,8 +110,13 @@ def test_no_reply_in_time_is_504(client, headers, settings):
 
 @pytest.mark.slow
 def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker, client, headers, settings):
-    worker = start_worker("rag", timeout_s=120, MEDVOICE_KB_DIR=str(settings.data_dir / "knowledge"),
-                          MEDVOICE_DATA_DIR=str(settings.data_dir), MEDVOICE_KB_REFRESH_INTERVAL_S="0")
+    worker = start_worker(
+        "rag",
+        timeout_s=120,
+        MEDVOICE_KB_DIR=str(settings.data_dir / "knowledge"),
+        MEDVOICE_DATA_DIR=str(settings.data_dir),
+        MEDVOICE_KB_REFRESH_INTERVAL_S="0",
+    )
 
     def raised(name: str, **kwargs) -> MedvoiceError:
         with pytest.raises(MedvoiceError) as info:
@@ -129,8 +149,9 @@ def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker,
     assert not pools["llm"]["ok"] and pools["llm"]["error"] == "worker_timeout: the llm pool did not answer in 1s"
 
 
-def test_a_turn_that_cannot_be_queued_is_503_in_the_one_shape_and_kept(down_app, client, headers, monkeypatch,
-                                                                       settings):
+def test_a_turn_that_cannot_be_queued_is_503_in_the_one_shape_and_kept(
+    down_app, client, headers, monkeypatch, settings
+):
     import workers.celery_app
     from workers.core.records import Turn, TurnStatus
 

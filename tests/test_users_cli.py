@@ -12,8 +12,9 @@ from workers.core.records import Role, User
 
 def medvoice(db_url, *args, input=None):
     env = {**os.environ, "MEDVOICE_DATABASE_URL": db_url}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=input,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, input=input, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_create_list_disable_set_password_delete(sqlite_url):

@@ -48,8 +48,13 @@ NO_FACT = {
     "en": "The knowledge base gives no {fact} for {topic}.",
     "zh": "知识库中没有{topic}的{fact}。",
 }
-FACTS = {"dose": ("dose", "剂量"), "frequency": ("frequency", "用药频次"), "duration": ("duration", "疗程"),
-         "threshold": ("target or limit", "目标值或上限"), "count": ("number", "次数或数量")}
+FACTS = {
+    "dose": ("dose", "剂量"),
+    "frequency": ("frequency", "用药频次"),
+    "duration": ("duration", "疗程"),
+    "threshold": ("target or limit", "目标值或上限"),
+    "count": ("number", "次数或数量"),
+}
 
 
 @dataclass
@@ -71,8 +76,7 @@ def select(question: str, passages: list[Passage], settings: Any) -> Selection:
     gate = assess(question, near, settings.consult_min_coverage)
     keep = [p for p in near if p["n"] in gate.keep]
     renumbered = [{**p, "n": i} for i, p in enumerate(keep, 1)]
-    verdict = {**gate.as_dict(), "keep": [p["n"] for p in renumbered],
-               "dropped_far": len(passages) - len(near)}
+    verdict = {**gate.as_dict(), "keep": [p["n"] for p in renumbered], "dropped_far": len(passages) - len(near)}
     return Selection(renumbered, verdict)
 
 
@@ -110,17 +114,26 @@ Generate = Callable[[Callable[[str], bool], Callable[[], bool]], State]
 tokens; returns the engine's result dict."""
 
 
-def answer(question: str, language: str | None, passages: list[Mapping[str, Any]], settings: Any,
-           emit: Callable[[str], None], generate: Generate | None,
-           missing: str = "") -> Answer:
+def answer(
+    question: str,
+    language: str | None,
+    passages: list[Mapping[str, Any]],
+    settings: Any,
+    emit: Callable[[str], None],
+    generate: Generate | None,
+    missing: str = "",
+) -> Answer:
     """Answer `question` from `passages` (already selected), calling emit(sentence) as each sentence is final."""
     speaker = _Speaker(question, answer_language(language), list(passages), settings, emit)
     out = speaker.out
     if not passages:
         out.mode = "no_answer"
         speaker.say(no_answer(speaker.lang, missing))
-    elif settings.consult_answer_mode == "extractive" and speaker.picks and (
-            speaker.support.question.factual or speaker.support.plainly_answers(speaker.picks[0])):
+    elif (
+        settings.consult_answer_mode == "extractive"
+        and speaker.picks
+        and (speaker.support.question.factual or speaker.support.plainly_answers(speaker.picks[0]))
+    ):
         out.mode = "extractive"
         speaker.quote_lines()
     elif settings.consult_answer_mode == "extractive" and speaker.no_fact():
@@ -141,8 +154,9 @@ def answer(question: str, language: str | None, passages: list[Mapping[str, Any]
 class _Speaker:
     """One answer as it is spoken: each sentence said once, in spoken style, checked against the passages."""
 
-    def __init__(self, question: str, lang: str, passages: list[Mapping[str, Any]], settings: Any,
-                 emit: Callable[[str], None]) -> None:
+    def __init__(
+        self, question: str, lang: str, passages: list[Mapping[str, Any]], settings: Any, emit: Callable[[str], None]
+    ) -> None:
         self.question, self.lang, self.passages, self.settings, self.emit = question, lang, passages, settings, emit
         self.out = Answer()
         self.support = Support(question, passages) if passages else None
@@ -182,8 +196,11 @@ class _Speaker:
         if not named:
             return False
         zh = self.lang == "zh"
-        fact = "、".join(dict.fromkeys(FACTS[k][1] for k in kinds)) if zh else \
-            " or ".join(dict.fromkeys(FACTS[k][0] for k in kinds))
+        fact = (
+            "、".join(dict.fromkeys(FACTS[k][1] for k in kinds))
+            if zh
+            else " or ".join(dict.fromkeys(FACTS[k][0] for k in kinds))
+        )
         topic = ("、" if zh else " and ").join(named)
         self.say(NO_FACT[self.lang].format(fact=fact, topic=topic))
         return True

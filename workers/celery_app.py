@@ -18,8 +18,13 @@ from workers.core.settings import POOLS, get_settings
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
 TASK_MODULES = [
-    "workers.tasks.ping", "workers.tasks.rag", "workers.tasks.asr", "workers.tasks.embed", "workers.tasks.llm",
-    "workers.tasks.tts", "workers.tasks.turns",
+    "workers.tasks.ping",
+    "workers.tasks.rag",
+    "workers.tasks.asr",
+    "workers.tasks.embed",
+    "workers.tasks.llm",
+    "workers.tasks.tts",
+    "workers.tasks.turns",
 ]
 
 

@@ -68,8 +68,11 @@ def no_answer(language: str | None, missing: str = "") -> str:
 def is_canned(answer: str) -> bool:
     """A no-answer or could-not-verify reply (it tells a later turn nothing)."""
     text = (answer or "").strip()
-    return text in UNVERIFIED.values() or any(text.startswith(t.split("{")[0]) for t in NO_ANSWER_ON.values()) \
+    return (
+        text in UNVERIFIED.values()
+        or any(text.startswith(t.split("{")[0]) for t in NO_ANSWER_ON.values())
         or text in NO_ANSWER.values()
+    )
 
 
 def passages_from_hits(hits: Iterable[dict[str, Any]], k: int) -> list[dict[str, Any]]:
@@ -79,16 +82,18 @@ def passages_from_hits(hits: Iterable[dict[str, Any]], k: int) -> list[dict[str,
         text = (hit.get("text") or "").strip()
         if not text:
             continue
-        out.append({
-            "n": len(out) + 1,
-            "chunk_id": str(hit.get("chunk_id") or ""),
-            "doc_id": str(hit.get("doc_id") or ""),
-            "title": (hit.get("title") or None),
-            "source": (hit.get("source") or None),
-            "score": float(hit.get("score") or 0.0),
-            "context": (hit.get("context") or None),  # "title — section heading": a table row's subject
-            "text": text,
-        })
+        out.append(
+            {
+                "n": len(out) + 1,
+                "chunk_id": str(hit.get("chunk_id") or ""),
+                "doc_id": str(hit.get("doc_id") or ""),
+                "title": (hit.get("title") or None),
+                "source": (hit.get("source") or None),
+                "score": float(hit.get("score") or 0.0),
+                "context": (hit.get("context") or None),  # "title — section heading": a table row's subject
+                "text": text,
+            }
+        )
         if len(out) >= k:
             break
     return out
@@ -117,8 +122,31 @@ def cited_numbers(text: str, known: Iterable[int] | None = None) -> list[int]:
 
 # ---- numbers guard ------------------------------------------------------------------------------------
 _WORD = re.compile(rf"[a-z0-9]+|[{CJK}]", re.IGNORECASE)
-_STOP = {"the", "a", "an", "of", "and", "or", "to", "in", "for", "is", "are", "be", "with", "on", "at", "by",
-         "it", "this", "that", "as", "should", "can", "may"}
+_STOP = {
+    "the",
+    "a",
+    "an",
+    "of",
+    "and",
+    "or",
+    "to",
+    "in",
+    "for",
+    "is",
+    "are",
+    "be",
+    "with",
+    "on",
+    "at",
+    "by",
+    "it",
+    "this",
+    "that",
+    "as",
+    "should",
+    "can",
+    "may",
+}
 
 
 def _words(text: str) -> set[str]:

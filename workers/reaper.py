@@ -33,8 +33,13 @@ def reap(settings: Settings) -> list[str]:
     limit = stall_limit_s(settings)
     cutoff = utcnow() - timedelta(seconds=limit)
     with session_scope(settings.resolved_database_url) as db:
-        stalled = list(db.scalars(select(Turn).where(Turn.status.in_(UNFINISHED), Turn.updated_at < cutoff)
-                                  .with_for_update(skip_locked=True)))
+        stalled = list(
+            db.scalars(
+                select(Turn)
+                .where(Turn.status.in_(UNFINISHED), Turn.updated_at < cutoff)
+                .with_for_update(skip_locked=True)
+            )
+        )
         reaped = []
         for turn in stalled:
             reason = f"stalled: no progress while {turn.status.value} for over {limit:.0f}s (its queued work was lost)"

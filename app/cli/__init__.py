@@ -56,7 +56,11 @@ def serve(
     settings = get_settings()
     _logging(settings.log_level)
     uvicorn.run(
-        "app.main:create_app", factory=True, host=host, port=port, workers=workers,
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
         log_level=settings.log_level.lower(),
     )
 
@@ -80,11 +84,16 @@ def worker(
     celery_app.worker_main(
         [
             "worker",
-            "--queues", ",".join(queues),
-            "--hostname", name or f"{pool.value}@%h",
-            "--concurrency", str(concurrency),
-            "--pool", "prefork",
-            "--loglevel", loglevel,
+            "--queues",
+            ",".join(queues),
+            "--hostname",
+            name or f"{pool.value}@%h",
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "--loglevel",
+            loglevel,
             "--task-events",
         ]
     )

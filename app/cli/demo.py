@@ -65,8 +65,9 @@ def up(
     ready_timeout: float = typer.Option(120.0, help="Seconds to wait for every pool."),
     question: str = typer.Option(steps.DEFAULT_QUESTION, "--question", help="What the demo voice asks."),
     language: str = typer.Option("en", "--language", help="Language of the question for ASR: en, zh, or auto."),
-    consult: bool = typer.Option(True, "--consult/--no-consult",
-                                 help="Speak the question and take it through a consultation."),
+    consult: bool = typer.Option(
+        True, "--consult/--no-consult", help="Speak the question and take it through a consultation."
+    ),
     sample_kb: bool = typer.Option(True, "--sample-kb/--no-sample-kb", help="Ingest the sample knowledge base."),
     turn_timeout: float = typer.Option(900.0, help="Seconds to wait for the consultation turn."),
 ) -> None:
@@ -76,13 +77,24 @@ def up(
         _up(host, port, ready_timeout, question, language, consult, sample_kb, turn_timeout)
     except (steps.DemoError, RuntimeError, httpx.HTTPError) as exc:
         console.print(f"\n[red bold]demo failed:[/red bold] {escape(str(exc) or type(exc).__name__)}", soft_wrap=True)
-        console.print(f"the services are still running; logs: {(get_settings().data_dir / 'run').resolve()}/*.log, "
-                      "stop with: make stop", soft_wrap=True)
+        console.print(
+            f"the services are still running; logs: {(get_settings().data_dir / 'run').resolve()}/*.log, "
+            "stop with: make stop",
+            soft_wrap=True,
+        )
         raise typer.Exit(code=1) from None
 
 
-def _up(host: str, port: int, ready_timeout: float, question: str, language: str, consult: bool, sample_kb: bool,
-        turn_timeout: float) -> None:
+def _up(
+    host: str,
+    port: int,
+    ready_timeout: float,
+    question: str,
+    language: str,
+    consult: bool,
+    sample_kb: bool,
+    turn_timeout: float,
+) -> None:
     s = get_settings()
     run_dir = s.data_dir / "run"
     stopped = procs.stop_all(run_dir)
@@ -121,12 +133,20 @@ def _up(host: str, port: int, ready_timeout: float, question: str, language: str
             steps.print_search(console, question, steps.search(client, clinician, question))
         if consult:
             console.rule("a spoken question, uploaded as demo-clinician")
-            console.print(f"the demo voice says: {escape(repr(question))}  [dim](tts.synthesize on the tts pool)[/dim]",
-                          soft_wrap=True)
+            console.print(
+                f"the demo voice says: {escape(repr(question))}  [dim](tts.synthesize on the tts pool)[/dim]",
+                soft_wrap=True,
+            )
             wav = steps.speak(question, s.data_dir)
-            run = steps.run_consultation(client, clinician, wav, out_dir=s.data_dir / "demo",
-                                         language=None if language == "auto" else language,
-                                         timeout_s=turn_timeout, console=console)
+            run = steps.run_consultation(
+                client,
+                clinician,
+                wav,
+                out_dir=s.data_dir / "demo",
+                language=None if language == "auto" else language,
+                timeout_s=turn_timeout,
+                console=console,
+            )
             steps.print_consultation(console, run, steps.document_dates(client, admin))
 
     console.rule("the demo is running")

@@ -66,12 +66,16 @@ def ingest_sample_kb(client: httpx.Client, admin: dict[str, str]) -> list[dict[s
         raise DemoError(f"no sample documents in {SAMPLE_DIR}")
     rows = []
     for path, doc_id in docs:
-        r = client.post("/v1/knowledge/documents", headers=admin,
-                        files={"file": (path.name, path.read_bytes(), "text/markdown")},
-                        data={"doc_id": doc_id, "source": SAMPLE_SOURCE})
+        r = client.post(
+            "/v1/knowledge/documents",
+            headers=admin,
+            files={"file": (path.name, path.read_bytes(), "text/markdown")},
+            data={"doc_id": doc_id, "source": SAMPLE_SOURCE},
+        )
         rows.append(_check(r, f"ingest {path.name}", (201,)).json())
-    listed = {d["doc_id"]: d for d in _check(client.get("/v1/knowledge/documents", headers=admin),
-                                             "list documents").json()}
+    listed = {
+        d["doc_id"]: d for d in _check(client.get("/v1/knowledge/documents", headers=admin), "list documents").json()
+    }
     for row in rows:
         meta = listed.get(row["doc_id"], {})
         row.update(title=meta.get("title", ""), date=meta.get("date", ""), language=meta.get("language", ""))
@@ -84,14 +88,20 @@ def document_dates(client: httpx.Client, admin: dict[str, str]) -> dict[str, str
 
 
 def print_ingest(console: Console, rows: list[dict[str, Any]]) -> None:
-    t = Table("title", "date", "lang", "status", "chunks",
-              title=f"sample knowledge base: knowledge/{SAMPLE_DIR.name}/*.md as sample-<name>, "
-                    f"source {SAMPLE_SOURCE!r}")
+    t = Table(
+        "title",
+        "date",
+        "lang",
+        "status",
+        "chunks",
+        title=f"sample knowledge base: knowledge/{SAMPLE_DIR.name}/*.md as sample-<name>, source {SAMPLE_SOURCE!r}",
+    )
     colour = {"added": "green", "updated": "cyan", "unchanged": "dim"}
     for row in rows:
         st = row["status"]
-        t.add_row(escape(row["title"]), row["date"], row["language"], f"[{colour.get(st, 'red')}]{st}[/]",
-                  str(row["chunks"]))
+        t.add_row(
+            escape(row["title"]), row["date"], row["language"], f"[{colour.get(st, 'red')}]{st}[/]", str(row["chunks"])
+        )
     console.print(t)
 
 
@@ -109,14 +119,27 @@ def best_per_document(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_search(console: Console, question: str, res: dict[str, Any], rows: int = 6) -> None:
     """Each document's best passage with similarity × decay = score: where an old edition sinks below the
     current one even when its text matches the question as well."""
-    t = Table("rank", "document", "date", "similarity", "× decay", "= score",
-              title=f"knowledge search: {question!r} (best passage per document)")
+    t = Table(
+        "rank",
+        "document",
+        "date",
+        "similarity",
+        "× decay",
+        "= score",
+        title=f"knowledge search: {question!r} (best passage per document)",
+    )
     if res["nothing_relevant"]:
         t.add_row("-", "[yellow]nothing relevant[/yellow]", "", "", "", "")
     ranks = {id(h): i for i, h in enumerate(res["hits"], 1)}
     for h in best_per_document(res["hits"])[:rows]:
-        t.add_row(str(ranks[id(h)]), escape(h["title"]), h["date"], f"{h['similarity']:.3f}", f"{h['decay']:.3f}",
-                  f"[bold]{h['score']:.3f}[/bold]")
+        t.add_row(
+            str(ranks[id(h)]),
+            escape(h["title"]),
+            h["date"],
+            f"{h['similarity']:.3f}",
+            f"{h['decay']:.3f}",
+            f"[bold]{h['score']:.3f}[/bold]",
+        )
     console.print(t)
 
 
@@ -173,8 +196,12 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str | None, str, dict[str
             data.append(line[5:].lstrip())
 
 
-ANSWER_MODES = {"extractive": "quoted from the passage", "generated": "generated and claim-checked",
-                "no_answer": "not in the knowledge base", "unverified": "nothing verifiable"}
+ANSWER_MODES = {
+    "extractive": "quoted from the passage",
+    "generated": "generated and claim-checked",
+    "no_answer": "not in the knowledge base",
+    "unverified": "nothing verifiable",
+}
 
 
 def describe_event(type_: str, data: dict[str, Any]) -> str:
@@ -191,8 +218,10 @@ def describe_event(type_: str, data: dict[str, Any]) -> str:
         return f"[bold]sentence {event.index + 1}[/bold]: {escape(event.text)}"
     if isinstance(event, es.Answered):
         mode = ANSWER_MODES.get(event.mode or "", "")
-        return f"[bold]answered[/bold]: {event.sentences} sentences, cites {event.citations}, " \
-               f"{mode + ', ' if mode else ''}claim check {'fired' if event.guard_fired else 'quiet'}"
+        return (
+            f"[bold]answered[/bold]: {event.sentences} sentences, cites {event.citations}, "
+            f"{mode + ', ' if mode else ''}claim check {'fired' if event.guard_fired else 'quiet'}"
+        )
     if isinstance(event, es.Audio):
         return f"[bold]audio[/bold] clip {(event.index or 0) + 1} ({event.duration_s} s)"
     if isinstance(event, es.AudioReady):
@@ -219,17 +248,24 @@ def run_consultation(
 ) -> ConsultationRun:
     """Upload `wav` as a new consultation's first turn, follow its events (printing each as it arrives when a
     console is given), then read the consultation back and download the reply audio into `out_dir`."""
-    r = _check(client.post("/v1/consultations", json={"title": title}, headers=clinician),
-               "create consultation", (201,))
+    r = _check(
+        client.post("/v1/consultations", json={"title": title}, headers=clinician), "create consultation", (201,)
+    )
     cid = r.json()["id"]
     t0 = time.perf_counter()
-    r = client.post(f"/v1/consultations/{cid}/turns", headers=clinician,
-                    files={"file": ("question.wav", wav, "audio/wav")}, data={"language": language} if language else {})
+    r = client.post(
+        f"/v1/consultations/{cid}/turns",
+        headers=clinician,
+        files={"file": ("question.wav", wav, "audio/wav")},
+        data={"language": language} if language else {},
+    )
     body = _check(r, "upload the question", (202,)).json()
     run = ConsultationRun(consultation_id=cid, turn_id=body["turn_id"], upload_s=time.perf_counter() - t0)
     if console:
-        console.print(f"consultation [cyan]{cid}[/cyan], turn [cyan]{run.turn_id}[/cyan] accepted in "
-                      f"{run.upload_s * 1000:.0f} ms; its events:")
+        console.print(
+            f"consultation [cyan]{cid}[/cyan], turn [cyan]{run.turn_id}[/cyan] accepted in "
+            f"{run.upload_s * 1000:.0f} ms; its events:"
+        )
 
     deadline = time.monotonic() + timeout_s
     last, last_id, drops = None, None, 0
@@ -301,8 +337,14 @@ def print_consultation(console: Console, run: ConsultationRun, dates: dict[str, 
     console.print(Panel(escape(t["answer"] or ""), title=f"answer{guard}", title_align="left"))
     cites = Table("n", "title", "source", "date", "score", "cited", title="citations")
     for c in t["citations"]:
-        cites.add_row(f"[{c['n']}]", escape(c["title"] or ""), escape(c["source"] or ""),
-                      dates.get(c["document_id"], "-"), f"{c['score']:.3f}", "yes" if c["cited"] else "[dim]no[/dim]")
+        cites.add_row(
+            f"[{c['n']}]",
+            escape(c["title"] or ""),
+            escape(c["source"] or ""),
+            dates.get(c["document_id"], "-"),
+            f"{c['score']:.3f}",
+            "yes" if c["cited"] else "[dim]no[/dim]",
+        )
     console.print(cites)
     tm = t["timings"] or {}
     times = Table("stage", "seconds", title="timings")

@@ -86,16 +86,23 @@ def ingest(
     except _Busy:
         console.print("[yellow]the embedded store is held by a rag worker: sending the files to it[/yellow]")
         summary = _via_worker(
-            "rag.ingest", {"paths": [str(p.resolve()) for p in paths], "source": source, "date": date,
-                           "tags": tag_list}, timeout=3600,
+            "rag.ingest",
+            {"paths": [str(p.resolve()) for p in paths], "source": source, "date": date, "tags": tag_list},
+            timeout=3600,
         )
         _print_summary(summary, as_json)
         return
 
     t0 = time.perf_counter()
     counts = {"docs": 0, "chunks": 0}
-    columns = [TextColumn("[bold]ingest[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]ingest[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=console, transient=False, disable=as_json) as progress:
         task = progress.add_task("ingest", total=max(len(files), 1), rate="")
         seen_paths: set[str] = set()
@@ -111,8 +118,9 @@ def ingest(
             progress.update(task, rate=f"{counts['docs'] / dt:.1f} docs/s · {counts['chunks'] / dt:.1f} chunks/s")
 
         files_set = {str(f) for f in files}
-        report = kb.ingest_paths([p.resolve() for p in paths], source=source, date=date, tags=tag_list,
-                                 progress=on_item)
+        report = kb.ingest_paths(
+            [p.resolve() for p in paths], source=source, date=date, tags=tag_list, progress=on_item
+        )
         progress.update(task, completed=max(len(files), 1))
     kb.close()
     _print_summary(report.summary(), as_json)
@@ -159,8 +167,9 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     t = Table("id", "title", "chunks", "date", "source", "tags", "lang")
     for d in docs:
-        t.add_row(d["doc_id"], d["title"][:60], str(d["chunks"]), d["date"], d["source"], ",".join(d["tags"]),
-                  d["language"])
+        t.add_row(
+            d["doc_id"], d["title"][:60], str(d["chunks"]), d["date"], d["source"], ",".join(d["tags"]), d["language"]
+        )
     console.print(t)
     console.print(f"{len(docs)} documents, {sum(d['chunks'] for d in docs)} chunks")
 
@@ -172,8 +181,18 @@ def show(doc_id: str, full: bool = typer.Option(False, "--full", help="Print who
     if doc is None:
         console.print(f"[red]no document {doc_id}[/red]")
         raise typer.Exit(code=1)
-    for key in ("doc_id", "title", "source", "date", "tags", "language", "chunks", "content_hash", "path",
-                "ingested_at"):
+    for key in (
+        "doc_id",
+        "title",
+        "source",
+        "date",
+        "tags",
+        "language",
+        "chunks",
+        "content_hash",
+        "path",
+        "ingested_at",
+    ):
         console.print(f"[bold]{key}[/bold]: {doc[key]}")
     for c in doc["chunk_list"]:
         text = c["text"] if full else (c["text"][:200] + ("…" if len(c["text"]) > 200 else ""))
@@ -221,8 +240,11 @@ def search(
 ) -> None:
     """Ranked chunks with similarity, decay, final score and source."""
     filters = {"source": source, "tags": _split_tags(tags)}
-    res = _run(lambda kb: kb.search(question, k=k, language=language, filters=filters).as_dict(), "rag.search",
-               {"query": question, "k": k, "language": language, "filters": filters})
+    res = _run(
+        lambda kb: kb.search(question, k=k, language=language, filters=filters).as_dict(),
+        "rag.search",
+        {"query": question, "k": k, "language": language, "filters": filters},
+    )
     if as_json:
         typer.echo(json.dumps(res, ensure_ascii=False))
         return

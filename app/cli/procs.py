@@ -29,8 +29,12 @@ def start(run_dir: Path, name: str, argv: list[str], env: dict[str, str] | None 
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})}, start_new_session=True,  # outlives `make demo`
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,  # outlives `make demo`
     )
     (run_dir / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid

@@ -35,6 +35,12 @@ def ping_pools(_: AdminUser, timeout_s: float = 5.0) -> list[PoolPing]:
         except MedvoiceError as exc:  # a missing pool is a result to report, not a crash
             out.append(PoolPing(pool=pool, ok=False, error=f"{exc.code}: {exc}"))
             continue
-        out.append(PoolPing(pool=pool, ok=reply["pool"] == pool, worker=reply["worker"],
-                            round_trip_ms=round((time.perf_counter() - ping.sent_at) * 1000, 1)))
+        out.append(
+            PoolPing(
+                pool=pool,
+                ok=reply["pool"] == pool,
+                worker=reply["worker"],
+                round_trip_ms=round((time.perf_counter() - ping.sent_at) * 1000, 1),
+            )
+        )
     return out

@@ -30,9 +30,7 @@ class UserOut(BaseModel):
 
 
 @router.post("/token", response_model=TokenOut)
-def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DbSession, settings: AppSettings
-) -> TokenOut:
+def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DbSession, settings: AppSettings) -> TokenOut:
     user = get_by_username(db, form.username)
     # One message for every failure, so the endpoint does not reveal which usernames exist.
     if user is None or not verify_password(user.password_hash, form.password) or not user.is_active:

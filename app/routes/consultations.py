@@ -68,20 +68,45 @@ class ConsultationDetail(ConsultationOut):
 def turn_out(t: Turn) -> TurnOut:
     used = set(cited_numbers(t.answer or ""))
     return TurnOut(
-        id=t.id, consultation_id=t.consultation_id, index=t.index, status=t.status.value, input_kind=t.input_kind,
-        question=t.question_text, transcript=t.transcript, language=t.language, answer=t.answer,
-        citations=[CitationOut(n=c.n, title=c.title, source=c.source, score=c.score, document_id=c.document_id,
-                               chunk_id=c.chunk_id, cited=c.n in used) for c in t.citations],
-        timings=t.timings or {}, guard_fired=bool(t.guard_fired), verdicts=t.verdicts,
+        id=t.id,
+        consultation_id=t.consultation_id,
+        index=t.index,
+        status=t.status.value,
+        input_kind=t.input_kind,
+        question=t.question_text,
+        transcript=t.transcript,
+        language=t.language,
+        answer=t.answer,
+        citations=[
+            CitationOut(
+                n=c.n,
+                title=c.title,
+                source=c.source,
+                score=c.score,
+                document_id=c.document_id,
+                chunk_id=c.chunk_id,
+                cited=c.n in used,
+            )
+            for c in t.citations
+        ],
+        timings=t.timings or {},
+        guard_fired=bool(t.guard_fired),
+        verdicts=t.verdicts,
         error=t.error,
         disclaimer=t.disclaimer,
-        has_reply_audio=bool(t.reply_audio_ref), created_at=t.created_at, updated_at=t.updated_at,
+        has_reply_audio=bool(t.reply_audio_ref),
+        created_at=t.created_at,
+        updated_at=t.updated_at,
     )
 
 
 def _out(c: Consultation) -> ConsultationOut:
     return ConsultationOut(
-        id=c.id, owner_id=c.owner_id, title=c.title, status=c.status.value, created_at=c.created_at,
+        id=c.id,
+        owner_id=c.owner_id,
+        title=c.title,
+        status=c.status.value,
+        created_at=c.created_at,
         turn_count=len(c.turns),
     )
 

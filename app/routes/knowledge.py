@@ -83,8 +83,10 @@ class SearchOut(BaseModel):
 def _safe_ext(name: str) -> str:
     ext = Path(name).suffix.lower()
     if ext not in UPLOAD_TYPES:
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                            f"unsupported file type {ext or '(none)'}; supported: {', '.join(sorted(UPLOAD_TYPES))}")
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"unsupported file type {ext or '(none)'}; supported: {', '.join(sorted(UPLOAD_TYPES))}",
+        )
     return ext
 
 
@@ -124,8 +126,16 @@ def upload_document(
         if size == 0:
             raise EmptyInput("empty file", {"field": "file"})
     tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
-    summary = _call("rag.ingest", settings, timeout=max(settings.kb_task_timeout_s, 600.0), paths=[str(final)],
-                    source=source or name, date=date, tags=tag_list, doc_id=doc_id)
+    summary = _call(
+        "rag.ingest",
+        settings,
+        timeout=max(settings.kb_task_timeout_s, 600.0),
+        paths=[str(final)],
+        source=source or name,
+        date=date,
+        tags=tag_list,
+        doc_id=doc_id,
+    )
     if summary["failed"]:
         final.unlink(missing_ok=True)
         raise HTTPException(422, summary["failures"][0]["reason"])
@@ -158,6 +168,7 @@ def search(body: SearchIn, user: CurrentUser, db: DbSession, settings: AppSettin
     db.commit()
     return SearchOut(
         hits=[HitOut(**{k: h[k] for k in HitOut.model_fields}) for h in out["hits"]],
-        nothing_relevant=out["nothing_relevant"], query_language=out["query_language"],
+        nothing_relevant=out["nothing_relevant"],
+        query_language=out["query_language"],
         took_ms=round((time.perf_counter() - t0) * 1000, 1),
     )

@@ -61,8 +61,22 @@ log = logging.getLogger("medvoice.api.openai")
 
 TRANSCRIPTION_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "medvoice-asr")
 SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "medvoice-tts")
-VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
-          "marin", "cedar", "default")
+VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+    "default",
+)
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 SPEECH_FORMATS = ("wav", "pcm")
 PCM_RATE = 24000  # OpenAI's "pcm": 24 kHz, 16-bit signed little-endian, mono, no header
@@ -70,23 +84,106 @@ MAX_PROMPT_CHARS = 1000  # what asr.transcribe accepts as initial_prompt
 
 # Whisper's language codes and the names OpenAI's verbose_json reports (whisper/tokenizer.py).
 LANGUAGES = {
-    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
-    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
-    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
-    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
-    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
-    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
-    "mi": "maori", "ml": "malayalam", "cy": "welsh", "sk": "slovak", "te": "telugu", "fa": "persian",
-    "lv": "latvian", "bn": "bengali", "sr": "serbian", "az": "azerbaijani", "sl": "slovenian", "kn": "kannada",
-    "et": "estonian", "mk": "macedonian", "br": "breton", "eu": "basque", "is": "icelandic", "hy": "armenian",
-    "ne": "nepali", "mn": "mongolian", "bs": "bosnian", "kk": "kazakh", "sq": "albanian", "sw": "swahili",
-    "gl": "galician", "mr": "marathi", "pa": "punjabi", "si": "sinhala", "km": "khmer", "sn": "shona",
-    "yo": "yoruba", "so": "somali", "af": "afrikaans", "oc": "occitan", "ka": "georgian", "be": "belarusian",
-    "tg": "tajik", "sd": "sindhi", "gu": "gujarati", "am": "amharic", "yi": "yiddish", "lo": "lao", "uz": "uzbek",
-    "fo": "faroese", "ht": "haitian creole", "ps": "pashto", "tk": "turkmen", "nn": "nynorsk", "mt": "maltese",
-    "sa": "sanskrit", "lb": "luxembourgish", "my": "myanmar", "bo": "tibetan", "tl": "tagalog", "mg": "malagasy",
-    "as": "assamese", "tt": "tatar", "haw": "hawaiian", "ln": "lingala", "ha": "hausa", "ba": "bashkir",
-    "jw": "javanese", "su": "sundanese", "yue": "cantonese",
+    "en": "english",
+    "zh": "chinese",
+    "de": "german",
+    "es": "spanish",
+    "ru": "russian",
+    "ko": "korean",
+    "fr": "french",
+    "ja": "japanese",
+    "pt": "portuguese",
+    "tr": "turkish",
+    "pl": "polish",
+    "ca": "catalan",
+    "nl": "dutch",
+    "ar": "arabic",
+    "sv": "swedish",
+    "it": "italian",
+    "id": "indonesian",
+    "hi": "hindi",
+    "fi": "finnish",
+    "vi": "vietnamese",
+    "he": "hebrew",
+    "uk": "ukrainian",
+    "el": "greek",
+    "ms": "malay",
+    "cs": "czech",
+    "ro": "romanian",
+    "da": "danish",
+    "hu": "hungarian",
+    "ta": "tamil",
+    "no": "norwegian",
+    "th": "thai",
+    "ur": "urdu",
+    "hr": "croatian",
+    "bg": "bulgarian",
+    "lt": "lithuanian",
+    "la": "latin",
+    "mi": "maori",
+    "ml": "malayalam",
+    "cy": "welsh",
+    "sk": "slovak",
+    "te": "telugu",
+    "fa": "persian",
+    "lv": "latvian",
+    "bn": "bengali",
+    "sr": "serbian",
+    "az": "azerbaijani",
+    "sl": "slovenian",
+    "kn": "kannada",
+    "et": "estonian",
+    "mk": "macedonian",
+    "br": "breton",
+    "eu": "basque",
+    "is": "icelandic",
+    "hy": "armenian",
+    "ne": "nepali",
+    "mn": "mongolian",
+    "bs": "bosnian",
+    "kk": "kazakh",
+    "sq": "albanian",
+    "sw": "swahili",
+    "gl": "galician",
+    "mr": "marathi",
+    "pa": "punjabi",
+    "si": "sinhala",
+    "km": "khmer",
+    "sn": "shona",
+    "yo": "yoruba",
+    "so": "somali",
+    "af": "afrikaans",
+    "oc": "occitan",
+    "ka": "georgian",
+    "be": "belarusian",
+    "tg": "tajik",
+    "sd": "sindhi",
+    "gu": "gujarati",
+    "am": "amharic",
+    "yi": "yiddish",
+    "lo": "lao",
+    "uz": "uzbek",
+    "fo": "faroese",
+    "ht": "haitian creole",
+    "ps": "pashto",
+    "tk": "turkmen",
+    "nn": "nynorsk",
+    "mt": "maltese",
+    "sa": "sanskrit",
+    "lb": "luxembourgish",
+    "my": "myanmar",
+    "bo": "tibetan",
+    "tl": "tagalog",
+    "mg": "malagasy",
+    "as": "assamese",
+    "tt": "tatar",
+    "haw": "hawaiian",
+    "ln": "lingala",
+    "ha": "hausa",
+    "ba": "bashkir",
+    "jw": "javanese",
+    "su": "sundanese",
+    "yue": "cantonese",
 }
 LANGUAGE_CODES = {name: code for code, name in LANGUAGES.items()}
 
@@ -95,8 +192,9 @@ LANGUAGE_CODES = {name: code for code, name in LANGUAGES.items()}
 class OpenAIError(Exception):
     """An error this router answers as {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status_code: int, message: str, code: str, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status_code: int, message: str, code: str, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code, self.message, self.code, self.param = status_code, message, code, param
         self.headers = headers
@@ -107,20 +205,33 @@ class OpenAIError(Exception):
         return cls(exc.http_status, str(exc), exc.code, param=field if isinstance(field, str) else param)
 
     def response(self) -> JSONResponse:
-        kind = ("authentication_error" if self.status_code == 401 else
-                "permission_error" if self.status_code == 403 else
-                "invalid_request_error" if self.status_code < 500 else "server_error")
-        return JSONResponse({"error": {"message": self.message, "type": kind, "param": self.param,
-                                       "code": self.code}},
-                            status_code=self.status_code, headers=self.headers)
+        kind = (
+            "authentication_error"
+            if self.status_code == 401
+            else "permission_error"
+            if self.status_code == 403
+            else "invalid_request_error"
+            if self.status_code < 500
+            else "server_error"
+        )
+        return JSONResponse(
+            {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}},
+            status_code=self.status_code,
+            headers=self.headers,
+        )
 
 
 def bad_request(message: str, param: str, code: str = "invalid_value") -> OpenAIError:
     return OpenAIError(status.HTTP_400_BAD_REQUEST, message, code, param=param)
 
 
-_HTTP_CODES = {401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 413: "input_too_large",
-               415: "unsupported_media_type"}
+_HTTP_CODES = {
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    413: "input_too_large",
+    415: "unsupported_media_type",
+}
 
 
 class OpenAIRoute(APIRoute):
@@ -146,7 +257,8 @@ class OpenAIRoute(APIRoute):
                 detail = exc.detail
                 message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
                 code = (detail.get("code") if isinstance(detail, dict) else None) or _HTTP_CODES.get(
-                    exc.status_code, "http_" + str(exc.status_code))
+                    exc.status_code, "http_" + str(exc.status_code)
+                )
                 return OpenAIError(exc.status_code, message, code, headers=exc.headers).response()
 
         return handle
@@ -186,8 +298,11 @@ def _language(value: str | None) -> str | None:
         return key
     if key in LANGUAGE_CODES:
         return LANGUAGE_CODES[key]
-    raise bad_request(f"unsupported language '{value}'; send an ISO-639-1 code such as 'en' or 'zh'",
-                      "language", "unsupported_language")
+    raise bad_request(
+        f"unsupported language '{value}'; send an ISO-639-1 code such as 'en' or 'zh'",
+        "language",
+        "unsupported_language",
+    )
 
 
 def _options(form: Any) -> dict[str, Any]:
@@ -196,12 +311,17 @@ def _options(form: Any) -> dict[str, Any]:
     if not model:
         raise bad_request("'model' is required; use 'whisper-1'", "model", "missing_required_parameter")
     if model not in TRANSCRIPTION_MODELS:
-        raise bad_request(f"unknown model '{model}'; this server transcribes with: "
-                          + ", ".join(TRANSCRIPTION_MODELS), "model", "model_not_found")
+        raise bad_request(
+            f"unknown model '{model}'; this server transcribes with: " + ", ".join(TRANSCRIPTION_MODELS),
+            "model",
+            "model_not_found",
+        )
     response_format = _field(form, "response_format") or "json"
     if response_format not in TRANSCRIPTION_FORMATS:
-        raise bad_request(f"unsupported response_format '{response_format}'; use one of: "
-                          + ", ".join(TRANSCRIPTION_FORMATS), "response_format")
+        raise bad_request(
+            f"unsupported response_format '{response_format}'; use one of: " + ", ".join(TRANSCRIPTION_FORMATS),
+            "response_format",
+        )
     prompt = _field(form, "prompt") or None
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
         raise bad_request(f"'prompt' longer than {MAX_PROMPT_CHARS} characters", "prompt")
@@ -215,16 +335,21 @@ def _options(form: Any) -> dict[str, Any]:
             raise bad_request("'temperature' must be a number between 0 and 1", "temperature")
     if (_field(form, "stream") or "false").lower() not in ("false", "0", ""):
         raise bad_request("streaming transcription is not supported; omit 'stream'", "stream")
-    granularities = [g for key in ("timestamp_granularities[]", "timestamp_granularities")
-                     for g in form.getlist(key)]
+    granularities = [g for key in ("timestamp_granularities[]", "timestamp_granularities") for g in form.getlist(key)]
     for g in granularities:
         if g not in ("segment", "word"):
             raise bad_request(f"unknown timestamp granularity '{g}'", "timestamp_granularities")
         if g == "word":
-            raise bad_request("word timestamps are not supported; segment timestamps come with verbose_json",
-                              "timestamp_granularities")
-    return {"model": model, "response_format": response_format, "prompt": prompt,
-            "language": _language(_field(form, "language"))}
+            raise bad_request(
+                "word timestamps are not supported; segment timestamps come with verbose_json",
+                "timestamp_granularities",
+            )
+    return {
+        "model": model,
+        "response_format": response_format,
+        "prompt": prompt,
+        "language": _language(_field(form, "language")),
+    }
 
 
 def _timestamp(seconds: float, decimal: str) -> str:
@@ -237,13 +362,16 @@ def _timestamp(seconds: float, decimal: str) -> str:
 
 
 def to_srt(segments: list[dict[str, Any]]) -> str:
-    return "".join(f"{i}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n{s['text'].strip()}\n\n"
-                   for i, s in enumerate(segments, start=1))
+    return "".join(
+        f"{i}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n{s['text'].strip()}\n\n"
+        for i, s in enumerate(segments, start=1)
+    )
 
 
 def to_vtt(segments: list[dict[str, Any]]) -> str:
     return "WEBVTT\n\n" + "".join(
-        f"{_timestamp(s['start'], '.')} --> {_timestamp(s['end'], '.')}\n{s['text'].strip()}\n\n" for s in segments)
+        f"{_timestamp(s['start'], '.')} --> {_timestamp(s['end'], '.')}\n{s['text'].strip()}\n\n" for s in segments
+    )
 
 
 def _compression_ratio(text: str) -> float:
@@ -253,14 +381,29 @@ def _compression_ratio(text: str) -> float:
 
 def to_verbose(result: dict[str, Any]) -> dict[str, Any]:
     code = result.get("language") or ""
-    segments = [{
-        "id": i, "seek": int(round(float(s["start"]) * 100)), "start": s["start"], "end": s["end"],
-        "text": s["text"], "tokens": [], "temperature": 0.0, "avg_logprob": s.get("avg_logprob", 0.0),
-        "compression_ratio": _compression_ratio(s["text"]), "no_speech_prob": s.get("no_speech_prob", 0.0),
-    } for i, s in enumerate(result.get("segments") or [])]
-    return {"task": "transcribe", "language": LANGUAGES.get(code, code), "duration": result["duration_s"],
-            "text": result["text"], "segments": segments,
-            "usage": {"type": "duration", "seconds": result["duration_s"]}}
+    segments = [
+        {
+            "id": i,
+            "seek": int(round(float(s["start"]) * 100)),
+            "start": s["start"],
+            "end": s["end"],
+            "text": s["text"],
+            "tokens": [],
+            "temperature": 0.0,
+            "avg_logprob": s.get("avg_logprob", 0.0),
+            "compression_ratio": _compression_ratio(s["text"]),
+            "no_speech_prob": s.get("no_speech_prob", 0.0),
+        }
+        for i, s in enumerate(result.get("segments") or [])
+    ]
+    return {
+        "task": "transcribe",
+        "language": LANGUAGES.get(code, code),
+        "duration": result["duration_s"],
+        "text": result["text"],
+        "segments": segments,
+        "usage": {"type": "duration", "seconds": result["duration_s"]},
+    }
 
 
 def render(result: dict[str, Any], response_format: str) -> Response:
@@ -276,22 +419,38 @@ def render(result: dict[str, Any], response_format: str) -> Response:
 
 
 _TRANSCRIPTION_BODY = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file", "model"],
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "model": {"type": "string", "enum": list(TRANSCRIPTION_MODELS)},
-            "language": {"type": "string", "description": "ISO-639-1 code, e.g. en or zh; detected when omitted"},
-            "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
-            "response_format": {"type": "string", "enum": list(TRANSCRIPTION_FORMATS), "default": "json"},
-            "temperature": {"type": "number", "minimum": 0, "maximum": 1, "description": "accepted, ignored"},
-        }}}}},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "model"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "model": {"type": "string", "enum": list(TRANSCRIPTION_MODELS)},
+                        "language": {
+                            "type": "string",
+                            "description": "ISO-639-1 code, e.g. en or zh; detected when omitted",
+                        },
+                        "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
+                        "response_format": {"type": "string", "enum": list(TRANSCRIPTION_FORMATS), "default": "json"},
+                        "temperature": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 1,
+                            "description": "accepted, ignored",
+                        },
+                    },
+                }
+            }
+        },
+    },
 }
 
 
 @router.post("/transcriptions", openapi_extra=_TRANSCRIPTION_BODY)
-async def create_transcription(request: Request, user: CurrentUser, db: DbSession,
-                               settings: AppSettings) -> Response:
+async def create_transcription(request: Request, user: CurrentUser, db: DbSession, settings: AppSettings) -> Response:
     """Transcribe an audio file (OpenAI `audio.transcriptions.create`)."""
     await run_in_threadpool(db.rollback)  # hold no read transaction while the upload is read and transcribed
     call_id = new_id()
@@ -311,15 +470,17 @@ async def create_transcription(request: Request, user: CurrentUser, db: DbSessio
         except MedvoiceError:
             raise
         except Exception as exc:  # noqa: BLE001 - starlette raises for malformed or too many parts
-            raise bad_request(f"malformed multipart body: {getattr(exc, 'detail', None) or type(exc).__name__}",
-                              "file") from None
+            raise bad_request(
+                f"malformed multipart body: {getattr(exc, 'detail', None) or type(exc).__name__}", "file"
+            ) from None
         try:
             options = _options(form)
             detail.update(model=options["model"], response_format=options["response_format"])
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
-                raise bad_request("the audio goes in a multipart file part named 'file'", "file",
-                                  "missing_required_parameter")
+                raise bad_request(
+                    "the audio goes in a multipart file part named 'file'", "file", "missing_required_parameter"
+                )
             try:
                 extension_of(upload.filename, settings)  # 415 before reading an upload of an unsupported format
                 data = await read_upload(upload, settings.consult_max_audio_bytes)
@@ -333,13 +494,15 @@ async def create_transcription(request: Request, user: CurrentUser, db: DbSessio
         except MedvoiceError as exc:
             raise OpenAIError.from_typed(exc, param="file") from None
         detail.update(audio_s=info.duration_s, bytes=info.bytes, codec=info.codec)
-        path = await run_in_threadpool(store_upload, settings.audio_dir / "openai" / f"{call_id}.{info.extension}",
-                                       data)
+        path = await run_in_threadpool(
+            store_upload, settings.audio_dir / "openai" / f"{call_id}.{info.extension}", data
+        )
         del data
         result = await task_client.call_async(
-            "asr.transcribe", {"audio_ref": to_ref(settings, path), "language": options["language"],
-                               "initial_prompt": options["prompt"]},
-            timeout_s=task_timeout(settings))
+            "asr.transcribe",
+            {"audio_ref": to_ref(settings, path), "language": options["language"], "initial_prompt": options["prompt"]},
+            timeout_s=task_timeout(settings),
+        )
         detail.update(language=result.get("language"), segments=len(result.get("segments") or []))
         response = render(result, options["response_format"])
         detail["status"] = 200
@@ -351,15 +514,25 @@ async def create_transcription(request: Request, user: CurrentUser, db: DbSessio
         if path is not None:
             path.unlink(missing_ok=True)  # this route keeps no audio
         detail["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        log.info("openai transcription=%s user=%s status=%s error=%s audio=%ss lang=%s format=%s took=%sms",
-                 call_id, user.id, detail.get("status", 500), detail.get("error"), detail.get("audio_s"),
-                 detail.get("language"), detail.get("response_format"), detail["took_ms"])
+        log.info(
+            "openai transcription=%s user=%s status=%s error=%s audio=%ss lang=%s format=%s took=%sms",
+            call_id,
+            user.id,
+            detail.get("status", 500),
+            detail.get("error"),
+            detail.get("audio_s"),
+            detail.get("language"),
+            detail.get("response_format"),
+            detail["took_ms"],
+        )
         await run_in_threadpool(_audit, db, user, "openai.transcription", call_id, detail)
 
 
 def _too_large(settings: Settings) -> MedvoiceError:
-    return InputTooLarge(f"audio larger than the limit of {settings.consult_max_audio_bytes} bytes",
-                         {"max_bytes": settings.consult_max_audio_bytes, "field": "file"})
+    return InputTooLarge(
+        f"audio larger than the limit of {settings.consult_max_audio_bytes} bytes",
+        {"max_bytes": settings.consult_max_audio_bytes, "field": "file"},
+    )
 
 
 # ---- speech ---------------------------------------------------------------------------------------------
@@ -376,14 +549,24 @@ class SpeechIn(BaseModel):
 
 def _check_speech(body: SpeechIn, settings: Settings) -> None:
     if body.model not in SPEECH_MODELS:
-        raise bad_request(f"unknown model '{body.model}'; this server speaks with: " + ", ".join(SPEECH_MODELS),
-                          "model", "model_not_found")
+        raise bad_request(
+            f"unknown model '{body.model}'; this server speaks with: " + ", ".join(SPEECH_MODELS),
+            "model",
+            "model_not_found",
+        )
     if body.voice.lower() not in VOICES:
-        raise bad_request(f"unknown voice '{body.voice}'; use one of: " + ", ".join(VOICES)
-                          + " (all speak with the configured voice)", "voice")
+        raise bad_request(
+            f"unknown voice '{body.voice}'; use one of: "
+            + ", ".join(VOICES)
+            + " (all speak with the configured voice)",
+            "voice",
+        )
     if body.response_format not in SPEECH_FORMATS:
-        raise bad_request(f"unsupported response_format '{body.response_format}'; this server returns "
-                          "'wav' (16-bit PCM WAV) or 'pcm' (raw 16-bit 24 kHz mono)", "response_format")
+        raise bad_request(
+            f"unsupported response_format '{body.response_format}'; this server returns "
+            "'wav' (16-bit PCM WAV) or 'pcm' (raw 16-bit 24 kHz mono)",
+            "response_format",
+        )
     if not body.input.strip():
         raise bad_request("'input' is empty", "input", "empty_input")
     if len(body.input) > settings.tts_max_chars:
@@ -420,19 +603,27 @@ def _read_and_delete(settings: Settings, ref: str) -> bytes:
         path.unlink(missing_ok=True)
 
 
-@router.post("/speech", response_class=Response,
-             responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}, "description": "the speech"}})
+@router.post(
+    "/speech",
+    response_class=Response,
+    responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}}, "description": "the speech"}},
+)
 async def create_speech(body: SpeechIn, user: CurrentUser, db: DbSession, settings: AppSettings) -> Response:
     """Synthesize speech (OpenAI `audio.speech.create`) with the configured voice."""
     await run_in_threadpool(db.rollback)
     call_id = new_id()
     started = time.perf_counter()
-    detail: dict[str, Any] = {"model": body.model, "voice": body.voice, "response_format": body.response_format,
-                              "chars": len(body.input)}
+    detail: dict[str, Any] = {
+        "model": body.model,
+        "voice": body.voice,
+        "response_format": body.response_format,
+        "chars": len(body.input),
+    }
     try:
         _check_speech(body, settings)
-        out = await task_client.call_async("tts.synthesize", {"text": body.input, "speed": body.speed},
-                                           timeout_s=task_timeout(settings))
+        out = await task_client.call_async(
+            "tts.synthesize", {"text": body.input, "speed": body.speed}, timeout_s=task_timeout(settings)
+        )
         if not out.get("audio_ref"):
             raise WorkerFailed("the tts worker returned no audio", {"task": "tts.synthesize", "pool": "tts"})
         wav = await run_in_threadpool(_read_and_delete, settings, out["audio_ref"])
@@ -445,8 +636,14 @@ async def create_speech(body: SpeechIn, user: CurrentUser, db: DbSession, settin
         raise
     finally:
         detail["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        log.info("openai speech=%s user=%s status=%s error=%s chars=%d audio=%ss took=%sms", call_id, user.id,
-                 detail.get("status", 500), detail.get("error"), detail["chars"], detail.get("audio_s"),
-                 detail["took_ms"])
+        log.info(
+            "openai speech=%s user=%s status=%s error=%s chars=%d audio=%ss took=%sms",
+            call_id,
+            user.id,
+            detail.get("status", 500),
+            detail.get("error"),
+            detail["chars"],
+            detail.get("audio_s"),
+            detail["took_ms"],
+        )
         await run_in_threadpool(_audit, db, user, "openai.speech", call_id, detail)
-

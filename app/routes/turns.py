@@ -49,7 +49,6 @@ log = logging.getLogger("medvoice.api.turns")
 router = APIRouter(tags=["turns"])
 
 
-
 def http_error(exc: MedvoiceError) -> HTTPException:
     payload = exc.to_payload()
     payload.pop("http_status", None)
@@ -80,24 +79,32 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
     length = request.headers.get("content-length")
     if ctype == "multipart/form-data":
         if length and length.isdigit() and int(length) > settings.consult_max_audio_bytes + MULTIPART_OVERHEAD:
-            raise InputTooLarge(f"audio larger than the limit of {settings.consult_max_audio_bytes} bytes",
-                                {"max_bytes": settings.consult_max_audio_bytes})
+            raise InputTooLarge(
+                f"audio larger than the limit of {settings.consult_max_audio_bytes} bytes",
+                {"max_bytes": settings.consult_max_audio_bytes},
+            )
         try:
             form = await body_limited(request, settings.consult_max_audio_bytes + MULTIPART_OVERHEAD).form(
-                max_files=1, max_fields=8)
+                max_files=1, max_fields=8
+            )
         except InputTooLarge:
             raise
         except Exception as exc:  # noqa: BLE001 - starlette raises for malformed or too many parts
-            raise InputError(f"malformed multipart body: {getattr(exc, 'detail', None) or type(exc).__name__}",
-                             {"field": "file"}) from None
+            raise InputError(
+                f"malformed multipart body: {getattr(exc, 'detail', None) or type(exc).__name__}", {"field": "file"}
+            ) from None
         try:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise InputError("multipart upload needs the audio in a part named 'file'", {"field": "file"})
             extension_of(upload.filename, settings)  # 415 before reading the upload of an unsupported format
             data = await read_upload(upload, settings.consult_max_audio_bytes)
-            return {"kind": "audio", "data": data, "filename": upload.filename,
-                    "language": _language(form.get("language"))}
+            return {
+                "kind": "audio",
+                "data": data,
+                "filename": upload.filename,
+                "language": _language(form.get("language")),
+            }
         finally:
             await form.close()  # the spooled temporary files go now, on every path
     if ctype == "application/json":
@@ -109,8 +116,9 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise InputError("the JSON body is not valid UTF-8", {"field": "body"}) from None
         except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                             {"field": "body"}) from None
+            raise InputError(
+                f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", {"field": "body"}
+            ) from None
         if not isinstance(body, dict) or set(body) - {"text", "language"}:
             raise InputError('the JSON body must be {"text": "<question>", "language"?: "en"}', {"field": "body"})
         text = body.get("text")
@@ -119,17 +127,21 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
         if not text.strip():
             raise EmptyInput('"text" is empty', {"field": "text"})
         if len(text) > settings.consult_max_text_chars:
-            raise InputTooLarge(f'"text" longer than {settings.consult_max_text_chars} characters',
-                                {"max_chars": settings.consult_max_text_chars})
+            raise InputTooLarge(
+                f'"text" longer than {settings.consult_max_text_chars} characters',
+                {"max_chars": settings.consult_max_text_chars},
+            )
         return {"kind": "text", "text": text.strip(), "language": _language(body.get("language"))}
-    raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                        {"code": "unsupported_media_type",
-                         "message": "send multipart/form-data with an audio 'file', or application/json "
-                                    '{"text": ...}'})
+    raise HTTPException(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        {
+            "code": "unsupported_media_type",
+            "message": "send multipart/form-data with an audio 'file', or application/json {\"text\": ...}",
+        },
+    )
 
 
-def _create_turn(db: Session, user: User, settings: Settings, consultation_id: str,
-                 body: dict[str, Any]) -> Turn:
+def _create_turn(db: Session, user: User, settings: Settings, consultation_id: str, body: dict[str, Any]) -> Turn:
     c = load_consultation(db, user, consultation_id)
     if c.owner_id != user.id:
         # Admins read others' records; only the owning clinician adds to a consultation.
@@ -147,17 +159,38 @@ def _create_turn(db: Session, user: User, settings: Settings, consultation_id: s
             try:
                 index = (db.scalar(select(func.max(Turn.index)).where(Turn.consultation_id == c.id)) or 0) + 1
                 turn = Turn(
-                    id=turn_id, consultation_id=c.id, index=index, status=TurnStatus.queued,
-                    input_kind=body["kind"], audio_ref=to_ref(settings, path) if path else None,
-                    question_text=body.get("text"), language=body.get("language"),
-                    timings={"input": {"audio_s": info.duration_s, "bytes": info.bytes, "codec": info.codec,
-                                       "sample_rate": info.sample_rate}} if info else {},
+                    id=turn_id,
+                    consultation_id=c.id,
+                    index=index,
+                    status=TurnStatus.queued,
+                    input_kind=body["kind"],
+                    audio_ref=to_ref(settings, path) if path else None,
+                    question_text=body.get("text"),
+                    language=body.get("language"),
+                    timings={
+                        "input": {
+                            "audio_s": info.duration_s,
+                            "bytes": info.bytes,
+                            "codec": info.codec,
+                            "sample_rate": info.sample_rate,
+                        }
+                    }
+                    if info
+                    else {},
                 )
                 db.add(turn)
                 # (any attribute load below may autoflush the new row: all of it stays inside this try)
-                audit(db, user, "turn.create", "turn", turn_id, consultation_id=c.id, index=index,
-                      input_kind=body["kind"],
-                      **({"audio_s": info.duration_s, "bytes": info.bytes} if info else {}))
+                audit(
+                    db,
+                    user,
+                    "turn.create",
+                    "turn",
+                    turn_id,
+                    consultation_id=c.id,
+                    index=index,
+                    input_kind=body["kind"],
+                    **({"audio_s": info.duration_s, "bytes": info.bytes} if info else {}),
+                )
                 db.commit()  # before the pipeline starts: the worker must find the row
                 return turn
             except IntegrityError:
@@ -178,14 +211,16 @@ def turn_chain(turn_id: str, input_kind: str):  # noqa: ANN201 - celery.canvas._
     from workers.celery_app import celery_app
 
     first, *rest = STAGES if input_kind == "audio" else STAGES[1:]
-    return chain(celery_app.signature(first, args=({"turn_id": turn_id},)),
-                 *(celery_app.signature(name) for name in rest))
+    return chain(
+        celery_app.signature(first, args=({"turn_id": turn_id},)), *(celery_app.signature(name) for name in rest)
+    )
 
 
 def _enqueue(db: Session, turn: Turn) -> None:
     try:
         turn_chain(turn.id, turn.input_kind).apply_async(
-            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
+        )
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep the record
         turn.status = TurnStatus.error
         turn.error = f"enqueue: broker_unavailable: {type(exc).__name__}"
@@ -195,8 +230,9 @@ def _enqueue(db: Session, turn: Turn) -> None:
 
 
 @router.post("/v1/consultations/{consultation_id}/turns", status_code=status.HTTP_202_ACCEPTED)
-async def create_turn(consultation_id: str, request: Request, response: Response, user: CurrentUser,
-                      db: DbSession, settings: AppSettings) -> dict[str, Any]:
+async def create_turn(
+    consultation_id: str, request: Request, response: Response, user: CurrentUser, db: DbSession, settings: AppSettings
+) -> dict[str, Any]:
     # Ownership first: no upload is read for someone else's (or an unknown) consultation.
     await run_in_threadpool(load_consultation, db, user, consultation_id)
     await run_in_threadpool(db.rollback)  # hold no read transaction open while the upload is read and decoded
@@ -207,14 +243,20 @@ async def create_turn(consultation_id: str, request: Request, response: Response
         log.info("turn rejected for consultation=%s: %s", consultation_id, exc.code)
         raise http_error(exc) from None
     await run_in_threadpool(_enqueue, db, turn)
-    log.info("turn=%s queued consultation=%s index=%d kind=%s", turn.id, consultation_id, turn.index,
-             turn.input_kind)
+    log.info("turn=%s queued consultation=%s index=%d kind=%s", turn.id, consultation_id, turn.index, turn.input_kind)
     response.headers["Location"] = f"/v1/turns/{turn.id}"
     return {
-        "turn_id": turn.id, "consultation_id": consultation_id, "index": turn.index, "status": turn.status.value,
+        "turn_id": turn.id,
+        "consultation_id": consultation_id,
+        "index": turn.index,
+        "status": turn.status.value,
         "input_kind": turn.input_kind,
-        "links": {"turn": f"/v1/turns/{turn.id}", "events": f"/v1/turns/{turn.id}/events",
-                  "audio": f"/v1/turns/{turn.id}/audio", "consultation": f"/v1/consultations/{consultation_id}"},
+        "links": {
+            "turn": f"/v1/turns/{turn.id}",
+            "events": f"/v1/turns/{turn.id}/events",
+            "audio": f"/v1/turns/{turn.id}/audio",
+            "consultation": f"/v1/consultations/{consultation_id}",
+        },
     }
 
 
@@ -222,8 +264,15 @@ async def create_turn(consultation_id: str, request: Request, response: Response
 @router.get("/v1/turns/{turn_id}", response_model=TurnOut)
 def get_turn(turn_id: str, user: CurrentUser, db: DbSession) -> TurnOut:
     turn = load_turn(db, user, turn_id)
-    audit(db, user, "turn.read", "turn", turn.id, consultation_id=turn.consultation_id,
-          owner_id=turn.consultation.owner_id)
+    audit(
+        db,
+        user,
+        "turn.read",
+        "turn",
+        turn.id,
+        consultation_id=turn.consultation_id,
+        owner_id=turn.consultation.owner_id,
+    )
     db.commit()
     return turn_out(turn)
 
@@ -231,8 +280,15 @@ def get_turn(turn_id: str, user: CurrentUser, db: DbSession) -> TurnOut:
 @router.get("/v1/turns/{turn_id}/audio", response_class=FileResponse)
 def get_turn_audio(turn_id: str, user: CurrentUser, db: DbSession, settings: AppSettings) -> FileResponse:
     turn = load_turn(db, user, turn_id)
-    audit(db, user, "turn.audio", "turn", turn.id, consultation_id=turn.consultation_id,
-          owner_id=turn.consultation.owner_id)
+    audit(
+        db,
+        user,
+        "turn.audio",
+        "turn",
+        turn.id,
+        consultation_id=turn.consultation_id,
+        owner_id=turn.consultation.owner_id,
+    )
     db.commit()
     if turn.status not in (TurnStatus.done, TurnStatus.error):
         raise HTTPException(status.HTTP_409_CONFLICT, f"the turn is still {turn.status.value}; no reply audio yet")
@@ -267,8 +323,9 @@ def _sse_event(event_id: str | None, event: Any) -> str:
     return _sse(event_id, event.type.value, event.data())
 
 
-async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] | None,
-                        settings: Settings) -> AsyncIterator[str]:
+async def _event_stream(
+    turn_id: str, after: str, final: tuple[str, str | None] | None, settings: Settings
+) -> AsyncIterator[str]:
     """Replay the turn's stream after `after`, then follow it until done/error or the timeout.
 
     Async (redis.asyncio): a waiting client holds no thread, and a client that goes away cancels it.
@@ -276,8 +333,9 @@ async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] 
     import redis.asyncio as aioredis
 
     # XREAD blocks for a heartbeat; redis-py's default socket timeout (5 s) would cut a longer one off.
-    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                socket_timeout=settings.consult_sse_heartbeat_s + 10)
+    r = aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=settings.consult_sse_heartbeat_s + 10
+    )
     key = events.stream_key(turn_id)
     deadline = time.monotonic() + settings.consult_sse_timeout_s
     heartbeat_ms = int(settings.consult_sse_heartbeat_s * 1000)
@@ -291,8 +349,12 @@ async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] 
                 if final is not None and not seen_any:
                     # Finished, and its stream expired (or it never had one): the record says how it ended.
                     status_, error = final
-                    yield _sse_event(None, Done(status=status_, source="record") if status_ == "done"
-                                     else Failed(status=status_, message=error, source="record"))
+                    yield _sse_event(
+                        None,
+                        Done(status=status_, source="record")
+                        if status_ == "done"
+                        else Failed(status=status_, message=error, source="record"),
+                    )
                     return
                 yield ": keep-alive\n\n"
                 continue
@@ -315,18 +377,29 @@ async def _event_stream(turn_id: str, after: str, final: tuple[str, str | None] 
 
 
 @router.get("/v1/turns/{turn_id}/events")
-def turn_events(turn_id: str, request: Request, user: CurrentUser, db: DbSession,
-                settings: AppSettings) -> StreamingResponse:
+def turn_events(
+    turn_id: str, request: Request, user: CurrentUser, db: DbSession, settings: AppSettings
+) -> StreamingResponse:
     turn = load_turn(db, user, turn_id)
-    audit(db, user, "turn.events", "turn", turn.id, consultation_id=turn.consultation_id,
-          owner_id=turn.consultation.owner_id)
+    audit(
+        db,
+        user,
+        "turn.events",
+        "turn",
+        turn.id,
+        consultation_id=turn.consultation_id,
+        owner_id=turn.consultation.owner_id,
+    )
     db.commit()
     after = request.headers.get("last-event-id") or request.query_params.get("after") or "0-0"
     if not _valid_stream_id(after):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must be a stream id such as 0-0")
     final = (turn.status.value, turn.error) if turn.status in (TurnStatus.done, TurnStatus.error) else None
-    return StreamingResponse(_event_stream(turn.id, after, final, settings), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _event_stream(turn.id, after, final, settings),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def _valid_stream_id(value: str) -> bool:

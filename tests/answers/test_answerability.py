@@ -82,8 +82,14 @@ def test_coverage_matches_stems_british_spellings_and_chinese_pairs():
 
 
 def test_a_named_condition_must_appear_as_named():
-    page = [{"n": 1, "doc_id": "hcl", "title": "Hairy cell leukemia",
-             "text": "Hairy cell leukemia is a rare, chronic cancer of B lymphocytes."}]
+    page = [
+        {
+            "n": 1,
+            "doc_id": "hcl",
+            "title": "Hairy cell leukemia",
+            "text": "Hairy cell leukemia is a rare, chronic cancer of B lymphocytes.",
+        }
+    ]
     assert assess("How to diagnose hairy cell leukemia?", page).answerable
     other = assess("What are the symptoms of chronic lymphocytic leukemia?", page)
     assert not other.answerable and other.missing == "lymphocytic leukemia"
@@ -96,12 +102,24 @@ def test_brand_and_us_names_reach_the_guideline_name(sample_passages):
 
 
 def test_a_rare_word_and_the_next_name_one_thing():
-    pituitary = [{"n": 1, "doc_id": "pit", "title": "Pituitary tumors",
-                  "text": "The pituitary gland signals the adrenal glands to make cortisol; tumors may cause cancer."}]
+    pituitary = [
+        {
+            "n": 1,
+            "doc_id": "pit",
+            "title": "Pituitary tumors",
+            "text": "The pituitary gland signals the adrenal glands to make cortisol; tumors may cause cancer.",
+        }
+    ]
     refused = assess("What is adrenal gland cancer?", pituitary)
     assert not refused.answerable
-    adrenal = [{"n": 1, "doc_id": "adr", "title": "Adrenal gland cancer",
-                "text": "Adrenal gland cancer is rare. It starts in the adrenal glands."}]
+    adrenal = [
+        {
+            "n": 1,
+            "doc_id": "adr",
+            "title": "Adrenal gland cancer",
+            "text": "Adrenal gland cancer is rare. It starts in the adrenal glands.",
+        }
+    ]
     assert assess("What is adrenal gland cancer?", adrenal).answerable
 
 

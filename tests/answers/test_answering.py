@@ -9,13 +9,20 @@ from types import SimpleNamespace
 from tests.answers.conftest import of
 from workers.answering import answer, select
 
-SETTINGS = SimpleNamespace(consult_safety=True, consult_answer_mode="extractive", consult_relative_floor=0.4,
-                           consult_min_coverage=0.6, consult_max_sentences=3, consult_attribute_citations=True,
-                           tts_max_chars=600)
+SETTINGS = SimpleNamespace(
+    consult_safety=True,
+    consult_answer_mode="extractive",
+    consult_relative_floor=0.4,
+    consult_min_coverage=0.6,
+    consult_max_sentences=3,
+    consult_attribute_citations=True,
+    tts_max_chars=600,
+)
 
 
 def played(*sentences: str):
     """generate() that streams these sentences, honouring stop() as the engine does between tokens."""
+
     def generate(on_sentence, stop):
         n = 0
         for s in sentences:
@@ -24,14 +31,16 @@ def played(*sentences: str):
             on_sentence(s)
             n += 1
         return {"cancelled": False, "timings": {}, "finish_reason": "stop", "played": n}
+
     return generate
 
 
 def run(question, passages, *sentences, missing="", **overrides):
     settings = SimpleNamespace(**{**vars(SETTINGS), **overrides})
     spoken: list[str] = []
-    out = answer(question, "en", passages, settings, spoken.append, played(*sentences) if sentences else None,
-                 missing=missing)
+    out = answer(
+        question, "en", passages, settings, spoken.append, played(*sentences) if sentences else None, missing=missing
+    )
     assert spoken == out.sentences
     return out
 
@@ -45,11 +54,14 @@ def test_a_dose_question_is_quoted_without_the_llm(sample_passages):
 
 def test_generated_sentences_are_kept_replaced_or_dropped(sample_passages):
     fever = of(sample_passages, "Fever in children")
-    out = run("How much paracetamol should I give a 20 kg child?", fever,
-              "**Based on the context provided**, give 300 mg, which is 12.5 mL [2].",  # cleaned, kept, re-cited
-              "Give 75 mg, which is 3 mL [3].",  # the 5 kg row: replaced by the 20 kg line
-              "Give the child 525 mg by mouth.",  # invented: the 20 kg line is already said, so dropped
-              consult_answer_mode="generative")
+    out = run(
+        "How much paracetamol should I give a 20 kg child?",
+        fever,
+        "**Based on the context provided**, give 300 mg, which is 12.5 mL [2].",  # cleaned, kept, re-cited
+        "Give 75 mg, which is 3 mL [3].",  # the 5 kg row: replaced by the 20 kg line
+        "Give the child 525 mg by mouth.",  # invented: the 20 kg line is already said, so dropped
+        consult_answer_mode="generative",
+    )
     assert [c.action for c in out.claims] == ["kept", "replaced", "dropped"]
     assert [c.reason for c in out.claims] == ["supported", "patient", "numbers"]
     assert out.sentences[0] == "Give 300 mg, which is 12.5 mL [3]."
@@ -58,22 +70,30 @@ def test_generated_sentences_are_kept_replaced_or_dropped(sample_passages):
 
 def test_echoes_fragments_and_reasoning_fall_back_to_the_line(sample_passages):
     otitis = of(sample_passages, "Acute otitis media in adults")
-    out = run("Which antibiotic for otitis media if the patient is allergic to penicillin?", otitis,
-              "Let's look at the antibiotics section.", "Clarithromycin.",
-              "Which antibiotic for otitis media if the patient is allergic to penicillin?",
-              consult_answer_mode="generative")
+    out = run(
+        "Which antibiotic for otitis media if the patient is allergic to penicillin?",
+        otitis,
+        "Let's look at the antibiotics section.",
+        "Clarithromycin.",
+        "Which antibiotic for otitis media if the patient is allergic to penicillin?",
+        consult_answer_mode="generative",
+    )
     assert [c.reason for c in out.claims] == ["style", "fragment", "echo"]
     assert out.sentences == ["Antibiotics: Penicillin allergy: clarithromycin 500 mg twice daily for 5 days [3]."]
 
 
 def test_generation_stops_after_the_sentence_limit(sample_passages):
     otitis = of(sample_passages, "Acute otitis media in adults")
-    out = run("What is acute otitis media?", otitis,
-              "Acute otitis media is an infection of the middle ear [1].",
-              "Most cases settle without antibiotics within 3 days [1].",
-              "Offer pain relief to every patient [1].",
-              "Refer the same day for swelling behind the ear [4].",
-              consult_max_sentences=2, consult_answer_mode="generative")
+    out = run(
+        "What is acute otitis media?",
+        otitis,
+        "Acute otitis media is an infection of the middle ear [1].",
+        "Most cases settle without antibiotics within 3 days [1].",
+        "Offer pain relief to every patient [1].",
+        "Refer the same day for swelling behind the ear [4].",
+        consult_max_sentences=2,
+        consult_answer_mode="generative",
+    )
     assert len(out.sentences) == 2 and out.mode == "generated"
 
 
@@ -108,9 +128,17 @@ def test_a_fact_no_line_states_is_refused_not_guessed(sample_passages):
 
 
 def test_a_descriptive_answer_quotes_the_line_and_the_next_one_its_heading_said_once():
-    page = [{"n": 1, "doc_id": "c", "title": "Cyclosporiasis", "context": "Cyclosporiasis — Treatment", "score": 1.0,
-             "text": "cyclosporiasis is treated with trimethoprim-sulfamethoxazole for seven days. "
-                     "People with weak immune systems may need longer treatment."}]
+    page = [
+        {
+            "n": 1,
+            "doc_id": "c",
+            "title": "Cyclosporiasis",
+            "context": "Cyclosporiasis — Treatment",
+            "score": 1.0,
+            "text": "cyclosporiasis is treated with trimethoprim-sulfamethoxazole for seven days. "
+            "People with weak immune systems may need longer treatment.",
+        }
+    ]
     out = run("What are the treatments for cyclosporiasis?", page)
     assert out.mode == "extractive" and len(out.sentences) == 2
     assert out.sentences[0].startswith("Treatment: cyclosporiasis is treated")

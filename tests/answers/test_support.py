@@ -119,9 +119,16 @@ def test_a_number_with_a_unit_the_checks_do_not_know_is_still_a_claim(sample_pas
 
 
 def test_a_line_about_another_drug_on_the_page_does_not_answer_and_faq_questions_state_nothing():
-    page = [{"n": 1, "doc_id": "ir", "title": "Insulin resistance and prediabetes", "score": 1.0,
-             "text": "What is insulin resistance? Insulin resistance is a condition in which the body does not use "
-                     "insulin well. Adults may take up to 4,000 IU of vitamin D a day."}]
+    page = [
+        {
+            "n": 1,
+            "doc_id": "ir",
+            "title": "Insulin resistance and prediabetes",
+            "score": 1.0,
+            "text": "What is insulin resistance? Insulin resistance is a condition in which the body does not use "
+            "insulin well. Adults may take up to 4,000 IU of vitamin D a day.",
+        }
+    ]
     support = Support("How many units of insulin should a type 1 diabetic inject per day?", page)
     assert support.best_lines() == []
     assert not support.check("Inject up to 4,000 IU a day [1].").supported

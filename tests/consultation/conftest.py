@@ -24,9 +24,15 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("consult")
     url = f"sqlite:///{root / 'medvoice.db'}"
     upgrade(url)
-    return Settings(database_url=url, data_dir=root / "data", kb_dir=root / "data" / "knowledge",
-                    consult_max_audio_s=30.0, consult_max_audio_bytes=2_000_000, consult_sse_timeout_s=400.0,
-                    consult_sse_heartbeat_s=1.0)
+    return Settings(
+        database_url=url,
+        data_dir=root / "data",
+        kb_dir=root / "data" / "knowledge",
+        consult_max_audio_s=30.0,
+        consult_max_audio_bytes=2_000_000,
+        consult_sse_timeout_s=400.0,
+        consult_sse_heartbeat_s=1.0,
+    )
 
 
 @pytest.fixture(scope="module")

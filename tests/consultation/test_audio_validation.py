@@ -12,13 +12,16 @@ from workers.core.settings import Settings
 SETTINGS = Settings(consult_max_audio_s=3.0, consult_max_audio_bytes=400_000)
 
 
-@pytest.mark.parametrize(("name", "fmt", "subtype", "codec"), [
-    ("q.wav", "WAV", None, "pcm_s16le"),
-    ("q.flac", "FLAC", None, "flac"),
-    ("q.ogg", "OGG", "VORBIS", "vorbis"),
-    ("q.opus", "OGG", "OPUS", "opus"),
-    ("Q.MP3", "MP3", None, "mp3"),
-])
+@pytest.mark.parametrize(
+    ("name", "fmt", "subtype", "codec"),
+    [
+        ("q.wav", "WAV", None, "pcm_s16le"),
+        ("q.flac", "FLAC", None, "flac"),
+        ("q.ogg", "OGG", "VORBIS", "vorbis"),
+        ("q.opus", "OGG", "OPUS", "opus"),
+        ("Q.MP3", "MP3", None, "mp3"),
+    ],
+)
 def test_accepts_real_audio_in_each_container(name, fmt, subtype, codec):
     rate = 48000 if subtype == "OPUS" else 16000
     info = validate_audio(tone(1.0, rate=rate, fmt=fmt, subtype=subtype), name, SETTINGS)

@@ -68,9 +68,22 @@ def test_demo_consultation_end_to_end(api, tokens, settings, sample_kb, tmp_path
     dates = steps.document_dates(api, tokens["root"])
     steps.print_consultation(out, run, dates)
     text = out.export_text()
-    for needle in ("transcribed", "retrieved", "sentence 1", "audio_ready", "done", "transcript (en)", "answer",
-                   "citations", "Acute otitis media in adults", "2025-02-03", "timings", "upload → first sentence",
-                   "upload → first audio", f"reply-{run.turn_id}.wav"):
+    for needle in (
+        "transcribed",
+        "retrieved",
+        "sentence 1",
+        "audio_ready",
+        "done",
+        "transcript (en)",
+        "answer",
+        "citations",
+        "Acute otitis media in adults",
+        "2025-02-03",
+        "timings",
+        "upload → first sentence",
+        "upload → first audio",
+        f"reply-{run.turn_id}.wav",
+    ):
         assert needle in text, (needle, text)
 
 

@@ -15,11 +15,23 @@ from workers.grounding import (
 )
 
 HITS = [
-    {"chunk_id": "c1", "doc_id": "amox", "title": "Amoxicillin", "source": "formulary.md", "score": 0.81,
-     "text": "Adults with acute otitis media take amoxicillin 500 mg three times daily for 5 to 7 days. "
-             "Children receive 40 mg/kg per day split into 2 doses."},
-    {"chunk_id": "c2", "doc_id": "ibu", "title": "Ibuprofen", "source": "formulary.md", "score": 0.52,
-     "text": "Ibuprofen 400 mg may be taken every 6 hours. Do not exceed 1,200 mg per day without advice."},
+    {
+        "chunk_id": "c1",
+        "doc_id": "amox",
+        "title": "Amoxicillin",
+        "source": "formulary.md",
+        "score": 0.81,
+        "text": "Adults with acute otitis media take amoxicillin 500 mg three times daily for 5 to 7 days. "
+        "Children receive 40 mg/kg per day split into 2 doses.",
+    },
+    {
+        "chunk_id": "c2",
+        "doc_id": "ibu",
+        "title": "Ibuprofen",
+        "source": "formulary.md",
+        "score": 0.52,
+        "text": "Ibuprofen 400 mg may be taken every 6 hours. Do not exceed 1,200 mg per day without advice.",
+    },
     {"chunk_id": "c3", "doc_id": "x", "title": "", "source": "", "score": 0.4, "text": "   "},
 ]
 
@@ -46,10 +58,18 @@ def test_no_answer_follows_the_language():
 def test_quantities_normalise_units_and_ranges():
     # spelled-out and word counts are frequencies too: "three times", "twice"
     assert quantities("500 mg three times daily for 5 to 7 days") == {
-        (500.0, "mg"), (3.0, "times"), (5.0, "d"), (7.0, "d")}
+        (500.0, "mg"),
+        (3.0, "times"),
+        (5.0, "d"),
+        (7.0, "d"),
+    }
     assert quantities("clarithromycin 500 mg twice daily") == {(500.0, "mg"), (2.0, "times")}
     assert quantities("500mg, 2 tablets, 10 milligrams, every 6 hrs") == {
-        (500.0, "mg"), (2.0, "tablet"), (10.0, "mg"), (6.0, "h")}
+        (500.0, "mg"),
+        (2.0, "tablet"),
+        (10.0, "mg"),
+        (6.0, "h"),
+    }
     assert quantities("40 mg/kg per day") == {(40.0, "mg/kg")}
     assert quantities("每次10毫克，每日3次，连用7天") == {(10.0, "mg"), (3.0, "times"), (7.0, "d")}
     assert quantities("1,200 mg") == {(1200.0, "mg")}
@@ -73,11 +93,21 @@ def test_guard_replaces_an_unsupported_dose_with_the_passage_sentence():
 
 
 def test_guard_replaces_with_one_clause_of_a_sentence_cut_at_semicolons():
-    guard = NumbersGuard(passages_from_hits([{
-        "chunk_id": "g", "doc_id": "htn", "title": "Hypertension", "score": 0.7,
-        "text": "Aim for a clinic blood pressure below 140/90 mmHg in adults under 80; "
-                "aim for below 150/90 mmHg in adults aged 80 and over. Recheck in 4 weeks.",
-    }], 5))
+    guard = NumbersGuard(
+        passages_from_hits(
+            [
+                {
+                    "chunk_id": "g",
+                    "doc_id": "htn",
+                    "title": "Hypertension",
+                    "score": 0.7,
+                    "text": "Aim for a clinic blood pressure below 140/90 mmHg in adults under 80; "
+                    "aim for below 150/90 mmHg in adults aged 80 and over. Recheck in 4 weeks.",
+                }
+            ],
+            5,
+        )
+    )
     r = guard.check("Adults aged 80 and over should aim for below 130/80 mmHg [1].")
     assert r.fired
     assert r.text == "aim for below 150/90 mmHg in adults aged 80 and over. [1]"
@@ -101,7 +131,8 @@ def test_guard_drops_an_unsupported_sentence_nothing_matches():
 def test_attribution_adds_the_best_passage_marker_before_the_full_stop():
     ps = passages_from_hits(HITS, 5)
     assert attribute("Amoxicillin treats acute otitis media in adults.", ps) == (
-        "Amoxicillin treats acute otitis media in adults [1].")
+        "Amoxicillin treats acute otitis media in adults [1]."
+    )
     assert attribute("Ibuprofen may be taken every few hours!", ps) == "Ibuprofen may be taken every few hours [2]!"
     assert attribute("Already cited [2].", ps) == "Already cited [2]."  # a model's own marker is kept
     assert attribute("The weather on Mars is cold and dusty.", ps) == "The weather on Mars is cold and dusty."

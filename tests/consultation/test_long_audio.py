@@ -95,8 +95,12 @@ def test_a_long_recording_is_transcribed_in_pieces_across_the_pool(recording, se
 def test_a_long_consultation_turn_goes_through_the_pipeline(api, tokens, knowledge, recording):
     h = tokens["ann"]
     cid = api.post("/v1/consultations", json={"title": "long"}, headers=h).json()["id"]
-    r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("visit.wav", recording["wav"], "audio/wav")},
-                 data={"language": "en"}, headers=h)
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        files={"file": ("visit.wav", recording["wav"], "audio/wav")},
+        data={"language": "en"},
+        headers=h,
+    )
     assert r.status_code == 202, r.text
     tid = r.json()["turn_id"]
     stream = api.get(f"/v1/turns/{tid}/events", headers=h).text

@@ -40,8 +40,9 @@ def base_url(settings: Settings) -> Iterator[str]:
     from app.main import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 30, "uvicorn")
@@ -68,8 +69,9 @@ def fever_wav(pipeline_worker, client) -> bytes:
 def test_a_missing_or_bad_key_is_401_in_openai_shape(base_url: str) -> None:
     import httpx
 
-    r = httpx.post(f"{base_url}/audio/transcriptions", files={"file": ("q.wav", tone(1.0))},
-                   data={"model": "whisper-1"})
+    r = httpx.post(
+        f"{base_url}/audio/transcriptions", files={"file": ("q.wav", tone(1.0))}, data={"model": "whisper-1"}
+    )
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
     assert r.json()["error"]["code"] == "invalid_api_key" and r.json()["error"]["message"]
@@ -80,8 +82,17 @@ def test_a_missing_or_bad_key_is_401_in_openai_shape(base_url: str) -> None:
             bad.audio.speech.create(model="tts-1", voice="alloy", input="hello", response_format="wav")
 
 
-@pytest.mark.parametrize("case", ["empty file", "text named .wav", "truncated wav header", "wav named .flac",
-                                  "unsupported extension", "no extension"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty file",
+        "text named .wav",
+        "truncated wav header",
+        "wav named .flac",
+        "unsupported extension",
+        "no extension",
+    ],
+)
 def test_bad_audio_is_refused_with_the_consultation_upload_statuses(client, case: str) -> None:
     filename, data, status, code = bad_uploads(30.0)[case]
     with pytest.raises(openai.APIStatusError) as info:
@@ -94,13 +105,16 @@ def test_bad_audio_is_refused_with_the_consultation_upload_statuses(client, case
         assert isinstance(err, openai.UnprocessableEntityError)
 
 
-@pytest.mark.parametrize(("params", "param"), [
-    ({"model": "whisper-1", "response_format": "xml"}, "response_format"),
-    ({"model": "whisper-9"}, "model"),
-    ({"model": "whisper-1", "language": "klingon"}, "language"),
-    ({"model": "whisper-1", "temperature": 3.0}, "temperature"),
-    ({"model": "whisper-1", "timestamp_granularities": ["word"]}, "timestamp_granularities"),
-])
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"model": "whisper-1", "response_format": "xml"}, "response_format"),
+        ({"model": "whisper-9"}, "model"),
+        ({"model": "whisper-1", "language": "klingon"}, "language"),
+        ({"model": "whisper-1", "temperature": 3.0}, "temperature"),
+        ({"model": "whisper-1", "timestamp_granularities": ["word"]}, "timestamp_granularities"),
+    ],
+)
 def test_bad_transcription_parameters_are_400(client, params: dict, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.audio.transcriptions.create(file=("q.wav", tone(1.0)), **params)
@@ -111,19 +125,26 @@ def test_a_declared_oversize_upload_is_413(base_url: str, tokens, settings: Sett
     import httpx
 
     big = b"RIFF" + b"\0" * (settings.consult_max_audio_bytes + 1)
-    r = httpx.post(f"{base_url}/audio/transcriptions", headers=tokens["ann"],
-                   files={"file": ("q.wav", big)}, data={"model": "whisper-1"})
+    r = httpx.post(
+        f"{base_url}/audio/transcriptions",
+        headers=tokens["ann"],
+        files={"file": ("q.wav", big)},
+        data={"model": "whisper-1"},
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "input_too_large"
 
 
-@pytest.mark.parametrize(("params", "param"), [
-    ({"response_format": "mp3"}, "response_format"),
-    ({"input": "   "}, "input"),
-    ({"input": "x" * 601}, "input"),
-    ({"voice": "bob"}, "voice"),
-    ({"model": "tts-9"}, "model"),
-    ({"speed": 9.0}, "speed"),
-])
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"response_format": "mp3"}, "response_format"),
+        ({"input": "   "}, "input"),
+        ({"input": "x" * 601}, "input"),
+        ({"voice": "bob"}, "voice"),
+        ({"model": "tts-9"}, "model"),
+        ({"speed": 9.0}, "speed"),
+    ],
+)
 def test_bad_speech_requests_are_400(client, params: dict, param: str) -> None:
     request = {"model": "tts-1", "voice": "alloy", "input": "hello", "response_format": "wav", **params}
     with pytest.raises(openai.BadRequestError) as info:
@@ -156,8 +177,7 @@ def test_speech_as_raw_pcm_at_24khz(client, fever_wav: bytes) -> None:
     import numpy as np
     import soundfile as sf
 
-    pcm = client.audio.speech.create(model="gpt-4o-mini-tts", voice="nova", input=PHRASE,
-                                     response_format="pcm").content
+    pcm = client.audio.speech.create(model="gpt-4o-mini-tts", voice="nova", input=PHRASE, response_format="pcm").content
     assert len(pcm) % 2 == 0 and pcm[:4] != b"RIFF"
     wav_s = sf.info(io.BytesIO(fever_wav)).duration
     assert abs(len(pcm) / 2 / 24000 - wav_s) < 0.25  # same speech, resampled to 24 kHz
@@ -175,8 +195,14 @@ def test_transcription_in_every_format(client, fever_wav: bytes, settings: Setti
     assert isinstance(plain, openai.types.audio.Transcription)
     assert expected <= _words(plain.text), plain.text
 
-    verbose = client.audio.transcriptions.create(model="whisper-1", file=file, response_format="verbose_json",
-                                                 language="en", prompt="clinic consultation", temperature=0.0)
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=file,
+        response_format="verbose_json",
+        language="en",
+        prompt="clinic consultation",
+        temperature=0.0,
+    )
     assert isinstance(verbose, openai.types.audio.TranscriptionVerbose)
     assert verbose.language == "english" and abs(verbose.duration - duration) < 0.1
     assert expected <= _words(verbose.text) and verbose.segments
@@ -205,8 +231,9 @@ def test_transcription_in_every_format(client, fever_wav: bytes, settings: Setti
     assert not list((settings.audio_dir / "tts" / "adhoc").glob("*.wav"))
 
 
-def test_audited_without_text_and_logged_without_text(client, fever_wav: bytes, settings: Settings,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_audited_without_text_and_logged_without_text(
+    client, fever_wav: bytes, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     from sqlalchemy import select
 
     from workers.core.db import session_scope
@@ -230,7 +257,8 @@ def test_audited_without_text_and_logged_without_text(client, fever_wav: bytes, 
 def test_malformed_speech_json_is_400(base_url: str, tokens) -> None:
     import httpx
 
-    r = httpx.post(f"{base_url}/audio/speech", content=b"{not json",
-                   headers={**tokens["ann"], "Content-Type": "application/json"})
+    r = httpx.post(
+        f"{base_url}/audio/speech", content=b"{not json", headers={**tokens["ann"], "Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert r.json()["error"]["message"]

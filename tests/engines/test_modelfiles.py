@@ -26,7 +26,8 @@ def weight_package(tmp_path: Path):
     (pkg / "data" / "blob.part1").write_bytes(part1)
     (pkg / "data" / "blob.part2").write_bytes(part2)
     (pkg / "__init__.py").write_text(
-        "import os\ndef get_part_path():\n    return os.path.join(os.path.dirname(__file__), 'data', 'blob.part2')\n")
+        "import os\ndef get_part_path():\n    return os.path.join(os.path.dirname(__file__), 'data', 'blob.part2')\n"
+    )
     sys.path.insert(0, str(tmp_path / "site"))
     importlib.invalidate_caches()
     yield name, part1 + part2
@@ -35,11 +36,24 @@ def weight_package(tmp_path: Path):
 
 
 def _manifest(module: str, whole: bytes, sha: str | None = None) -> dict[str, mf.Role]:
-    spec = mf.FileSpec(name="blob.bin", sha256=sha or hashlib.sha256(whole).hexdigest(), size=len(whole),
-                       parts=(mf.Source(module=module, path="data/blob.part1"),
-                              mf.Source(module=module, helper="get_part_path")))
-    return {"blob": mf.Role(name="blob", engine="llm", mode="assemble", description="", license="",
-                            files=(spec,), target="blob", main="blob.bin")}
+    spec = mf.FileSpec(
+        name="blob.bin",
+        sha256=sha or hashlib.sha256(whole).hexdigest(),
+        size=len(whole),
+        parts=(mf.Source(module=module, path="data/blob.part1"), mf.Source(module=module, helper="get_part_path")),
+    )
+    return {
+        "blob": mf.Role(
+            name="blob",
+            engine="llm",
+            mode="assemble",
+            description="",
+            license="",
+            files=(spec,),
+            target="blob",
+            main="blob.bin",
+        )
+    }
 
 
 def test_prepare_joins_parts_verifies_and_is_idempotent(tmp_path: Path, weight_package) -> None:

@@ -121,8 +121,13 @@ def _cjk_ratio(text: str) -> float:
 def test_llm_answers_in_the_language_asked_and_streams_sentences(worker, redis_url: str) -> None:
     r = events.client(redis_url)
     en_turn, zh_turn = f"en-{uuid.uuid4().hex[:8]}", f"zh-{uuid.uuid4().hex[:8]}"
-    en = run("llm.generate", en_turn, question="What is a normal resting heart rate for adults?",
-             max_tokens=60, temperature=0)
+    en = run(
+        "llm.generate",
+        en_turn,
+        question="What is a normal resting heart rate for adults?",
+        max_tokens=60,
+        temperature=0,
+    )
     zh = run("llm.generate", zh_turn, question="成年人正常的静息心率是多少？", max_tokens=60, temperature=0)
     assert en["text"] and _cjk_ratio(en["text"]) == 0.0, en["text"]
     assert zh["text"] and _cjk_ratio(zh["text"]) > 0.5, zh["text"]
@@ -141,9 +146,15 @@ def test_llm_stops_when_the_turn_is_cancelled(worker, redis_url: str) -> None:
 
     r = events.client(redis_url)
     turn = f"cancel-{uuid.uuid4().hex[:8]}"
-    res = celery_app.send_task("llm.generate", args=[turn], kwargs={
-        "question": "Explain in detail, step by step, how to manage type 2 diabetes in adults.",
-        "max_tokens": 400, "temperature": 0})
+    res = celery_app.send_task(
+        "llm.generate",
+        args=[turn],
+        kwargs={
+            "question": "Explain in detail, step by step, how to manage type 2 diabetes in adults.",
+            "max_tokens": 400,
+            "temperature": 0,
+        },
+    )
     deadline = time.monotonic() + RESULT_TIMEOUT_S
     while not any(e["type"] == "sentence" for e in events.read_all(turn, r=r)):
         assert time.monotonic() < deadline and not res.ready(), "no sentence streamed"
@@ -152,9 +163,13 @@ def test_llm_stops_when_the_turn_is_cancelled(worker, redis_url: str) -> None:
     out = res.get(timeout=RESULT_TIMEOUT_S)
     assert out["cancelled"] is True and out["finish_reason"] == "cancelled"
     assert out["timings"]["tokens"] < 400
-    assert events.read_all(turn, r=r)[-1] == {"type": "llm_done", "sentences": len(out["sentences"]),
-                                             "cancelled": True, "finish_reason": "cancelled",
-                                             "timings": out["timings"]}
+    assert events.read_all(turn, r=r)[-1] == {
+        "type": "llm_done",
+        "sentences": len(out["sentences"]),
+        "cancelled": True,
+        "finish_reason": "cancelled",
+        "timings": out["timings"],
+    }
     # queued synthesis for a cancelled turn is dropped
     dropped = run("tts.synthesize", "This sentence is never spoken.", turn_id=turn, index=7)
     assert dropped["cancelled"] is True and dropped["audio_ref"] is None
@@ -178,8 +193,16 @@ def test_piper_speech_is_transcribed_back_by_the_asr_pool(worker, data_dir: Path
     for words in ("take two tablets", "every six hours", "water"):
         assert words in heard.replace("2", "two").replace("6", "six"), heard
     evs = events.read_all(turn, r=events.client(redis_url))
-    assert evs == [{"type": "audio", "index": 0, "audio_ref": o["audio_ref"], "duration_s": o["duration_s"],
-                    "sample_rate": o["sample_rate"]} for o in (out, again)]
+    assert evs == [
+        {
+            "type": "audio",
+            "index": 0,
+            "audio_ref": o["audio_ref"],
+            "duration_s": o["duration_s"],
+            "sample_rate": o["sample_rate"],
+        }
+        for o in (out, again)
+    ]
 
 
 def test_worker_log_holds_no_transcript_or_answer_text(worker) -> None:

@@ -11,15 +11,18 @@ from workers.tasks.llm import build_prompt, generate
 from workers.tasks.tts import synthesize
 
 
-@pytest.mark.parametrize(("kwargs", "exc"), [
-    ({"question": "q", "history": "x"}, errors.InputError),
-    ({"question": "  "}, errors.EmptyInput),
-    ({"messages": [{"role": "bob", "content": "x"}]}, errors.InputError),
-    ({"messages": [{"role": "system", "content": "only a system message"}]}, errors.EmptyInput),
-    ({"messages": "hello"}, errors.InputError),
-    ({"question": "q", "context": "not a list"}, errors.InputError),
-    ({"question": "q" * 60_000}, errors.InputTooLarge),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"question": "q", "history": "x"}, errors.InputError),
+        ({"question": "  "}, errors.EmptyInput),
+        ({"messages": [{"role": "bob", "content": "x"}]}, errors.InputError),
+        ({"messages": [{"role": "system", "content": "only a system message"}]}, errors.EmptyInput),
+        ({"messages": "hello"}, errors.InputError),
+        ({"question": "q", "context": "not a list"}, errors.InputError),
+        ({"question": "q" * 60_000}, errors.InputTooLarge),
+    ],
+)
 def test_llm_prompt_validation(kwargs: dict, exc: type[errors.MedvoiceError]) -> None:
     with pytest.raises(exc):
         build_prompt(**kwargs)
@@ -28,8 +31,11 @@ def test_llm_prompt_validation(kwargs: dict, exc: type[errors.MedvoiceError]) ->
 def test_llm_prompt_shapes() -> None:
     msgs = build_prompt(messages=[{"role": "user", "content": "hi"}])
     assert msgs[0]["role"] == "system" and len(msgs) == 2  # the fixed system prompt (cached prefix) first
-    zh = build_prompt(question="成人发烧怎么办？", context=["[passage]"],
-                      history=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+    zh = build_prompt(
+        question="成人发烧怎么办？",
+        context=["[passage]"],
+        history=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+    )
     assert [m["role"] for m in zh] == ["system", "user", "assistant", "user"]
     assert "[1] [passage]" in zh[-1]["content"] and zh[-1]["content"].endswith("请用中文回答。")
     assert build_prompt(question="What now?")[-1]["content"].endswith("Answer in English.")

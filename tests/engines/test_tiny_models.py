@@ -37,8 +37,14 @@ def llm_engine(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
     from workers.engines.llm import load
 
     sha = hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()
-    s = Settings(data_dir=tmp_path_factory.mktemp("data"), llm_model_path=tiny_gguf, llm_model_sha256=sha,
-                 llm_n_ctx=1024, llm_threads=1, llm_temperature=0.8)
+    s = Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        llm_model_path=tiny_gguf,
+        llm_model_sha256=sha,
+        llm_n_ctx=1024,
+        llm_threads=1,
+        llm_temperature=0.8,
+    )
     return load(s)  # the registered loader: verify the hash, then llama_cpp.Llama(model_path=...)
 
 
@@ -105,8 +111,16 @@ def _coqui(tiny_vits: tuple[Path, Path], data_dir: Path, **overrides: object):
     from workers.engines.tts import load
 
     model, config = tiny_vits
-    return load(Settings(data_dir=data_dir, tts_backend="coqui", tts_model_path=model, tts_config_path=config,
-                         tts_threads=1, **overrides))  # TTS(model_path=..., config_path=...)
+    return load(
+        Settings(
+            data_dir=data_dir,
+            tts_backend="coqui",
+            tts_model_path=model,
+            tts_config_path=config,
+            tts_threads=1,
+            **overrides,
+        )
+    )  # TTS(model_path=..., config_path=...)
 
 
 @pytest.fixture(scope="module")

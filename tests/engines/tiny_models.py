@@ -19,8 +19,9 @@ CHATML_TEMPLATE = (
 )
 
 
-def write_tiny_gguf(path: Path, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_ff: int = 128,
-                    seed: int = 0) -> Path:
+def write_tiny_gguf(
+    path: Path, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_ff: int = 128, seed: int = 0
+) -> Path:
     """A random-weight llama GGUF with a byte-level SPM vocabulary and a chat template (MODELS.md)."""
     import gguf
 
@@ -97,24 +98,55 @@ def write_tiny_vits(directory: Path, seed: int = 0) -> tuple[Path, Path]:
 
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    audio = BaseAudioConfig(sample_rate=16000, num_mels=40, fft_size=512, win_length=512, hop_length=128,
-                            mel_fmin=0, mel_fmax=None, do_trim_silence=False)
+    audio = BaseAudioConfig(
+        sample_rate=16000,
+        num_mels=40,
+        fft_size=512,
+        win_length=512,
+        hop_length=128,
+        mel_fmin=0,
+        mel_fmax=None,
+        do_trim_silence=False,
+    )
     args = VitsArgs(
-        hidden_channels=32, hidden_channels_ffn_text_encoder=64, num_heads_text_encoder=2,
-        num_layers_text_encoder=1, kernel_size_text_encoder=3, resblock_kernel_sizes_decoder=[3],
-        resblock_dilation_sizes_decoder=[[1, 3, 5]], upsample_rates_decoder=[8, 4, 4],
-        upsample_initial_channel_decoder=32, upsample_kernel_sizes_decoder=[16, 8, 8],
-        num_layers_flow=1, num_layers_posterior_encoder=1, spec_segment_size=16, out_channels=257,
-        init_discriminator=False, use_sdp=False,
+        hidden_channels=32,
+        hidden_channels_ffn_text_encoder=64,
+        num_heads_text_encoder=2,
+        num_layers_text_encoder=1,
+        kernel_size_text_encoder=3,
+        resblock_kernel_sizes_decoder=[3],
+        resblock_dilation_sizes_decoder=[[1, 3, 5]],
+        upsample_rates_decoder=[8, 4, 4],
+        upsample_initial_channel_decoder=32,
+        upsample_kernel_sizes_decoder=[16, 8, 8],
+        num_layers_flow=1,
+        num_layers_posterior_encoder=1,
+        spec_segment_size=16,
+        out_channels=257,
+        init_discriminator=False,
+        use_sdp=False,
     )
     characters = CharactersConfig(
         characters_class="TTS.tts.utils.text.characters.Graphemes",
-        pad="<PAD>", eos="<EOS>", bos="<BOS>", blank="<BLNK>",
+        pad="<PAD>",
+        eos="<EOS>",
+        bos="<BOS>",
+        blank="<BLNK>",
         characters="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
-        punctuations="!'(),-.:;? ", phonemes=None, is_unique=True, is_sorted=True,
+        punctuations="!'(),-.:;? ",
+        phonemes=None,
+        is_unique=True,
+        is_sorted=True,
     )
-    cfg = VitsConfig(audio=audio, model_args=args, use_phonemes=False, text_cleaner="basic_cleaners",
-                     characters=characters, add_blank=True, run_name="medvoice-tiny-vits")
+    cfg = VitsConfig(
+        audio=audio,
+        model_args=args,
+        use_phonemes=False,
+        text_cleaner="basic_cleaners",
+        characters=characters,
+        add_blank=True,
+        run_name="medvoice-tiny-vits",
+    )
     model = Vits.init_from_config(cfg)
     model.eval()
     # A deterministic duration predictor (3 frames per input symbol at length_scale 1), so that speaking

@@ -6,14 +6,18 @@ from __future__ import annotations
 from knowledge.focus import GAP, focus_passages
 from knowledge.text import split_sentences
 
-OTITIS = ("Acute otitis media is an infection of the middle ear that is common in young children. "
-          "The eardrum is often red and bulging on examination. "
-          "In adults it is treated with amoxicillin 500 mg three times daily for 5 to 7 days. "
-          "Patients allergic to penicillin receive azithromycin 500 mg once daily for 3 days. "
-          "Tympanostomy tubes are considered for children with recurrent episodes.")
-ASTHMA = ("Asthma is a chronic disease of the airways. "
-          "Inhaled corticosteroids are the basis of long-term control. "
-          "A short-acting beta agonist relieves acute symptoms.")
+OTITIS = (
+    "Acute otitis media is an infection of the middle ear that is common in young children. "
+    "The eardrum is often red and bulging on examination. "
+    "In adults it is treated with amoxicillin 500 mg three times daily for 5 to 7 days. "
+    "Patients allergic to penicillin receive azithromycin 500 mg once daily for 3 days. "
+    "Tympanostomy tubes are considered for children with recurrent episodes."
+)
+ASTHMA = (
+    "Asthma is a chronic disease of the airways. "
+    "Inhaled corticosteroids are the basis of long-term control. "
+    "A short-acting beta agonist relieves acute symptoms."
+)
 FLU = "流感是一种由流感病毒引起的急性呼吸道传染病。成人可服用奥司他韦75毫克，每日两次，连用5天。注意休息和补充水分。"
 
 
@@ -55,8 +59,10 @@ def test_chinese_sentences_are_picked_by_their_words_and_joined_without_spaces()
 
 
 def test_english_word_forms_meet() -> None:
-    """"treated" in the question finds "treatment" in a passage, "adults" finds "adult"."""
-    text = ("Otitis media is common. Its treatment in an adult is amoxicillin. "
-            "The ear may discharge. Children get it more often.")
+    """ "treated" in the question finds "treatment" in a passage, "adults" finds "adult"."""
+    text = (
+        "Otitis media is common. Its treatment in an adult is amoxicillin. "
+        "The ear may discharge. Children get it more often."
+    )
     out = focus_passages("How are adults treated for otitis?", [text], 12, words)
     assert "amoxicillin" in out[0]

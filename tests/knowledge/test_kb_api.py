@@ -32,8 +32,13 @@ def tokens(client, settings):
 @pytest.fixture
 def rag_worker(start_worker, settings):
     kb_dir = settings.data_dir / "knowledge"
-    return start_worker("rag", timeout_s=120, MEDVOICE_KB_DIR=str(kb_dir), MEDVOICE_DATA_DIR=str(settings.data_dir),
-                        MEDVOICE_KB_REFRESH_INTERVAL_S="0")
+    return start_worker(
+        "rag",
+        timeout_s=120,
+        MEDVOICE_KB_DIR=str(kb_dir),
+        MEDVOICE_DATA_DIR=str(settings.data_dir),
+        MEDVOICE_KB_REFRESH_INTERVAL_S="0",
+    )
 
 
 def test_roles_are_enforced_without_a_worker(client, tokens, settings):
@@ -56,14 +61,22 @@ def test_roles_are_enforced_without_a_worker(client, tokens, settings):
 
 def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_worker, tmp_path, settings, monkeypatch):
     boss, clin = tokens["boss"], tokens["clin"]
-    r = client.post("/v1/knowledge/documents", headers=boss, files={"file": ("htn.md", MD.encode(), "text/markdown")},
-                    data={"tags": "cardio", "date": "2024-01-01"})
+    r = client.post(
+        "/v1/knowledge/documents",
+        headers=boss,
+        files={"file": ("htn.md", MD.encode(), "text/markdown")},
+        data={"tags": "cardio", "date": "2024-01-01"},
+    )
     assert r.status_code == 201, r.text
     up = r.json()
     assert up["status"] == "added" and up["chunks"] >= 2 and up["doc_id"] == "upload-htn"
     # same upload again: unchanged (idempotent by content hash)
-    r = client.post("/v1/knowledge/documents", headers=boss, files={"file": ("htn.md", MD.encode(), "text/markdown")},
-                    data={"tags": "cardio", "date": "2024-01-01"})
+    r = client.post(
+        "/v1/knowledge/documents",
+        headers=boss,
+        files={"file": ("htn.md", MD.encode(), "text/markdown")},
+        data={"tags": "cardio", "date": "2024-01-01"},
+    )
     assert r.json()["status"] == "unchanged"
     docx = write_docx(tmp_path / "gout.docx", "Gout", [("Treatment", ["Colchicine treats an acute gout attack."])])
     r = client.post("/v1/knowledge/documents", headers=boss, files={"file": ("gout.docx", docx.read_bytes())})
@@ -91,8 +104,17 @@ def test_upload_search_list_delete_through_the_rag_pool(client, tokens, rag_work
 
     out = celery_app.send_task("rag.search", kwargs={"query": "colchicine", "k": 2}).get(timeout=30)
     assert out["hits"][0]["doc_id"] == "upload-gout"
-    assert set(out["hits"][0]) >= {"chunk_id", "doc_id", "title", "source", "date", "text", "similarity", "decay",
-                                   "score"}
+    assert set(out["hits"][0]) >= {
+        "chunk_id",
+        "doc_id",
+        "title",
+        "source",
+        "date",
+        "text",
+        "similarity",
+        "decay",
+        "score",
+    }
     # bad input is raised as a typed error, rebuilt as the same class on this side
     with pytest.raises(EmptyInput) as info:
         celery_app.send_task("rag.search", kwargs={"query": "  "}).get(timeout=30)

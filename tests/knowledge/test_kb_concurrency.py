@@ -32,9 +32,12 @@ def chroma_server(tmp_path):
         pytest.fail("the `chroma` command (chromadb) is not installed")
     port = free_port()
     log = open(tmp_path / "chroma.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([binary, "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1", "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    proc = subprocess.Popen(
+        [binary, "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
     import httpx
 
     def up() -> bool:
@@ -60,26 +63,32 @@ def _docs(folder: Path, n: int, start: int = 0) -> None:
 def test_new_document_found_while_cli_ingests_and_nothing_corrupted(chroma_server, start_worker, tmp_path):
     from workers.celery_app import celery_app
 
-    env = {"MEDVOICE_KB_CHROMA_URL": chroma_server, "MEDVOICE_KB_DIR": str(tmp_path / "kb"),
-           "MEDVOICE_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        "MEDVOICE_KB_CHROMA_URL": chroma_server,
+        "MEDVOICE_KB_DIR": str(tmp_path / "kb"),
+        "MEDVOICE_DATA_DIR": str(tmp_path / "data"),
+    }
     cli_env = {**os.environ, **env}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "app.cli", "kb", *args], env=cli_env, capture_output=True,
-                              text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "kb", *args], env=cli_env, capture_output=True, text=True, timeout=600
+        )
 
     base = tmp_path / "base"
     base.mkdir()
-    (base / "gout.md").write_text("# Gout\n\n## Treatment\nColchicine treats an acute gout attack. Allopurinol "
-                                  "prevents further attacks.\n")
+    (base / "gout.md").write_text(
+        "# Gout\n\n## Treatment\nColchicine treats an acute gout attack. Allopurinol prevents further attacks.\n"
+    )
     r = cli("ingest", str(base), "--json")
     assert r.returncode == 0, r.stderr
     start_worker("rag", timeout_s=120, MEDVOICE_KB_REFRESH_INTERVAL_S="0.2", **env)
 
     batch = tmp_path / "batch"
     _docs(batch, 40)
-    (batch / "zz-new.md").write_text("# Zelmoravine\n\n## Dosing\nZelmoravine is given once weekly for "
-                                     "refractory plaque psoriasis.\n")
+    (batch / "zz-new.md").write_text(
+        "# Zelmoravine\n\n## Dosing\nZelmoravine is given once weekly for refractory plaque psoriasis.\n"
+    )
 
     results: list[tuple[float, str, dict | str]] = []
     stop = threading.Event()
@@ -104,12 +113,25 @@ def test_new_document_found_while_cli_ingests_and_nothing_corrupted(chroma_serve
     assert summary["added"] == 41 and summary["failed"] == 0
 
     def found() -> bool:
-        return any(t >= t_done and q.startswith("zelmoravine") and isinstance(o, dict) and o["hits"]
-                   and o["hits"][0]["title"] == "Zelmoravine" for t, q, o in results)
+        return any(
+            t >= t_done
+            and q.startswith("zelmoravine")
+            and isinstance(o, dict)
+            and o["hits"]
+            and o["hits"][0]["title"] == "Zelmoravine"
+            for t, q, o in results
+        )
 
     wait_for(found, NEW_DOC_FOUND_WITHIN_S, "the new document in the rag worker's answers")
-    found_at = min(t for t, q, o in results if t >= t_done and q.startswith("zelmoravine") and isinstance(o, dict)
-                   and o["hits"] and o["hits"][0]["title"] == "Zelmoravine")
+    found_at = min(
+        t
+        for t, q, o in results
+        if t >= t_done
+        and q.startswith("zelmoravine")
+        and isinstance(o, dict)
+        and o["hits"]
+        and o["hits"][0]["title"] == "Zelmoravine"
+    )
     stop.set()
     th.join(35)
 
@@ -128,5 +150,7 @@ def test_new_document_found_while_cli_ingests_and_nothing_corrupted(chroma_serve
     assert stats["chunks"] == sum(d["chunks"] for d in listed) == stats["bm25_chunks"]
     r = cli("stats", "--json")
     assert json.loads(r.stdout.strip().splitlines()[-1])["chunks"] == stats["chunks"]
-    print(f"new document found {max(0.0, found_at - t_done):.2f}s after ingest returned; {len(during)} queries "
-          f"answered during a {t_done - t_start:.1f}s ingest")
+    print(
+        f"new document found {max(0.0, found_at - t_done):.2f}s after ingest returned; {len(during)} queries "
+        f"answered during a {t_done - t_start:.1f}s ingest"
+    )

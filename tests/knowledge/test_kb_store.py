@@ -37,14 +37,27 @@ def corpus(root: Path) -> Path:
     (d / "htn.md").write_text(MD)
     (d / "asthma.html").write_text(HTML)
     (d / "sub" / "fever.txt").write_text(
-        "Fever in children\nGive paracetamol by body weight. See a doctor after 3 days.")
+        "Fever in children\nGive paracetamol by body weight. See a doctor after 3 days."
+    )
     write_docx(d / "gout.docx", "Gout", [("Acute attack", ["Colchicine or NSAIDs treat an acute gout attack."])])
     write_pdf(d / "copd.pdf", ["COPD management", "Long-acting bronchodilators improve breathlessness."], title="COPD")
     rows = [
-        {"id": "zh-dm", "title": "糖尿病", "text": "糖尿病患者应控制饮食。二甲双胍是常用的一线药物。",
-         "source": "zh-guide", "date": "2023-01-01", "tags": ["endocrine"]},
-        {"id": "en-dm", "title": "Diabetes", "text": "Metformin is the usual first medicine for type 2 diabetes.",
-         "source": "guide", "date": "2023-01-01", "tags": ["endocrine"]},
+        {
+            "id": "zh-dm",
+            "title": "糖尿病",
+            "text": "糖尿病患者应控制饮食。二甲双胍是常用的一线药物。",
+            "source": "zh-guide",
+            "date": "2023-01-01",
+            "tags": ["endocrine"],
+        },
+        {
+            "id": "en-dm",
+            "title": "Diabetes",
+            "text": "Metformin is the usual first medicine for type 2 diabetes.",
+            "source": "guide",
+            "date": "2023-01-01",
+            "tags": ["endocrine"],
+        },
     ]
     (d / "bulk.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     (d / "broken.pdf").write_bytes(b"%PDF-1.4 truncated")
@@ -61,11 +74,13 @@ def test_every_format_ingests_bad_file_skipped_with_reason(kb, tmp_path):
     assert len(docs) == 7 and kb.store.count() == sum(r.chunks for r in docs.values())
     assert {r.title for r in docs.values()} >= {"Hypertension guide", "Asthma care", "Gout", "COPD", "糖尿病"}
     # each format can be found by its content
-    for q, title in [("ACE inhibitors first-line therapy", "Hypertension guide"),
-                     ("inhaled corticosteroids", "Asthma care"),
-                     ("paracetamol dose for a child with fever", "Fever in children"),
-                     ("colchicine gout attack", "Gout"),
-                     ("bronchodilators for COPD", "COPD")]:
+    for q, title in [
+        ("ACE inhibitors first-line therapy", "Hypertension guide"),
+        ("inhaled corticosteroids", "Asthma care"),
+        ("paracetamol dose for a child with fever", "Fever in children"),
+        ("colchicine gout attack", "Gout"),
+        ("bronchodilators for COPD", "COPD"),
+    ]:
         res = kb.search(q, k=3)
         assert res.hits and res.hits[0].title == title, (q, [h.title for h in res.hits])
 
@@ -85,8 +100,9 @@ def test_reingest_is_idempotent_and_ids_stable(kb, tmp_path):
 
 def test_changed_file_replaces_its_chunks(kb, tmp_path):
     p = tmp_path / "note.md"
-    long = "\n\n".join(f"## Part {i}\n" + " ".join(f"Statin fact {i}.{j} about cholesterol." for j in range(12))
-                       for i in range(6))
+    long = "\n\n".join(
+        f"## Part {i}\n" + " ".join(f"Statin fact {i}.{j} about cholesterol." for j in range(12)) for i in range(6)
+    )
     p.write_text("# Lipids\n\n" + long)
     first = kb.ingest_paths([p]).summary()["documents"][0]
     assert first["status"] == "added" and first["chunks"] >= 6
@@ -114,8 +130,10 @@ def test_delete_removes_all_chunks_fast(kb, tmp_path):
 
 def test_decay_ranks_older_copy_lower_with_exact_formula(kb, tmp_path):
     text = "Warfarin dosing is guided by the INR, usually aiming for 2 to 3."
-    rows = [{"id": "new", "title": "Anticoagulation", "text": text, "date": "2025-06-01"},
-            {"id": "old", "title": "Anticoagulation", "text": text, "date": "2015-06-01"}]
+    rows = [
+        {"id": "new", "title": "Anticoagulation", "text": text, "date": "2025-06-01"},
+        {"id": "old", "title": "Anticoagulation", "text": text, "date": "2015-06-01"},
+    ]
     p = tmp_path / "two.jsonl"
     p.write_text("\n".join(json.dumps(r) for r in rows))
     kb.ingest_paths([p])

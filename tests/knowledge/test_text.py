@@ -25,11 +25,18 @@ def test_detect_language_is_chinese_from_a_fifth_of_the_letters():
 
 
 def test_split_clauses_cuts_the_sentences_again_at_semicolons():
-    text = ("Target below 140/90 mmHg; below 150/90 mmHg in patients aged 80 or over. Review yearly.\n\n"
-            "成人每次500毫克；儿童按体重给药。e.g. this stays whole;no space either")
+    text = (
+        "Target below 140/90 mmHg; below 150/90 mmHg in patients aged 80 or over. Review yearly.\n\n"
+        "成人每次500毫克；儿童按体重给药。e.g. this stays whole;no space either"
+    )
     assert split_clauses(text) == [
-        "Target below 140/90 mmHg;", "below 150/90 mmHg in patients aged 80 or over.", "Review yearly.",
-        "成人每次500毫克；", "儿童按体重给药。", "e.g. this stays whole;", "no space either",
+        "Target below 140/90 mmHg;",
+        "below 150/90 mmHg in patients aged 80 or over.",
+        "Review yearly.",
+        "成人每次500毫克；",
+        "儿童按体重给药。",
+        "e.g. this stays whole;",
+        "no space either",
     ]
     assert split_sentences("A; b. C.") == ["A; b.", "C."]
     assert split_clauses("") == []

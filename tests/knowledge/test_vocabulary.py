@@ -18,12 +18,22 @@ def doc(title: str, date: str = "", tags: list[str] | None = None) -> SimpleName
 
 def test_technical_words_and_eponyms_are_picked_and_ranked():
     b = VocabularyBuilder()
-    b.add(["a", "a"], ["Acute otitis media is treated with amoxicillin for five days.",
-                       "Patients allergic to penicillin receive azithromycin instead."])
+    b.add(
+        ["a", "a"],
+        [
+            "Acute otitis media is treated with amoxicillin for five days.",
+            "Patients allergic to penicillin receive azithromycin instead.",
+        ],
+    )
     b.add(["b"], ["In Kaposi sarcoma the lesions respond to therapy. Amoxicillin is not used. Doctors agree."])
     b.add(["c"], ["Amoxicillin dosing by weight; the nurse checks the temperature."])
-    terms = b.finish([doc("Otitis media in adults", "2025-01-10", ["ENT"]), doc("Kaposi sarcoma", "2019-03-01"),
-                      doc("Fever in children", "2024-05-01")])
+    terms = b.finish(
+        [
+            doc("Otitis media in adults", "2025-01-10", ["ENT"]),
+            doc("Kaposi sarcoma", "2019-03-01"),
+            doc("Fever in children", "2024-05-01"),
+        ]
+    )
     # titles newest first, then tags, then passage words by how many documents use them
     assert terms[:4] == ["Otitis media in adults", "Fever in children", "Kaposi sarcoma", "ENT"]
     assert terms[4] == "amoxicillin"  # in three documents

@@ -34,8 +34,7 @@ class MedvoiceError(Exception):
         return (type(self), (self.message, self.details))
 
     def to_payload(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "http_status": self.http_status,
-                "details": self.details}
+        return {"code": self.code, "message": self.message, "http_status": self.http_status, "details": self.details}
 
 
 # ---- bad input: the caller can fix it (4xx) -------------------------------------------------------

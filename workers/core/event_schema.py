@@ -172,8 +172,22 @@ class Timeout(Event):
 
 
 MODELS: dict[EventType, type[Event]] = {
-    m.type: m for m in (Status, Restart, Transcribed, Retrieved, Sentence, Answered, LlmDone, Audio, AudioReady,
-                        Done, Failed, Cancelled, Timeout)
+    m.type: m
+    for m in (
+        Status,
+        Restart,
+        Transcribed,
+        Retrieved,
+        Sentence,
+        Answered,
+        LlmDone,
+        Audio,
+        AudioReady,
+        Done,
+        Failed,
+        Cancelled,
+        Timeout,
+    )
 }
 
 

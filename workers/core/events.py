@@ -70,15 +70,21 @@ def _append(turn_id: str, type_: str, data: dict[str, Any], r: redis.Redis | Non
     r = r or client()
     key = stream_key(turn_id)
     pipe = r.pipeline(transaction=False)
-    pipe.xadd(key, {"type": type_, "data": json.dumps(data, ensure_ascii=False)}, maxlen=MAX_STREAM_LEN,
-              approximate=True)
+    pipe.xadd(
+        key, {"type": type_, "data": json.dumps(data, ensure_ascii=False)}, maxlen=MAX_STREAM_LEN, approximate=True
+    )
     pipe.expire(key, ttl_s)
     event_id, _ = pipe.execute()
     return event_id
 
 
-def read(turn_id: str, after: str = "0-0", block_ms: int | None = None, count: int | None = None,
-         r: redis.Redis | None = None) -> list[tuple[str, dict[str, Any]]]:
+def read(
+    turn_id: str,
+    after: str = "0-0",
+    block_ms: int | None = None,
+    count: int | None = None,
+    r: redis.Redis | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
     """Events after stream id `after` (exclusive), oldest first: [(id, {"type": ..., **data})]."""
     r = r or client()
     key = stream_key(turn_id)

@@ -31,8 +31,10 @@ def resolve_ref(settings: Settings, ref: str, max_bytes: int | None = None) -> P
     if max_bytes is not None:
         size = path.stat().st_size
         if size > max_bytes:
-            raise InputTooLarge(f"file of {size} bytes exceeds the limit of {max_bytes}",
-                                {"ref": ref, "bytes": size, "max_bytes": max_bytes})
+            raise InputTooLarge(
+                f"file of {size} bytes exceeds the limit of {max_bytes}",
+                {"ref": ref, "bytes": size, "max_bytes": max_bytes},
+            )
     return path
 
 

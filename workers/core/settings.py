@@ -164,8 +164,10 @@ class Settings(BaseSettings):
     consult_sse_heartbeat_s: float = Field(default=15.0, gt=0)
     consult_reply_gap_s: float = Field(default=0.15, ge=0)  # silence between sentences in the reply WAV
     # Shown with every answer (an empty text shows none); not spoken, so the reply stays short.
-    consult_disclaimer_en: str = ("Drawn from your clinic's knowledge base by an AI assistant: check it against the "
-                                  "cited sources and your clinical judgement.")
+    consult_disclaimer_en: str = (
+        "Drawn from your clinic's knowledge base by an AI assistant: check it against the "
+        "cited sources and your clinical judgement."
+    )
     consult_disclaimer_zh: str = "本回答由 AI 助手依据诊所知识库生成，请对照所引资料并结合临床判断核实。"
     # unchanged this long: stalled (default twice the task time limit)
     consult_stall_after_s: float | None = Field(default=None, gt=0)

@@ -36,8 +36,14 @@ class AsrEngine:
         compute_type = settings.asr_compute_type or ("int8" if device == "cpu" else "float16")
         t0 = time.perf_counter()
         # local_files_only: a path is never looked up on a hub.
-        self.model = WhisperModel(str(self.model_dir), device=device, compute_type=compute_type,
-                                  cpu_threads=settings.asr_threads, num_workers=1, local_files_only=True)
+        self.model = WhisperModel(
+            str(self.model_dir),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=settings.asr_threads,
+            num_workers=1,
+            local_files_only=True,
+        )
         self.load_s = time.perf_counter() - t0
         self.device, self.compute_type = device, compute_type
         self._opencc: Any = None
@@ -60,8 +66,9 @@ class AsrEngine:
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
         # max_speech_duration_s splits a long stretch of speech at its shortest pauses (or hard, if none).
-        regions = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=300, speech_pad_ms=200,
-                                                          max_speech_duration_s=max_piece_s))
+        regions = get_speech_timestamps(
+            audio, VadOptions(min_silence_duration_ms=300, speech_pad_ms=200, max_speech_duration_s=max_piece_s)
+        )
         limit = int(max_piece_s * SAMPLE_RATE)
         pieces: list[tuple[int, int]] = []
         for r in regions:
@@ -82,8 +89,10 @@ class AsrEngine:
         if duration <= 0.05:
             raise EmptyInput("the audio is too short to transcribe", {"duration_s": duration})
         if duration > self.settings.asr_max_duration_s:
-            raise AudioTooLong(f"audio of {duration:.0f}s exceeds the limit of {self.settings.asr_max_duration_s:.0f}s",
-                               {"duration_s": round(duration, 2), "max_s": self.settings.asr_max_duration_s})
+            raise AudioTooLong(
+                f"audio of {duration:.0f}s exceeds the limit of {self.settings.asr_max_duration_s:.0f}s",
+                {"duration_s": round(duration, 2), "max_s": self.settings.asr_max_duration_s},
+            )
         if not np.isfinite(audio).all():
             raise AudioUnreadable("the audio holds non-finite samples", {})
         return duration
@@ -126,9 +135,15 @@ class AsrEngine:
         segments = []
         script = self._script(info.language)
         for seg in segments_iter:  # the generator does the decoding work
-            segments.append({"start": round(seg.start, 3), "end": round(seg.end, 3), "text": script(seg.text.strip()),
-                             "avg_logprob": round(seg.avg_logprob, 4),
-                             "no_speech_prob": round(seg.no_speech_prob, 4)})
+            segments.append(
+                {
+                    "start": round(seg.start, 3),
+                    "end": round(seg.end, 3),
+                    "text": script(seg.text.strip()),
+                    "avg_logprob": round(seg.avg_logprob, 4),
+                    "no_speech_prob": round(seg.no_speech_prob, 4),
+                }
+            )
         t_done = time.perf_counter()
         sep = "" if (info.language or "") in WIDE_LANGUAGES else " "
         text = sep.join(seg["text"] for seg in segments).strip()

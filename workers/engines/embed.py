@@ -32,8 +32,11 @@ class EmbedEngine:
     def embed(self, texts: list[str], kind: str = "passage", batch_size: int | None = None) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
         if kind == "query":
-            vecs = np.stack([self.embedder.embed_query(t) for t in texts]) if texts else \
-                np.zeros((0, self.dim), np.float32)
+            vecs = (
+                np.stack([self.embedder.embed_query(t) for t in texts])
+                if texts
+                else np.zeros((0, self.dim), np.float32)
+            )
         else:
             vecs = self.embedder.embed_passages(list(texts), batch_size=batch_size or self.settings.embed_batch_size)
         return np.asarray(vecs, dtype=np.float32), time.perf_counter() - t0

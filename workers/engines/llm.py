@@ -38,8 +38,13 @@ CHATML = (
 LANGUAGE_HINT = {"zh": "请用中文回答。", "en": "Answer in English."}
 
 
-def build_messages(system_prompt: str, question: str, context: list[str] | None = None,
-                   history: list[dict[str, str]] | None = None, language: str | None = None) -> list[dict[str, str]]:
+def build_messages(
+    system_prompt: str,
+    question: str,
+    context: list[str] | None = None,
+    history: list[dict[str, str]] | None = None,
+    language: str | None = None,
+) -> list[dict[str, str]]:
     """The chat for one RAG turn: fixed system prompt first (the cached prefix), then history, then the
     numbered context passages and the question in the user message."""
     language = language or detect_language(question)
@@ -50,8 +55,11 @@ def build_messages(system_prompt: str, question: str, context: list[str] | None 
     hint = LANGUAGE_HINT.get(language[:2].lower()) if language else None
     if hint:
         parts.append(hint)
-    return [{"role": "system", "content": system_prompt}, *(history or []),
-            {"role": "user", "content": "\n\n".join(parts)}]
+    return [
+        {"role": "system", "content": system_prompt},
+        *(history or []),
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
 
 
 class LlmEngine:
@@ -81,10 +89,12 @@ class LlmEngine:
         eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
         eos = self.llm._model.token_get_text(eos_id) if eos_id != -1 else ""  # noqa: SLF001
         bos = self.llm._model.token_get_text(bos_id) if bos_id != -1 else ""  # noqa: SLF001
-        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                              add_generation_prompt=True)
-        self._prefix_formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                                     add_generation_prompt=False)
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+        )
+        self._prefix_formatter = Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=False
+        )
         self._add_bos = bos_id != -1 and bool(md.get("tokenizer.ggml.add_bos_token", "true") != "false")
         self.prefix_tokens: list[int] = []
         self._prefix_state = None
@@ -188,8 +198,14 @@ class LlmEngine:
             stream = iter(())
         else:
             stream = self.llm.create_completion(
-                prompt=tokens, max_tokens=max_tokens, temperature=temperature, top_p=0.9, top_k=40,
-                repeat_penalty=1.1, stream=True, seed=s.llm_seed,
+                prompt=tokens,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=0.9,
+                top_k=40,
+                repeat_penalty=1.1,
+                stream=True,
+                seed=s.llm_seed,
             )
         t_first = None
         try:

@@ -33,9 +33,44 @@ CLOSERS = "\"'”’」』）)]】》>"
 # Lower-case forms, without the final dot, that never end a sentence.
 ABBREVIATIONS = frozenset(
     {
-        "e.g", "i.e", "eg", "ie", "vs", "cf", "viz", "approx", "ca", "dr", "mr", "mrs", "ms", "prof",
-        "sr", "jr", "st", "mt", "fig", "figs", "al", "inc", "ltd", "co", "dept", "est", "resp",
-        "b.i.d", "t.i.d", "q.i.d", "q.d", "p.o", "i.v", "i.m", "s.c", "p.r.n", "a.m", "p.m",
+        "e.g",
+        "i.e",
+        "eg",
+        "ie",
+        "vs",
+        "cf",
+        "viz",
+        "approx",
+        "ca",
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "fig",
+        "figs",
+        "al",
+        "inc",
+        "ltd",
+        "co",
+        "dept",
+        "est",
+        "resp",
+        "b.i.d",
+        "t.i.d",
+        "q.i.d",
+        "q.d",
+        "p.o",
+        "i.v",
+        "i.m",
+        "s.c",
+        "p.r.n",
+        "a.m",
+        "p.m",
     }
 )
 _WORD_BEFORE = re.compile(r"([\w.]+)$")
@@ -141,8 +176,9 @@ class SentenceSplitter:
     def _absorb(buf: str, j: int) -> int:
         """Skip further terminators and closing quotes/brackets after a terminator."""
         n = len(buf)
-        while j < n and (buf[j] in ZH_TERMINATORS or buf[j] in EN_TERMINATORS or buf[j] in CLOSERS
-                         or buf[j] == ELLIPSIS):
+        while j < n and (
+            buf[j] in ZH_TERMINATORS or buf[j] in EN_TERMINATORS or buf[j] in CLOSERS or buf[j] == ELLIPSIS
+        ):
             j += 1
         return j
 

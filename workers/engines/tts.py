@@ -53,16 +53,23 @@ class CoquiEngine:
         for p in (vocoder, vocoder_config):
             if p is not None and not Path(p).exists():
                 raise ModelFileMissing(f"Coqui vocoder file not found: {p}", {"path": str(p)})
-        self.tts = TTS(model_path=str(model_path), config_path=str(config_path), progress_bar=False, gpu=False,
-                       vocoder_path=str(vocoder) if vocoder else None,
-                       vocoder_config_path=str(vocoder_config) if vocoder_config else None)
+        self.tts = TTS(
+            model_path=str(model_path),
+            config_path=str(config_path),
+            progress_bar=False,
+            gpu=False,
+            vocoder_path=str(vocoder) if vocoder else None,
+            vocoder_config_path=str(vocoder_config) if vocoder_config else None,
+        )
         self.load_s = time.perf_counter() - t0
         self.model = self.tts.synthesizer.tts_model
         self.sample_rate = int(self.tts.synthesizer.output_sample_rate)
         self._base_length_scale = getattr(self.model, "length_scale", None)
         # VITS reads its sampling noise from these attributes at inference; other models have none.
-        for attr, value in (("inference_noise_scale", settings.tts_noise_scale),
-                            ("inference_noise_scale_dp", settings.tts_noise_w_scale)):
+        for attr, value in (
+            ("inference_noise_scale", settings.tts_noise_scale),
+            ("inference_noise_scale_dp", settings.tts_noise_w_scale),
+        ):
             if value is not None and hasattr(self.model, attr):
                 setattr(self.model, attr, float(value))
         self.speakers = list(getattr(self.tts, "speakers", None) or [])
@@ -110,8 +117,10 @@ class PiperEngine:
         phoneme_type = str(getattr(self.voice.config.phoneme_type, "value", self.voice.config.phoneme_type))
         if phoneme_type == "pinyin" and not (download_dir / "g2pW").exists():
             # Piper would download its Chinese g2pW model on first use: never here.
-            raise ModelFileMissing(f"this Piper voice needs the g2pW model at {download_dir / 'g2pW'}",
-                                   {"path": str(download_dir / "g2pW")})
+            raise ModelFileMissing(
+                f"this Piper voice needs the g2pW model at {download_dir / 'g2pW'}",
+                {"path": str(download_dir / "g2pW")},
+            )
         self.load_s = time.perf_counter() - t0
         self.sample_rate = int(self.voice.config.sample_rate)
         self.model_path, self.config_path = Path(onnx_path), Path(config_path)
@@ -119,8 +128,11 @@ class PiperEngine:
     def synthesize(self, text: str, speed: float) -> np.ndarray:
         from piper import SynthesisConfig
 
-        cfg = SynthesisConfig(length_scale=1.0 / speed, noise_scale=self.settings.tts_noise_scale,
-                              noise_w_scale=self.settings.tts_noise_w_scale)
+        cfg = SynthesisConfig(
+            length_scale=1.0 / speed,
+            noise_scale=self.settings.tts_noise_scale,
+            noise_w_scale=self.settings.tts_noise_w_scale,
+        )
         chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=cfg)]
         if not chunks:
             return np.zeros(0, dtype=np.float32)
@@ -156,8 +168,11 @@ class TtsEngine:
             peak = float(np.max(np.abs(wav)))
             if peak > 1.0:
                 wav = wav / peak
-        return wav, {"synth_s": round(synth_s, 4), "audio_s": round(duration, 4),
-                     "rtf": round(synth_s / duration, 4) if duration else None}
+        return wav, {
+            "synth_s": round(synth_s, 4),
+            "audio_s": round(duration, 4),
+            "rtf": round(synth_s / duration, 4) if duration else None,
+        }
 
     def write_wav(self, wav: np.ndarray, path: Path) -> None:
         import soundfile as sf

@@ -27,9 +27,15 @@ def transcribe(turn: Turn, ref: TurnRef, ctx: Context) -> TurnRef | FanOut:
     if "result" in out or ctx.in_process or not out["pieces"]:
         return transcribed(ref.turn_id, asr_tasks.transcribe_here(out))
     log.info("turn=%s asr: %d pieces", ref.turn_id, len(out["pieces"]))
-    return FanOut(ref.turn_id, asr_tasks.pieces_chord(
-        "asr.turn_piece", [{"turn_id": ref.turn_id, "piece": p} for p in out["pieces"]],
-        "asr.turn_join", {"turn_id": ref.turn_id, "meta": out["meta"]}))
+    return FanOut(
+        ref.turn_id,
+        asr_tasks.pieces_chord(
+            "asr.turn_piece",
+            [{"turn_id": ref.turn_id, "piece": p} for p in out["pieces"]],
+            "asr.turn_join",
+            {"turn_id": ref.turn_id, "meta": out["meta"]},
+        ),
+    )
 
 
 def piece(_turn: None, p: Piece, _ctx: Context) -> PieceTranscript:
@@ -52,14 +58,31 @@ def transcribed(turn_id: str, result: State) -> TurnRef:
     text = (result.get("text") or "").strip()
     if not text:
         raise EmptyInput("no speech was recognised in the audio", {"duration_s": result.get("duration_s")})
-    timing = {**result["timings"], "audio_s": result["duration_s"],
-              "language_probability": result.get("language_probability")}
+    timing = {
+        **result["timings"],
+        "audio_s": result["duration_s"],
+        "language_probability": result.get("language_probability"),
+    }
     record(turn_id, "asr", timing, transcript=text, language=result.get("language"))
-    events.emit(turn_id, Transcribed(
-        language=result.get("language"), text=text, duration_s=result["duration_s"], timings=result["timings"],
-        segments=[Segment(start=seg["start"], end=seg["end"], text=seg["text"])
-                  for seg in result.get("segments") or []]))
-    log.info("turn=%s asr: %.2fs of audio, lang=%s, rtf=%.3f, pieces=%s, hotwords=%s", turn_id, result["duration_s"],
-             result.get("language"), result["timings"]["rtf"], result["timings"].get("pieces", 1),
-             result["timings"].get("hotwords", 0))
+    events.emit(
+        turn_id,
+        Transcribed(
+            language=result.get("language"),
+            text=text,
+            duration_s=result["duration_s"],
+            timings=result["timings"],
+            segments=[
+                Segment(start=seg["start"], end=seg["end"], text=seg["text"]) for seg in result.get("segments") or []
+            ],
+        ),
+    )
+    log.info(
+        "turn=%s asr: %.2fs of audio, lang=%s, rtf=%.3f, pieces=%s, hotwords=%s",
+        turn_id,
+        result["duration_s"],
+        result.get("language"),
+        result["timings"]["rtf"],
+        result["timings"].get("pieces", 1),
+        result["timings"].get("hotwords", 0),
+    )
     return TurnRef(turn_id)

@@ -103,8 +103,12 @@ class Retrieved:
     missing: str = ""
 
     def to_state(self) -> State:
-        return {"turn_id": self.turn_id, "language": self.language, "passages": list(self.passages),
-                "missing": self.missing}
+        return {
+            "turn_id": self.turn_id,
+            "language": self.language,
+            "passages": list(self.passages),
+            "missing": self.missing,
+        }
 
     @classmethod
     def from_state(cls, state: Any) -> Retrieved:

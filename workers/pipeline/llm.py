@@ -72,10 +72,26 @@ def answer(turn: Turn, retrieved: Retrieved, ctx: Context) -> Answered:
     verdicts = {**(turn.verdicts or {}), **verdicts}
     record(turn_id, "llm", timing, answer=text, guard_fired=guard_fired, disclaimer=notice, verdicts=verdicts)
     cited = cited_numbers(text, [p["n"] for p in passages])
-    events.emit(turn_id, AnsweredEvent(sentences=len(sentences), guard_fired=guard_fired, disclaimer=notice,
-                                       mode=verdicts.get("mode"), citations=cited, timings=timing), r=r)
-    log.info("turn=%s llm: %d sentences in %.3fs mode=%s guard=%s", turn_id, len(sentences), timing["total_s"],
-             verdicts.get("mode"), guard_fired)
+    events.emit(
+        turn_id,
+        AnsweredEvent(
+            sentences=len(sentences),
+            guard_fired=guard_fired,
+            disclaimer=notice,
+            mode=verdicts.get("mode"),
+            citations=cited,
+            timings=timing,
+        ),
+        r=r,
+    )
+    log.info(
+        "turn=%s llm: %d sentences in %.3fs mode=%s guard=%s",
+        turn_id,
+        len(sentences),
+        timing["total_s"],
+        verdicts.get("mode"),
+        guard_fired,
+    )
     return Answered(turn_id, sentences, clips)
 
 
@@ -89,16 +105,25 @@ def speak_early(turn_id: str, index: int, text: str) -> str | None:
         return None
 
 
-def history_messages(turn: Turn, max_turns: int, max_tokens: int,
-                     count_tokens: Callable[[list], int]) -> list[dict[str, str]]:
+def history_messages(
+    turn: Turn, max_turns: int, max_tokens: int, count_tokens: Callable[[list], int]
+) -> list[dict[str, str]]:
     """Earlier finished turns of the consultation as user/assistant pairs, newest kept, within max_tokens."""
     if max_turns <= 0 or max_tokens <= 0:
         return []
     with session_scope(db_url()) as db:
-        rows = list(db.scalars(
-            select(Turn).where(Turn.consultation_id == turn.consultation_id, Turn.index < turn.index,
-                               Turn.status == TurnStatus.done).order_by(Turn.index.desc()).limit(max_turns)
-        ))
+        rows = list(
+            db.scalars(
+                select(Turn)
+                .where(
+                    Turn.consultation_id == turn.consultation_id,
+                    Turn.index < turn.index,
+                    Turn.status == TurnStatus.done,
+                )
+                .order_by(Turn.index.desc())
+                .limit(max_turns)
+            )
+        )
         pairs = [(r.transcript or r.question_text or "", r.answer or "") for r in rows]
     kept: list[dict[str, str]] = []
     for question, reply in pairs:  # newest first
@@ -106,37 +131,47 @@ def history_messages(turn: Turn, max_turns: int, max_tokens: int,
         # model given one in its history tends to repeat it for the next question.
         if not question.strip() or not reply.strip() or is_canned(reply):
             continue
-        candidate = [{"role": "user", "content": question.strip()}, {"role": "assistant", "content": reply.strip()},
-                     *kept]
+        candidate = [
+            {"role": "user", "content": question.strip()},
+            {"role": "assistant", "content": reply.strip()},
+            *kept,
+        ]
         if count_tokens(candidate) > max_tokens:
             break
         kept = candidate
     return kept
 
 
-def _prompt(turn: Turn, question: str, language: str | None,
-            passages: list[Passage]) -> tuple[Any, list, list, list[str]]:
+def _prompt(
+    turn: Turn, question: str, language: str | None, passages: list[Passage]
+) -> tuple[Any, list, list, list[str]]:
     """The engine, the chat for this turn (history, focused passages), the history and the passage texts used."""
     s = get_settings()
     engine = engines.get("llm")
-    history = history_messages(turn, s.consult_history_turns, s.consult_history_tokens,
-                               lambda msgs: len(engine.tokens_for(msgs)))
+    history = history_messages(
+        turn, s.consult_history_turns, s.consult_history_tokens, lambda msgs: len(engine.tokens_for(msgs))
+    )
     texts = [p["text"] for p in passages]
     if s.consult_context_tokens:  # the sentences that bear on the question: a shorter prompt to evaluate
         texts = focus_passages(question, texts, s.consult_context_tokens, engine.count_tokens)
-    msgs = llm_tasks.build_prompt(question=question, context=context_texts(passages, texts), history=history,
-                                  language=answer_language(language))
+    msgs = llm_tasks.build_prompt(
+        question=question, context=context_texts(passages, texts), history=history, language=answer_language(language)
+    )
     return engine, msgs, history, texts
 
 
 def _generation_timing(result: State, history: list, texts: list[str], passages: list[Passage]) -> Timings:
-    return {**result["timings"], "history_turns": len(history) // 2,
-            "focused_passages": sum(t != p["text"] for t, p in zip(texts, passages)),
-            "finish_reason": result["finish_reason"]}
+    return {
+        **result["timings"],
+        "history_turns": len(history) // 2,
+        "focused_passages": sum(t != p["text"] for t, p in zip(texts, passages)),
+        "finish_reason": result["finish_reason"],
+    }
 
 
-def _checked(turn: Turn, question: str, language: str | None, retrieved: Retrieved, emit: Emit,
-             r: Any) -> tuple[bool, dict, dict]:
+def _checked(
+    turn: Turn, question: str, language: str | None, retrieved: Retrieved, emit: Emit, r: Any
+) -> tuple[bool, dict, dict]:
     """The checked answer (workers/answering.py): quoted, or generated sentence by sentence and claim-checked."""
     s = get_settings()
     passages = retrieved.passages
@@ -146,9 +181,13 @@ def _checked(turn: Turn, question: str, language: str | None, retrieved: Retriev
         engine, msgs, history, texts = _prompt(turn, question, language, passages)
         prompt.update(history=history, texts=texts)
         cancel = events.CancelCheck(turn.id, r=r)
-        result = engine.generate(msgs, max_tokens=s.consult_max_tokens or s.llm_max_tokens,
-                                 cancel=lambda: stop() or cancel(), on_sentence=lambda _i, text: on_sentence(text),
-                                 first_chunk_comma=False)
+        result = engine.generate(
+            msgs,
+            max_tokens=s.consult_max_tokens or s.llm_max_tokens,
+            cancel=lambda: stop() or cancel(),
+            on_sentence=lambda _i, text: on_sentence(text),
+            first_chunk_comma=False,
+        )
         # A stop after enough sentences is not the clinician's cancel.
         result["cancelled"] = result["cancelled"] and events.is_cancelled(turn.id)
         if result["cancelled"]:
@@ -156,22 +195,30 @@ def _checked(turn: Turn, question: str, language: str | None, retrieved: Retriev
         return result
 
     out = answering.answer(question, language, passages, s, emit, generate, missing=retrieved.missing)
-    timing: Timings = {"mode": out.mode, "attributed": out.attributed,
-                              "sentences_generated": len(out.claims), "guard_replaced": out.count("replaced"),
-                              "guard_dropped": out.count("dropped")}
+    timing: Timings = {
+        "mode": out.mode,
+        "attributed": out.attributed,
+        "sentences_generated": len(out.claims),
+        "guard_replaced": out.count("replaced"),
+        "guard_dropped": out.count("dropped"),
+    }
     if out.generation is not None:
-        timing = {**_generation_timing(out.generation, prompt.get("history", []), prompt.get("texts", []), passages),
-                  **timing}
+        timing = {
+            **_generation_timing(out.generation, prompt.get("history", []), prompt.get("texts", []), passages),
+            **timing,
+        }
     elif not passages:
         timing["skipped"] = "nothing in the knowledge base covers the question"
     if out.guard_fired:
-        log.info("turn=%s claim check: %d replaced, %d dropped", turn.id, timing["guard_replaced"],
-                 timing["guard_dropped"])
+        log.info(
+            "turn=%s claim check: %d replaced, %d dropped", turn.id, timing["guard_replaced"], timing["guard_dropped"]
+        )
     return out.guard_fired, out.verdicts(), timing
 
 
-def _unchecked(turn: Turn, question: str, language: str | None, passages: list[Passage], emit: Emit,
-               r: Any) -> tuple[bool, dict, dict]:
+def _unchecked(
+    turn: Turn, question: str, language: str | None, passages: list[Passage], emit: Emit, r: Any
+) -> tuple[bool, dict, dict]:
     """The answer with the numbers guard only (consult_safety off): kept to measure what the checks add."""
     s = get_settings()
     if not passages:
@@ -196,11 +243,21 @@ def _unchecked(turn: Turn, question: str, language: str | None, passages: list[P
             text = marked
         emit(text)
 
-    result = engine.generate(msgs, max_tokens=s.consult_max_tokens or s.llm_max_tokens,
-                             cancel=events.CancelCheck(turn.id, r=r), on_sentence=on_sentence, first_chunk_comma=False)
+    result = engine.generate(
+        msgs,
+        max_tokens=s.consult_max_tokens or s.llm_max_tokens,
+        cancel=events.CancelCheck(turn.id, r=r),
+        on_sentence=on_sentence,
+        first_chunk_comma=False,
+    )
     if result["cancelled"]:
         raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn.id})
-    timing = {**_generation_timing(result, history, texts, passages), "mode": "generated",
-              "attributed": counts["attributed"], "sentences_generated": counts["generated"],
-              "guard_replaced": counts["replaced"], "guard_dropped": counts["dropped"]}
+    timing = {
+        **_generation_timing(result, history, texts, passages),
+        "mode": "generated",
+        "attributed": counts["attributed"],
+        "sentences_generated": counts["generated"],
+        "guard_replaced": counts["replaced"],
+        "guard_dropped": counts["dropped"],
+    }
     return guard.fired, {"mode": "generated"}, timing

@@ -61,18 +61,41 @@ def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
         # Replace, never append: a retried stage leaves exactly one set of citations.
         db.execute(delete(Citation).where(Citation.turn_id == turn_id))
         for p in passages:
-            db.add(Citation(turn_id=turn_id, n=p["n"], chunk_id=p["chunk_id"][:128], document_id=p["doc_id"][:128],
-                            title=(p["title"] or None) and p["title"][:300],
-                            source=(p["source"] or None) and p["source"][:300], score=round(p["score"], 6)))
+            db.add(
+                Citation(
+                    turn_id=turn_id,
+                    n=p["n"],
+                    chunk_id=p["chunk_id"][:128],
+                    document_id=p["doc_id"][:128],
+                    title=(p["title"] or None) and p["title"][:300],
+                    source=(p["source"] or None) and p["source"][:300],
+                    score=round(p["score"], 6),
+                )
+            )
         if not t.language:
             t.language = language
-        t.timings = {**(t.timings or {}), "rag": {"total_s": seconds, "hits": len(passages), "retrieved": len(hits),
-                                                  "nothing_relevant": not passages, "answerable": chosen.answerable,
-                                                  "search_ms": res.timings_ms}}
+        t.timings = {
+            **(t.timings or {}),
+            "rag": {
+                "total_s": seconds,
+                "hits": len(passages),
+                "retrieved": len(hits),
+                "nothing_relevant": not passages,
+                "answerable": chosen.answerable,
+                "search_ms": res.timings_ms,
+            },
+        }
         t.verdicts = {"answerability": chosen.verdict}
-    events.emit(turn_id, RetrievedEvent(
-        count=len(passages), nothing_relevant=not passages, answerable=chosen.answerable,
-        citations=[RetrievedCitation(n=p["n"], title=p["title"], source=p["source"], score=p["score"])
-                   for p in passages]))
+    events.emit(
+        turn_id,
+        RetrievedEvent(
+            count=len(passages),
+            nothing_relevant=not passages,
+            answerable=chosen.answerable,
+            citations=[
+                RetrievedCitation(n=p["n"], title=p["title"], source=p["source"], score=p["score"]) for p in passages
+            ],
+        ),
+    )
     log.info("turn=%s rag: %d passages in %.3fs answerable=%s", turn_id, len(passages), seconds, chosen.answerable)
     return Retrieved(turn_id, language, passages, chosen.verdict.get("missing") or "")

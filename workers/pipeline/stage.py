@@ -141,8 +141,15 @@ def fail(turn_id: str, stage: str, exc: BaseException) -> None:
     log.warning("turn=%s stage=%s failed: %s", turn_id, stage, err.code)
 
 
-def run(task: Any, stage: str, state: Any, read: Callable[[Any], C], work: Callable[[Turn | None, C, Context], Any],
-        status: TurnStatus | None = None, rerun_types: tuple[EventType, ...] = ()) -> State:
+def run(
+    task: Any,
+    stage: str,
+    state: Any,
+    read: Callable[[Any], C],
+    work: Callable[[Turn | None, C, Context], Any],
+    status: TurnStatus | None = None,
+    rerun_types: tuple[EventType, ...] = (),
+) -> State:
     """One stage as a Celery task body: `read` checks the state into its contract, `work` does the stage's job
     on the turn (moved to `status` first, when given) and returns the next contract."""
     if isinstance(state, dict) and state.get("skipped"):
@@ -174,9 +181,15 @@ def run(task: Any, stage: str, state: Any, read: Callable[[Any], C], work: Calla
         if task.request.called_directly or task.request.retries >= retries:
             fail(turn_id, stage, EngineFailure(f"{type(exc).__name__} after {retries} retries"))
             raise plain from None
-        log.warning("turn=%s stage=%s transient %s, retry %d/%d", turn_id, stage, type(exc).__name__,
-                    task.request.retries + 1, retries)
-        raise task.retry(exc=plain, countdown=min(2 ** task.request.retries, 10)) from None
+        log.warning(
+            "turn=%s stage=%s transient %s, retry %d/%d",
+            turn_id,
+            stage,
+            type(exc).__name__,
+            task.request.retries + 1,
+            retries,
+        )
+        raise task.retry(exc=plain, countdown=min(2**task.request.retries, 10)) from None
     except BaseException as exc:
         if turn_id:
             fail(turn_id, stage, exc)

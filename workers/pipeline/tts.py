@@ -40,8 +40,15 @@ def speak(_turn: Turn, answered: Answered, ctx: Context) -> Spoken:
         if out is not None:
             taken += 1
             if ctx.rerun and out.get("audio_ref"):  # clients dropped the earlier `audio` events at `restart`
-                events.emit(turn_id, Audio(index=index, audio_ref=out["audio_ref"], duration_s=out.get("duration_s"),
-                                           sample_rate=out.get("sample_rate")))
+                events.emit(
+                    turn_id,
+                    Audio(
+                        index=index,
+                        audio_ref=out["audio_ref"],
+                        duration_s=out.get("duration_s"),
+                        sample_rate=out.get("sample_rate"),
+                    ),
+                )
         else:
             try:
                 out = tts_tasks.synthesize_clip(sentence, turn_id=turn_id, index=index)
@@ -87,8 +94,9 @@ def _finish(turn_id: str, reply_ref: str | None, timing: Timings) -> Timings:
             raise InputError("no such turn", {"turn_id": turn_id})
         turn.reply_audio_ref = reply_ref
         timings = {**(turn.timings or {}), "tts": timing}
-        timings["pipeline_s"] = round(sum(float(v.get("total_s") or 0) for v in timings.values()
-                                          if isinstance(v, dict)), 4)
+        timings["pipeline_s"] = round(
+            sum(float(v.get("total_s") or 0) for v in timings.values() if isinstance(v, dict)), 4
+        )
         created = turn.created_at
         if created is not None:
             created = created if created.tzinfo else created.replace(tzinfo=UTC)

@@ -18,6 +18,8 @@ import socket
 import time
 from typing import Any
 
+from celery import Task
+
 from workers import engines
 from workers.celery_app import celery_app
 from workers.core.errors import InputError, MedvoiceError
@@ -38,8 +40,13 @@ def check_options(language: Any, initial_prompt: Any, hotwords: Any) -> None:
             raise InputError(f"{name} must be a string of at most 1000 characters", {"field": name})
 
 
-def start(audio_ref: str, key: str, language: str | None = None, initial_prompt: str | None = None,
-          hotwords: str | None = None) -> dict[str, Any]:
+def start(
+    audio_ref: str,
+    key: str,
+    language: str | None = None,
+    initial_prompt: str | None = None,
+    hotwords: str | None = None,
+) -> dict[str, Any]:
     """Decode once, then either transcribe here ({"result": ...}) or cut the audio into pieces
     ({"pieces": [piece kwargs...], "meta": ...}) for asr.piece tasks and a join."""
     import numpy as np
@@ -80,25 +87,49 @@ def start(audio_ref: str, key: str, language: str | None = None, initial_prompt:
     for index, (a, b) in enumerate(engine.plan_pieces(audio, s.asr_piece_max_s)):
         path = folder / f"{index:04d}.wav"
         sf.write(str(path), np.clip(audio[a:b], -1.0, 1.0), _asr_engine.SAMPLE_RATE, subtype="PCM_16")
-        pieces.append({"audio_ref": to_ref(s, path), "index": index, "offset_s": round(a / _asr_engine.SAMPLE_RATE, 3),
-                       "language": language, **options})
-    meta = {"audio_ref": audio_ref, "folder": to_ref(s, folder) if pieces else None, "duration_s": round(duration, 3),
-            "language": language, "language_probability": language_probability,
-            "decode_s": round(decode_s, 4), "split_s": round(time.perf_counter() - t1, 4), "started": time.time(),
-            "hotwords": n_hotwords}
+        pieces.append(
+            {
+                "audio_ref": to_ref(s, path),
+                "index": index,
+                "offset_s": round(a / _asr_engine.SAMPLE_RATE, 3),
+                "language": language,
+                **options,
+            }
+        )
+    meta = {
+        "audio_ref": audio_ref,
+        "folder": to_ref(s, folder) if pieces else None,
+        "duration_s": round(duration, 3),
+        "language": language,
+        "language_probability": language_probability,
+        "decode_s": round(decode_s, 4),
+        "split_s": round(time.perf_counter() - t1, 4),
+        "started": time.time(),
+        "hotwords": n_hotwords,
+    }
     log.info("asr audio=%s %.1fs cut into %d pieces", key, duration, len(pieces))
     return {"pieces": pieces, "meta": meta}
 
 
-def transcribe_piece(audio_ref: str, index: int, offset_s: float, language: str | None = None,
-                     initial_prompt: str | None = None, hotwords: str | None = None) -> dict[str, Any]:
+def transcribe_piece(
+    audio_ref: str,
+    index: int,
+    offset_s: float,
+    language: str | None = None,
+    initial_prompt: str | None = None,
+    hotwords: str | None = None,
+) -> dict[str, Any]:
     """One piece of a long recording; its segments' times are shifted to the whole recording's."""
     s = get_settings()
     check_options(language, initial_prompt, hotwords)
     if not isinstance(index, int) or not isinstance(offset_s, (int, float)) or index < 0 or offset_s < 0:
         raise InputError("a piece needs a non-negative index and offset_s", {"field": "piece"})
-    result = engines.get("asr").transcribe(resolve_ref(s, audio_ref, max_bytes=s.asr_max_bytes), language=language,
-                                           initial_prompt=initial_prompt, hotwords=hotwords)
+    result = engines.get("asr").transcribe(
+        resolve_ref(s, audio_ref, max_bytes=s.asr_max_bytes),
+        language=language,
+        initial_prompt=initial_prompt,
+        hotwords=hotwords,
+    )
     for seg in result["segments"]:
         seg["start"], seg["end"] = round(seg["start"] + offset_s, 3), round(seg["end"] + offset_s, 3)
     return {**result, "index": index, "offset_s": offset_s, "worker": f"{socket.gethostname()}:{os.getpid()}"}
@@ -123,9 +154,16 @@ def join_pieces(pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
         "duration_s": duration,
         "segments": segments,
         "audio_ref": meta["audio_ref"],
-        "timings": {"decode_s": meta["decode_s"], "split_s": meta["split_s"], "transcribe_s": round(transcribe_s, 4),
-                    "total_s": round(total, 4), "rtf": round(total / duration, 4), "pieces": len(pieces),
-                    "workers": len({p.get("worker") for p in pieces}), "hotwords": meta.get("hotwords", 0)},
+        "timings": {
+            "decode_s": meta["decode_s"],
+            "split_s": meta["split_s"],
+            "transcribe_s": round(transcribe_s, 4),
+            "total_s": round(total, 4),
+            "rtf": round(total / duration, 4),
+            "pieces": len(pieces),
+            "workers": len({p.get("worker") for p in pieces}),
+            "hotwords": meta.get("hotwords", 0),
+        },
     }
 
 
@@ -140,37 +178,67 @@ def pieces_chord(piece_task: str, pieces: list[dict[str, Any]], join_task: str, 
     """The canvas a long recording's task replaces itself with: pieces in parallel, then one join."""
     from celery import chord, group
 
-    return chord(group(celery_app.signature(piece_task, args=(p,)) for p in pieces),
-                 celery_app.signature(join_task, args=(join_arg,)))
+    return chord(
+        group(celery_app.signature(piece_task, args=(p,)) for p in pieces),
+        celery_app.signature(join_task, args=(join_arg,)),
+    )
 
 
 @celery_app.task(name="asr.transcribe", bind=True, throws=(MedvoiceError,))
-def transcribe(self, audio_ref: str, language: str | None = None, initial_prompt: str | None = None,  # noqa: ANN001
-               hotwords: str | None = None, turn_id: str | None = None) -> dict[str, Any]:
-    out = start(audio_ref, key=self.request.id or f"local-{os.getpid()}-{time.time_ns()}", language=language,
-                initial_prompt=initial_prompt, hotwords=hotwords)
+def transcribe(
+    self: Task,
+    audio_ref: str,
+    language: str | None = None,
+    initial_prompt: str | None = None,
+    hotwords: str | None = None,
+    turn_id: str | None = None,
+) -> dict[str, Any]:
+    out = start(
+        audio_ref,
+        key=self.request.id or f"local-{os.getpid()}-{time.time_ns()}",
+        language=language,
+        initial_prompt=initial_prompt,
+        hotwords=hotwords,
+    )
     if "result" in out or self.request.called_directly or not out["pieces"]:
         result = transcribe_here(out)
     else:
         raise self.replace(pieces_chord("asr.piece", out["pieces"], "asr.join", out["meta"]))
-    log.info("asr.transcribe task=%s turn=%s audio=%.2fs lang=%s rtf=%.3f", self.request.id, turn_id,
-             result["duration_s"], result["language"], result["timings"]["rtf"])
+    log.info(
+        "asr.transcribe task=%s turn=%s audio=%.2fs lang=%s rtf=%.3f",
+        self.request.id,
+        turn_id,
+        result["duration_s"],
+        result["language"],
+        result["timings"]["rtf"],
+    )
     return result
 
 
 @celery_app.task(name="asr.piece", bind=True, throws=(MedvoiceError,))
-def piece(self, spec: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+def piece(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise InputError("asr.piece takes {audio_ref, index, offset_s, ...}", {"field": "spec"})
     out = transcribe_piece(**spec)
-    log.info("asr.piece task=%s index=%d audio=%.2fs rtf=%.3f", self.request.id, out["index"], out["duration_s"],
-             out["timings"]["rtf"])
+    log.info(
+        "asr.piece task=%s index=%d audio=%.2fs rtf=%.3f",
+        self.request.id,
+        out["index"],
+        out["duration_s"],
+        out["timings"]["rtf"],
+    )
     return out
 
 
 @celery_app.task(name="asr.join", bind=True, throws=(MedvoiceError,))
-def join(self, pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+def join(self: Task, pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     result = join_pieces(pieces, meta)
-    log.info("asr.join task=%s audio=%.2fs pieces=%d workers=%d rtf=%.3f", self.request.id, result["duration_s"],
-             result["timings"]["pieces"], result["timings"]["workers"], result["timings"]["rtf"])
+    log.info(
+        "asr.join task=%s audio=%.2fs pieces=%d workers=%d rtf=%.3f",
+        self.request.id,
+        result["duration_s"],
+        result["timings"]["pieces"],
+        result["timings"]["workers"],
+        result["timings"]["rtf"],
+    )
     return result

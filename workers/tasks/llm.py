@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import Task
+
 from workers import engines
 from workers.celery_app import celery_app
 from workers.core import events
@@ -31,16 +33,22 @@ def _check_messages(messages: Any) -> list[dict[str, str]]:
     out = []
     for m in messages:
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise InputError("each message needs a role (system/user/assistant) and string content",
-                             {"field": "messages"})
+            raise InputError(
+                "each message needs a role (system/user/assistant) and string content", {"field": "messages"}
+            )
         out.append({"role": m["role"], "content": m["content"]})
     if not any(m["role"] == "user" and m["content"].strip() for m in out):
         raise EmptyInput("no user message with text", {"field": "messages"})
     return out
 
 
-def build_prompt(messages: Any = None, question: str | None = None, context: list[str] | None = None,
-                 history: list[dict[str, str]] | None = None, language: str | None = None) -> list[dict[str, str]]:
+def build_prompt(
+    messages: Any = None,
+    question: str | None = None,
+    context: list[str] | None = None,
+    history: list[dict[str, str]] | None = None,
+    language: str | None = None,
+) -> list[dict[str, str]]:
     s = get_settings()
     if messages is not None:
         msgs = _check_messages(messages)
@@ -61,10 +69,17 @@ def build_prompt(messages: Any = None, question: str | None = None, context: lis
 
 
 @celery_app.task(name="llm.generate", bind=True, throws=(MedvoiceError,))
-def generate(self, turn_id: str, messages: list[dict[str, str]] | None = None, question: str | None = None,  # noqa: ANN001
-             context: list[str] | None = None, history: list[dict[str, str]] | None = None,
-             language: str | None = None, max_tokens: int | None = None,
-             temperature: float | None = None) -> dict[str, Any]:
+def generate(
+    self: Task,
+    turn_id: str,
+    messages: list[dict[str, str]] | None = None,
+    question: str | None = None,
+    context: list[str] | None = None,
+    history: list[dict[str, str]] | None = None,
+    language: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> dict[str, Any]:
     s = get_settings()
     turn_id = events.check_turn_id(turn_id)
     msgs = build_prompt(messages, question, context, history, language)
@@ -78,13 +93,30 @@ def generate(self, turn_id: str, messages: list[dict[str, str]] | None = None, q
         events.emit(turn_id, Sentence(index=index, text=text), r=r)
 
     result = engines.get("llm").generate(
-        msgs, max_tokens=max_tokens or s.llm_max_tokens,
+        msgs,
+        max_tokens=max_tokens or s.llm_max_tokens,
         temperature=s.llm_temperature if temperature is None else float(temperature),
-        cancel=events.CancelCheck(turn_id, r=r), on_sentence=on_sentence,
+        cancel=events.CancelCheck(turn_id, r=r),
+        on_sentence=on_sentence,
     )
-    events.emit(turn_id, LlmDone(sentences=len(result["sentences"]), cancelled=result["cancelled"],
-                                 finish_reason=result["finish_reason"], timings=result["timings"]), r=r)
+    events.emit(
+        turn_id,
+        LlmDone(
+            sentences=len(result["sentences"]),
+            cancelled=result["cancelled"],
+            finish_reason=result["finish_reason"],
+            timings=result["timings"],
+        ),
+        r=r,
+    )
     t = result["timings"]
-    log.info("llm.generate task=%s turn=%s tokens=%s first_sentence=%ss total=%ss cancelled=%s", self.request.id,
-             turn_id, t["tokens"], t["first_sentence_s"], t["total_s"], result["cancelled"])
+    log.info(
+        "llm.generate task=%s turn=%s tokens=%s first_sentence=%ss total=%ss cancelled=%s",
+        self.request.id,
+        turn_id,
+        t["tokens"],
+        t["first_sentence_s"],
+        t["total_s"],
+        result["cancelled"],
+    )
     return {"turn_id": turn_id, **result}

@@ -36,25 +36,35 @@ def search(query: str, k: int = 5, language: str | None = None, filters: dict | 
     if not isinstance(query, str) or not query.strip():
         raise EmptyInput("query is empty", {"field": "query"})
     if len(query) > MAX_QUERY_CHARS:
-        raise InputTooLarge(f"query longer than {MAX_QUERY_CHARS} characters",
-                            {"field": "query", "max_chars": MAX_QUERY_CHARS})
+        raise InputTooLarge(
+            f"query longer than {MAX_QUERY_CHARS} characters", {"field": "query", "max_chars": MAX_QUERY_CHARS}
+        )
     if language not in (None, "", "en", "zh"):
         raise InputError("language must be en or zh", {"field": "language"})
     if filters is not None and not isinstance(filters, dict):
-        raise InputError("filters must be an object such as {\"source\": ..., \"tags\": [...]}", {"field": "filters"})
+        raise InputError('filters must be an object such as {"source": ..., "tags": [...]}', {"field": "filters"})
     try:
         k = max(1, min(int(k), MAX_K))
     except (TypeError, ValueError):
         raise InputError(f"k must be an integer from 1 to {MAX_K}", {"field": "k"}) from None
     res = _kb().search(query, k=k, language=language or None, filters=filters or None)
-    log.info("rag.search: %d hits, nothing_relevant=%s, %.1f ms", len(res.hits), res.nothing_relevant,
-             res.timings_ms.get("total", 0.0))
+    log.info(
+        "rag.search: %d hits, nothing_relevant=%s, %.1f ms",
+        len(res.hits),
+        res.nothing_relevant,
+        res.timings_ms.get("total", 0.0),
+    )
     return res.as_dict()
 
 
 @celery_app.task(name="rag.ingest", throws=(MedvoiceError,))
-def ingest(paths: list[str], source: str | None = None, date: str | None = None,
-           tags: list[str] | None = None, doc_id: str | None = None) -> dict[str, Any]:
+def ingest(
+    paths: list[str],
+    source: str | None = None,
+    date: str | None = None,
+    tags: list[str] | None = None,
+    doc_id: str | None = None,
+) -> dict[str, Any]:
     """Ingest files/folders by path (on a filesystem this worker shares); returns the ingest summary."""
     from knowledge.loaders import LoadError, load_file
 
@@ -73,8 +83,9 @@ def ingest(paths: list[str], source: str | None = None, date: str | None = None,
         try:
             if p.suffix.lower() == ".jsonl":
                 raise LoadError("an explicit id applies to one document; .jsonl carries its own ids")
-            report.items.append(kb.ingest_document(load_file(p, source=source, date_override=date, tags=tags,
-                                                             doc_id=doc_id)))
+            report.items.append(
+                kb.ingest_document(load_file(p, source=source, date_override=date, tags=tags, doc_id=doc_id))
+            )
         except LoadError as exc:
             report.items.append(IngestItem("", "failed", 0, str(p), str(exc)))
         report.seconds = time.perf_counter() - t0
@@ -105,8 +116,9 @@ def show(doc_id: str) -> dict[str, Any] | None:
 def delete(doc_id: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     n = _kb().delete(doc_id)
-    return _changed(_kb(), {"doc_id": doc_id, "deleted": n > 0, "chunks": n,
-                            "ms": round((time.perf_counter() - t0) * 1000, 1)})
+    return _changed(
+        _kb(), {"doc_id": doc_id, "deleted": n > 0, "chunks": n, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+    )
 
 
 @celery_app.task(name="rag.reindex", throws=(MedvoiceError,))

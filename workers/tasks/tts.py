@@ -13,6 +13,8 @@ import re
 import uuid
 from typing import Any
 
+from celery import Task
+
 from workers import engines
 from workers.celery_app import celery_app
 from workers.core import events
@@ -27,19 +29,31 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 @celery_app.task(name="tts.synthesize", bind=True, throws=(MedvoiceError,))
-def synthesize(self, text: str, turn_id: str | None = None, index: int | None = None,  # noqa: ANN001
-               speed: float | None = None) -> dict[str, Any]:
+def synthesize(
+    self: Task,
+    text: str,
+    turn_id: str | None = None,
+    index: int | None = None,
+    speed: float | None = None,
+) -> dict[str, Any]:
     out = synthesize_clip(text, turn_id=turn_id, index=index, speed=speed, tag=self.request.id)
     if not out["cancelled"]:
-        log.info("tts.synthesize task=%s turn=%s index=%s audio=%.2fs rtf=%s", self.request.id, turn_id, index,
-                 out["timings"]["audio_s"], out["timings"]["rtf"])
+        log.info(
+            "tts.synthesize task=%s turn=%s index=%s audio=%.2fs rtf=%s",
+            self.request.id,
+            turn_id,
+            index,
+            out["timings"]["audio_s"],
+            out["timings"]["rtf"],
+        )
     else:
         log.info("tts.synthesize task=%s turn=%s index=%s dropped: turn cancelled", self.request.id, turn_id, index)
     return out
 
 
-def synthesize_clip(text: str, turn_id: str | None = None, index: int | None = None, speed: float | None = None,
-                    tag: str | None = None) -> dict[str, Any]:
+def synthesize_clip(
+    text: str, turn_id: str | None = None, index: int | None = None, speed: float | None = None, tag: str | None = None
+) -> dict[str, Any]:
     """Speak one sentence with this process's engine into its own WAV; `tag` names the file (a fresh one
     when None). For a turn, the clip is announced on its stream."""
     s = get_settings()
@@ -67,9 +81,18 @@ def synthesize_clip(text: str, turn_id: str | None = None, index: int | None = N
     path = s.audio_dir / "tts" / folder / name
     engine.write_wav(wav, path)
     ref = to_ref(s, path)
-    out = {"turn_id": turn_id, "index": index, "cancelled": False, "audio_ref": ref, "backend": engine.name,
-           "sample_rate": engine.sample_rate, "duration_s": timings["audio_s"], "timings": timings}
+    out = {
+        "turn_id": turn_id,
+        "index": index,
+        "cancelled": False,
+        "audio_ref": ref,
+        "backend": engine.name,
+        "sample_rate": engine.sample_rate,
+        "duration_s": timings["audio_s"],
+        "timings": timings,
+    }
     if turn_id is not None:
-        events.emit(turn_id, Audio(index=index, audio_ref=ref, duration_s=timings["audio_s"],
-                                   sample_rate=engine.sample_rate))
+        events.emit(
+            turn_id, Audio(index=index, audio_ref=ref, duration_s=timings["audio_s"], sample_rate=engine.sample_rate)
+        )
     return out

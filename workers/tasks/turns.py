@@ -31,8 +31,9 @@ __all__ = ["STAGES"]
 
 @celery_app.task(name="asr.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
 def asr_turn(self: Task, state: State) -> State:
-    return run(self, "asr", state, TurnRef.from_state, asr.transcribe, TurnStatus.transcribing,
-               (EventType.transcribed,))
+    return run(
+        self, "asr", state, TurnRef.from_state, asr.transcribe, TurnStatus.transcribing, (EventType.transcribed,)
+    )
 
 
 @celery_app.task(name="asr.turn_piece", bind=True, throws=(MedvoiceError,), acks_late=True)
@@ -42,8 +43,9 @@ def asr_turn_piece(self: Task, state: State) -> State:
 
 @celery_app.task(name="asr.turn_join", bind=True, throws=(MedvoiceError,), acks_late=True)
 def asr_turn_join(self: Task, pieces: list[State], state: State) -> State:
-    return run(self, "asr", state, TurnRef.from_state,
-               lambda _turn, ref, _ctx: asr.join(pieces, ref, state.get("meta") or {}))
+    return run(
+        self, "asr", state, TurnRef.from_state, lambda _turn, ref, _ctx: asr.join(pieces, ref, state.get("meta") or {})
+    )
 
 
 @celery_app.task(name="rag.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
@@ -53,8 +55,15 @@ def rag_turn(self: Task, state: State) -> State:
 
 @celery_app.task(name="llm.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
 def llm_turn(self: Task, state: State) -> State:
-    return run(self, "llm", state, Retrieved.from_state, llm.answer, TurnStatus.generating,
-               (EventType.sentence, EventType.answered))
+    return run(
+        self,
+        "llm",
+        state,
+        Retrieved.from_state,
+        llm.answer,
+        TurnStatus.generating,
+        (EventType.sentence, EventType.answered),
+    )
 
 
 @celery_app.task(name="tts.turn", bind=True, throws=(MedvoiceError,), acks_late=True)
