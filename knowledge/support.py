@@ -398,6 +398,15 @@ class Support:
             # A descriptive question ("what is", "what are the treatments for"): the line that says it and the
             # one after it, which usually goes on about the same thing.
             return picks + [Pick(ln, scored[0].score) for ln in following[:1] if len(ln.text) >= 24][: limit - 1]
+        if "permission" in self.question.wants and not scored[0].line.drugs:
+            # "May she take an antiviral?" answered by the line that puts her in a group: the line beside it
+            # (same passage) that names the drug for that group says the rest.
+            beside = [
+                ln
+                for ln in (self.lines[first - 1] if first else None, *following[:1])
+                if ln is not None and ln.n == scored[0].line.n and ln.drugs
+            ]
+            return picks + [Pick(ln, scored[0].score) for ln in beside[:1]]
         candidates = [Pick(ln, scored[0].score) for ln in following] + scored[1:]
         for p in candidates:
             if len(picks) >= limit or not lacking:

@@ -143,3 +143,10 @@ def test_a_descriptive_answer_quotes_the_line_and_the_next_one_its_heading_said_
     assert out.mode == "extractive" and len(out.sentences) == 2
     assert out.sentences[0].startswith("Treatment: cyclosporiasis is treated")
     assert out.sentences[1].startswith("People with weak immune systems")  # no second "Treatment:"
+
+
+def test_may_i_questions_quote_the_group_and_the_drug_for_it(sample_passages):
+    flu = of(sample_passages, "流感的")
+    spoken: list[str] = []
+    out = answer("我老婆怀孕了，现在得了流感，要不要吃抗病毒的药？", "zh", flu, SETTINGS, spoken.append, None)
+    assert out.mode == "extractive" and "孕妇" in spoken[0] and "奥司他韦" in spoken[1]
