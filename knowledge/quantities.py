@@ -118,10 +118,6 @@ def label(q: tuple[float, str]) -> str:
     return f"{q[0]:g} {q[1]}"
 
 
-def has_number(text: str) -> bool:
-    return bool(re.search(r"\d", text or ""))
-
-
 # ---- the patient a question or a passage line is about: weight, age and renal-function bands ----------
 _BP = re.compile(r"(?<![\d.])(\d{2,3})\s*/\s*(\d{2,3})(?![\d.])(?=\s*(?:mm\s*hg|mmhg|毫米汞柱)?)", re.IGNORECASE)
 _PATIENT_UNIT = (

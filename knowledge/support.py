@@ -184,7 +184,9 @@ class Line:
     negated: bool
     words: set[str]
     passage: TextIndex  # the whole passage: a line may speak of its section's condition without naming it
-    specific: list[Term] = field(default_factory=list)
+    head: TextIndex  # the line with its heading
+    claimable: set[tuple[float, str]]  # the quantities of the line and its heading (a table row's heading)
+    stated: set[float]  # every number of the line and its heading, with or without a unit
     drugs: set[str] = field(default_factory=set)
     previous: TextIndex | None = None  # the line before, in the same passage: it may name the line's drug
 
@@ -207,22 +209,23 @@ class Line:
         if want.startswith("count:"):
             return want.split(":", 1)[1] in units
         if want == "permission":  # speaks of the drug and the patient asked about, on the line itself
-            head = TextIndex(self.text, self.heading)
             asked = [t for t in question.terms if is_drug(t) or is_population(t)]
-            return bool(asked) and all(head.covers(t) for t in asked)
+            return bool(asked) and all(self.head.covers(t) for t in asked)
         return False
 
     def names_other_drug(self, question: Question) -> bool:
         """The line is about another drug: it names one, and not the one asked about (in itself or its heading)."""
         asked = [t for t in question.terms if t.specific]
-        head = TextIndex(self.text, self.heading)
-        return bool(self.drugs - {t.surface for t in question.terms}) and any(not head.covers(t) for t in asked)
+        return bool(self.drugs - {t.surface for t in question.terms}) and any(not self.head.covers(t) for t in asked)
+
+
+def _named_drug(term: Term) -> bool:
+    """A drug or drug class by its ending (INN stems; Chinese transliterations and classes)."""
+    return bool(_DRUG_ZH.search(term.surface)) if term.zh else any(_DRUG_EN.search(w) for w in term.surface.split())
 
 
 def is_drug(term: Term) -> bool:
-    if term.surface in DRUG_SYNONYMS:
-        return True
-    return bool(_DRUG_ZH.search(term.surface)) if term.zh else any(_DRUG_EN.search(w) for w in term.surface.split())
+    return term.surface in DRUG_SYNONYMS or _named_drug(term)
 
 
 def is_population(term: Term) -> bool:
@@ -231,11 +234,7 @@ def is_population(term: Term) -> bool:
 
 
 def drug_names(text: str) -> set[str]:
-    return {
-        t.surface
-        for t in question_terms(text)
-        if (_DRUG_ZH.search(t.surface) if t.zh else any(_DRUG_EN.search(w) for w in t.surface.split()))
-    }
+    return {t.surface for t in question_terms(text) if _named_drug(t)}
 
 
 def passage_lines(passages: list[Mapping[str, Any]]) -> list[Line]:
@@ -267,7 +266,9 @@ def passage_lines(passages: list[Mapping[str, Any]]) -> list[Line]:
                     negated=negated(clause),
                     words=_words(clause),
                     passage=whole,
-                    specific=[t for t in question_terms(clause) if t.specific],
+                    head=TextIndex(clause, heading),
+                    claimable=quantities(clause) | quantities(heading),
+                    stated=numbers(f"{clause} {heading}"),
                     drugs=drug_names(clause),
                     previous=previous,
                 )
@@ -451,11 +452,7 @@ class Support:
         reason = "numbers"
         for ln, fits in zip(self.lines, self._fits):
             # the heading counts as part of a table row ("Paracetamol by weight (120 mg in 5 mL suspension)")
-            if not (
-                claims <= ln.quantities | quantities(ln.heading)
-                and pressures <= ln.pressures
-                and stated <= numbers(f"{ln.text} {ln.heading}")
-            ):
+            if not (claims <= ln.claimable and pressures <= ln.pressures and stated <= ln.stated):
                 continue
             if not fits:
                 reason = "patient"  # the numbers are there, on another patient's line

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge.quantities import quantities
+from knowledge.quantities import label, quantities
 from knowledge.text import CJK, split_clauses
 
 NO_ANSWER = {
@@ -202,7 +202,7 @@ class NumbersGuard:
         if not missing:
             return GuardResult(sentence, False)
         self.fired = True
-        labels = [f"{v:g} {u}" for v, u in missing]
+        labels = [label(q) for q in missing]
         return GuardResult(self._replacement(sentence, cited, {u for _, u in missing}), True, labels)
 
     def _replacement(self, sentence: str, cited: list[int], units: set[str]) -> str | None:

@@ -32,7 +32,7 @@ from workers.core.errors import EngineFailure, InputError, TurnCancelled, from_e
 from workers.core.event_schema import Cancelled, EventType, Failed, Restart, Status, Timings
 from workers.core.records import Turn, TurnStatus
 from workers.core.settings import get_settings
-from workers.pipeline.contracts import State
+from workers.pipeline.contracts import Skipped, State
 
 log = logging.getLogger("medvoice.tasks.turns")
 
@@ -172,7 +172,7 @@ def run(
         raise  # the task replaced itself (a long recording's pieces): not a failure
     except StageSkipped as exc:
         log.info("turn=%s stage=%s skipped: turn already %s", turn_id, stage, exc)
-        return {"turn_id": turn_id, "skipped": True}
+        return Skipped(turn_id).to_state()
     except TRANSIENT as exc:
         retries = get_settings().consult_stage_retries
         # A database error's text carries the statement's parameters (a transcript, an answer): Celery logs
