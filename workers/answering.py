@@ -33,7 +33,7 @@ from typing import Any
 from knowledge.answerability import assess
 from knowledge.spoken import clean, is_echo, is_fragment, pieces
 from knowledge.support import Pick, Support, quote
-from workers.grounding import answer_language, attribute, no_answer
+from workers.grounding import NO_FACT, answer_language, attribute, no_answer
 from workers.pipeline.contracts import Passage, State
 
 _MARKERS = re.compile(r"\s*\[\d{1,3}\]")
@@ -41,12 +41,6 @@ _MARKERS = re.compile(r"\s*\[\d{1,3}\]")
 NO_ENTRY = {
     "en": "The knowledge base has no entry for exactly {patient}; it gives this general rule.",
     "zh": "知识库中没有 {patient} 的对应条目，以下是一般规则。",
-}
-# A factual question about something the knowledge base covers, but no line states the fact it asks for (the
-# page on diabetes mentions metformin and gives no dose): say so rather than let the model guess one.
-NO_FACT = {
-    "en": "The knowledge base gives no {fact} for {topic}.",
-    "zh": "知识库中没有{topic}的{fact}。",
 }
 FACTS = {
     "dose": ("dose", "剂量"),

@@ -138,3 +138,13 @@ def test_attribution_adds_the_best_passage_marker_before_the_full_stop():
     assert attribute("The weather on Mars is cold and dusty.", ps) == "The weather on Mars is cold and dusty."
     assert attribute("Yes.", ps) == "Yes."
     assert attribute("Amoxicillin treats otitis.", []) == "Amoxicillin treats otitis."
+
+
+def test_every_no_answer_reply_is_canned_and_a_quote_after_a_note_is_not():
+    from workers.grounding import NO_FACT, is_canned, no_answer
+
+    assert is_canned(no_answer("en", "metformin")) and is_canned(no_answer("zh", "二甲双胍"))
+    assert is_canned(NO_FACT["en"].format(fact="dose", topic="clarithromycin and pregnancy"))
+    assert is_canned(NO_FACT["zh"].format(fact="剂量", topic="孩子"))
+    assert not is_canned("知识库中没有 35 kg 的对应条目，以下是一般规则。成人剂量:奥司他韦 75 mg [1]。")
+    assert not is_canned("Amoxicillin 500 mg three times daily for 5 days [1].")
