@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -48,26 +49,43 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
-def get_current_user(
-    token: Annotated[str | None, Depends(oauth2_scheme)], db: DbSession, settings: AppSettings
-) -> User:
+class AuthError(Exception):
+    """Why a credential was refused (safe to show the client)."""
+
+
+def authenticate(token: str | None, db: Session, settings: Settings) -> User:
+    """The active user a bearer JWT names, or AuthError with the reason: for HTTP routes and WebSockets alike."""
     if not token:
-        raise _unauthorized("missing bearer token")
+        raise AuthError("missing bearer token")
     try:
         claims = decode_token(token, settings)
     except TokenError as exc:
-        raise _unauthorized(str(exc)) from exc
-    user = db.get(User, claims.sub)
+        raise AuthError(str(exc)) from exc
+    return active_user(db, claims.sub, claims.role, claims.iat)
+
+
+def active_user(db: Session, user_id: str, role: Role | None = None, issued: datetime | None = None) -> User:
+    """The account behind a credential, still active, with the role and not revoked since `issued`."""
+    user = db.get(User, user_id)
     if user is None:
-        raise _unauthorized("user no longer exists")
+        raise AuthError("user no longer exists")
     if not user.is_active:
-        raise _unauthorized("user is disabled")
-    if user.role != claims.role:
-        raise _unauthorized("role in token does not match the account")
+        raise AuthError("user is disabled")
+    if role is not None and user.role != role:
+        raise AuthError("role in token does not match the account")
     valid_after = as_utc(user.tokens_valid_after)
-    if valid_after is not None and claims.iat < valid_after:
-        raise _unauthorized("token was revoked; sign in again")
+    if issued is not None and valid_after is not None and issued < valid_after:
+        raise AuthError("token was revoked; sign in again")
     return user
+
+
+def get_current_user(
+    token: Annotated[str | None, Depends(oauth2_scheme)], db: DbSession, settings: AppSettings
+) -> User:
+    try:
+        return authenticate(token, db, settings)
+    except AuthError as exc:
+        raise _unauthorized(str(exc)) from None
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
