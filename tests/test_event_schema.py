@@ -35,6 +35,7 @@ def test_every_type_has_one_model_and_round_trips():
         es.Cancelled(stage="llm", code="turn_cancelled"),
         es.Timeout(message="over"),
         es.LlmDone(sentences=1, cancelled=False, finish_reason="stop", timings={}),
+        es.TranscriptSegment(index=0, start=0.0, end=1.2, text="Hi.", language="en"),
     ]
     assert {type(e) for e in samples} == set(es.MODELS.values())
     for event in samples:

@@ -19,6 +19,8 @@ that knows nothing of this module still reads it.
     error         stage, code, message, http_status                           a failed stage, the reaper
     cancelled     stage, code, message, http_status                           a stage that saw the cancel flag
     timeout       message                                                     the SSE route, when its time is up
+    segment       index, start, end, text, language                           asr.transcribe with a stream_id, as
+                                                                              each segment is decoded (no turn)
 
 Light module (pydantic + stdlib): the API process imports it.
 """
@@ -45,6 +47,7 @@ class EventType(StrEnum):
     error = "error"
     cancelled = "cancelled"
     timeout = "timeout"
+    segment = "segment"
 
 
 Timings = dict[str, Any]  # a stage's figures (seconds, counts) as recorded on the turn and sent with its event
@@ -171,6 +174,15 @@ class Timeout(Event):
     message: str
 
 
+class TranscriptSegment(Event):
+    type: ClassVar[EventType] = EventType.segment
+    index: int
+    start: float
+    end: float
+    text: str
+    language: str | None = None
+
+
 MODELS: dict[EventType, type[Event]] = {
     m.type: m
     for m in (
@@ -187,6 +199,7 @@ MODELS: dict[EventType, type[Event]] = {
         Failed,
         Cancelled,
         Timeout,
+        TranscriptSegment,
     )
 }
 

@@ -3,6 +3,10 @@
 Decoding goes through faster-whisper's own PyAV decoder (any container/codec FFmpeg knows, resampled to
 16 kHz mono); a file it cannot decode raises AudioUnreadable. Silero VAD ships inside faster-whisper, so
 `vad_filter` works offline. `faster_whisper` is imported only when the engine is built.
+
+`word_timestamps=True` adds each word's start, end and probability (per segment and as one flat list);
+`task="translate"` has Whisper write English, whatever language is spoken. `on_segment(segment, language)` is
+called with each segment as soon as it is decoded, so a caller can stream it on.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ from typing import Any
 import numpy as np
 
 from workers import engines
-from workers.core.errors import AudioTooLong, AudioUnreadable, EmptyInput, EngineUnavailable
+from workers.core.errors import AudioTooLong, AudioUnreadable, EmptyInput, EngineUnavailable, InputError
 from workers.core.settings import Settings
 
 log = logging.getLogger("medvoice.engines.asr")
 SAMPLE_RATE = 16000
 WIDE_LANGUAGES = ("zh", "ja", "yue")  # CJK scripts: written without spaces between words
+TASKS = ("transcribe", "translate")  # Whisper's own: write what was said, or say it in English
+
+
+def separator(language: str | None, task: str = "transcribe") -> str:
+    """What joins a transcript's segments: nothing in a CJK script, else a space (a translation is English)."""
+    return "" if task == "transcribe" and (language or "") in WIDE_LANGUAGES else " "
 
 
 class AsrEngine:
@@ -116,7 +126,12 @@ class AsrEngine:
         hotwords: str | None = None,
         beam_size: int | None = None,
         vad_filter: bool | None = None,
+        word_timestamps: bool = False,
+        task: str = "transcribe",
+        on_segment: Callable[[dict[str, Any], str | None], None] | None = None,
     ) -> dict[str, Any]:
+        if task not in TASKS:
+            raise InputError(f"task must be one of {', '.join(TASKS)}", {"field": "task"})
         s = self.settings
         t0 = time.perf_counter()
         if not isinstance(audio, np.ndarray):
@@ -131,24 +146,39 @@ class AsrEngine:
             initial_prompt=initial_prompt if initial_prompt is not None else s.asr_initial_prompt,
             hotwords=hotwords if hotwords is not None else s.asr_hotwords,
             condition_on_previous_text=False,
+            word_timestamps=word_timestamps,
+            task=task,
         )
         segments = []
-        script = self._script(info.language)
+        # A translation is English whatever was spoken: no script conversion, words joined by spaces.
+        script = self._script(info.language if task == "transcribe" else None)
         for seg in segments_iter:  # the generator does the decoding work
-            segments.append(
-                {
-                    "start": round(seg.start, 3),
-                    "end": round(seg.end, 3),
-                    "text": script(seg.text.strip()),
-                    "avg_logprob": round(seg.avg_logprob, 4),
-                    "no_speech_prob": round(seg.no_speech_prob, 4),
-                }
-            )
+            out: dict[str, Any] = {
+                "start": round(seg.start, 3),
+                "end": round(seg.end, 3),
+                "text": script(seg.text.strip()),
+                "avg_logprob": round(seg.avg_logprob, 4),
+                "no_speech_prob": round(seg.no_speech_prob, 4),
+            }
+            if word_timestamps:
+                out["words"] = [
+                    {
+                        "word": script(w.word.strip()),
+                        "start": round(float(w.start), 3),
+                        "end": round(float(w.end), 3),
+                        "probability": round(float(w.probability), 4),
+                    }
+                    for w in seg.words or []
+                    if w.word.strip()
+                ]
+            segments.append(out)
+            if on_segment is not None:
+                on_segment(out, info.language)
         t_done = time.perf_counter()
-        sep = "" if (info.language or "") in WIDE_LANGUAGES else " "
-        text = sep.join(seg["text"] for seg in segments).strip()
+        sep = separator(info.language, task)
+        text = sep.join(seg["text"] for seg in segments if seg["text"]).strip()
         transcribe_s = t_done - t_decoded
-        return {
+        result = {
             "text": text,
             "language": info.language,
             "language_probability": round(float(info.language_probability or 0.0), 4),
@@ -161,6 +191,9 @@ class AsrEngine:
                 "rtf": round(transcribe_s / duration, 4),
             },
         }
+        if word_timestamps:
+            result["words"] = [w for seg in segments for w in seg["words"]]
+        return result
 
 
 @engines.register("asr", pool="asr")
