@@ -21,6 +21,7 @@ TASK_MODULES = [
     "workers.tasks.ping",
     "workers.tasks.rag",
     "workers.tasks.asr",
+    "workers.tasks.live",
     "workers.tasks.embed",
     "workers.tasks.llm",
     "workers.tasks.tts",

@@ -25,6 +25,7 @@ cli.add_typer(models.app, name="models")
 
 class Pool(str, Enum):
     asr = "asr"
+    live = "live"
     rag = "rag"
     llm = "llm"
     tts = "tts"

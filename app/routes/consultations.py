@@ -54,6 +54,8 @@ class TurnOut(BaseModel):
     timings: dict[str, Any]
     guard_fired: bool
     verdicts: dict[str, Any] | None  # answerability, claim and style verdicts, answer mode (quoted / generated)
+    interrupted: bool  # a live reply cut short by the clinician (barge-in, cancel)
+    live: dict[str, Any] | None  # live sessions: session id, endpoint timings, how much of the reply was heard
     error: str | None
     disclaimer: str | None  # the medical disclaimer the answer was given with, in its language
     has_reply_audio: bool
@@ -92,6 +94,8 @@ def turn_out(t: Turn) -> TurnOut:
         timings=t.timings or {},
         guard_fired=bool(t.guard_fired),
         verdicts=t.verdicts,
+        interrupted=bool(t.interrupted),
+        live=t.live,
         error=t.error,
         disclaimer=t.disclaimer,
         has_reply_audio=bool(t.reply_audio_ref),

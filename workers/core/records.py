@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -128,6 +129,10 @@ class Turn(Base):
     # What the answer-safety checks decided (workers/answering.py): answerability, each sentence's claim
     # verdict, the style filter, and whether the answer was quoted or generated.
     verdicts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Live sessions: the reply was cut short (barge-in, cancel, truncate); `live` holds the session id, endpoint
+    # timings and how much of the reply was sent and heard. Written by the API only, never by a stage.
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    live: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Known so that production mode can refuse it; fine for a developer's laptop, never for a clinic.
 DEFAULT_JWT_SECRET = "medvoice-development-secret-change-me"
 
-POOLS = ("asr", "rag", "llm", "tts")
+# `live` is an asr pool of its own (the same Whisper engine) for live sessions: partial and final transcripts of
+# live speech never wait behind a long uploaded recording on the asr queue.
+POOLS = ("asr", "live", "rag", "llm", "tts")
 
 
 class Settings(BaseSettings):
@@ -34,12 +36,30 @@ class Settings(BaseSettings):
     jwt_issuer: str = "medvoice"
     jwt_lifetime_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
 
+    # ---- Security and operations (app/http_security.py, app/routes/auth.py, workers/retention.py) -----------
+    # Failed sign-ins counted in Redis (shared by every API process) over a fixed window; past a limit → 429.
+    login_max_failures_per_user: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: int = Field(default=900, ge=1)
+    # Browser origins allowed to call the API cross-origin, comma-separated ("https://console.clinic.lan");
+    # empty: no CORS at all (the console is served by the API itself). A wildcard is refused.
+    cors_origins: str = ""
+    events_ticket_ttl_s: int = Field(default=60, ge=1, le=600)  # an EventSource ticket is good this long, once
+    # Stored audio (uploads, speech clips, replies, pieces) older than this many days is deleted; the text
+    # records stay. None: keep audio for ever.
+    audio_retention_days: float | None = Field(default=None, gt=0)
+    audio_retention_interval_s: float = Field(default=3600.0, gt=0)  # how often the API purges
+    log_format: Literal["text", "json"] = "text"  # one line per event either way
+    # ---- end of security and operations ------------------------------------------------------------------
+
     # Celery pools: worker processes (concurrency) and threads each model engine may use.
     asr_concurrency: int = Field(default=1, ge=1)
+    live_concurrency: int = Field(default=1, ge=1)
     rag_concurrency: int = Field(default=1, ge=1)
     llm_concurrency: int = Field(default=1, ge=1)
     tts_concurrency: int = Field(default=1, ge=1)
     asr_threads: int = Field(default=2, ge=1)
+    live_threads: int = Field(default=2, ge=1)
     rag_threads: int = Field(default=1, ge=1)
     llm_threads: int = Field(default=2, ge=1)
     tts_threads: int = Field(default=1, ge=1)
@@ -176,6 +196,28 @@ class Settings(BaseSettings):
     consult_stream_tts_wait_s: float = Field(default=60.0, gt=0)  # tts.turn waits this long for a started clip
     # ---- end of consultations ------------------------------------------------------------------------
 
+    # ---- Live sessions (app/live/: OpenAI Realtime at /v1/realtime, FunASR clients) -------------------------
+    live_vad_threshold: float = Field(default=0.5, gt=0, lt=1)  # speech above this Silero probability...
+    live_vad_release: float = Field(default=0.15, ge=0, lt=1)  # ...ends below threshold minus this (hysteresis)
+    live_silence_ms: int = Field(default=500, ge=100, le=5000)  # this much silence ends an utterance
+    live_prefix_padding_ms: int = Field(default=300, ge=0, le=2000)  # audio kept from before speech began
+    live_min_speech_ms: int = Field(default=200, ge=0, le=5000)  # shorter bursts (a cough, a click) are dropped
+    live_max_utterance_s: float = Field(default=30.0, ge=2, le=120)  # an utterance is cut here (Whisper's window)
+    live_partial_interval_s: float = Field(default=0.7, gt=0.1)  # new audio between partial transcripts
+    live_partial_expire_s: float = Field(default=2.0, gt=0)  # a partial not started by then is dropped
+    live_audio_lead_s: float = Field(default=1.0, ge=0.1)  # reply audio is sent at most this far ahead of playback
+    live_max_session_s: float = Field(default=3600.0, gt=0)
+    live_max_sessions: int = Field(default=50, ge=1)  # open live sessions on this API process
+    live_max_sessions_per_user: int = Field(default=4, ge=1)
+    live_max_frame_bytes: int = Field(default=1_048_576, ge=1024)  # one WebSocket message
+    live_max_buffer_s: float = Field(default=120.0, gt=0)  # audio held for one session (push-to-talk buffer)
+    live_ticket_ttl_s: int = Field(default=60, ge=5, le=600)  # a browser's single-use connection ticket
+    live_vad_model_path: Path | None = None  # default: the Silero VAD that faster-whisper ships
+    funasr_port: int | None = Field(default=None, ge=1, le=65535)  # FunASR clients' own port (off by default)
+    funasr_host: str = "127.0.0.1"
+    funasr_allow: str = "127.0.0.1/32,::1/128"  # networks that may connect to the FunASR port without a JWT
+    # ---- end of live sessions -----------------------------------------------------------------------------
+
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:
         if self.env == "production" and self.jwt_secret == DEFAULT_JWT_SECRET:
@@ -185,6 +227,8 @@ class Settings(BaseSettings):
             )
         if self.env == "production" and len(self.jwt_secret) < 32:
             raise ValueError("MEDVOICE_JWT_SECRET must be at least 32 characters in production")
+        if "*" in self.cors_origin_list:
+            raise ValueError("MEDVOICE_CORS_ORIGINS takes explicit origins (https://host[:port]), never '*'")
         return self
 
     @property
@@ -192,6 +236,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'medvoice.db').resolve()}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def model_root(self) -> Path:

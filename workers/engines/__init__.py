@@ -58,9 +58,14 @@ def served_pools() -> list[str]:
     return [p for p in raw.split(",") if p]
 
 
+# A pool that runs another pool's engine: the live pool transcribes with the asr pool's Whisper.
+SHARES = {"live": "asr"}
+
+
 def load_for_pools(pools: list[str]) -> None:
+    wanted = {*pools, *(SHARES[p] for p in pools if p in SHARES)}
     for name, (pool, _) in list(_loaders.items()):
-        if pool in pools:
+        if pool in wanted:
             get(name)
 
 

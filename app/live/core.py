@@ -1,0 +1,237 @@
+"""The streaming core both live protocols stand on (OpenAI Realtime, FunASR): audio in → utterances out.
+
+A `LiveAudio` belongs to one session. PCM16 frames at the client's rate are checked, resampled to 16 kHz and
+run through the session's own VAD (app/live/vad.py) in a thread, off the event loop. While the speaker talks,
+the growing utterance is re-transcribed on the `live` queue every `partial_interval_s` of new audio, one partial
+in flight per session and each dropped unstarted after `partial_expire_s` — so on a busy machine partials thin
+out before anything else slows — and only words two hypotheses agree on are released (app/live/agreement.py).
+At the endpoint the utterance goes to the protocol, which makes a turn or a final transcript of it.
+
+Without VAD (push-to-talk, or a protocol that cuts utterances itself) audio is only buffered until `commit()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from app import task_client
+from app.live.agreement import LocalAgreement
+from app.live.audio import ASR_RATE, Resampler, pcm16
+from app.live.vad import Endpointer, VadStream
+from workers.core.errors import InputTooLarge, MedvoiceError
+from workers.core.settings import Settings
+
+log = logging.getLogger("medvoice.live")
+# VAD windows cost ~0.2 ms each: a few threads serve every session of the process without touching the loop.
+_VAD_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vad")
+FLOOD_SPEED = 4.0  # sustained audio faster than this many times real time is refused...
+FLOOD_BURST_S = 15.0  # ...after a burst of this much (a client sending a file fast, then pacing)
+
+
+@dataclass
+class Utterance:
+    audio: np.ndarray  # int16 at 16 kHz
+    start_ms: int
+    end_ms: int  # the last voiced sample, in the session's audio time
+    reason: str  # silence | max_length | commit
+    stopped_at: float  # time.perf_counter() when the endpoint was decided
+    partial_text: str = ""  # what was released as partial transcript
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[0] / ASR_RATE
+
+
+@dataclass
+class VadConfig:
+    threshold: float
+    silence_ms: int
+    prefix_ms: int
+
+
+class Listener:
+    """What the protocol does with the core's events (each awaited in order)."""
+
+    async def speech_started(self, at_ms: int) -> None: ...
+
+    async def partial(self, delta: str, text: str) -> None: ...
+
+    async def utterance(self, utterance: Utterance) -> None: ...
+
+
+class LiveAudio:
+    def __init__(
+        self,
+        settings: Settings,
+        listener: Listener,
+        rate: int,
+        vad: VadConfig | None,
+        language: Callable[[], str | None],
+        partials: bool = True,
+        hotwords: list[str] | None = None,
+        flood_check: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.listener = listener
+        self.language = language
+        self.partials = partials
+        self.hotwords = hotwords
+        self.flood_check = flood_check
+        self._resample = Resampler(rate)
+        self.rate = rate
+        self._buffer: list[np.ndarray] = []  # push-to-talk audio, or everything when VAD is off
+        self._buffered = 0
+        self._received_s = 0.0
+        self._started = time.monotonic()
+        self._agreement = LocalAgreement()
+        self._partial_task: asyncio.Task | None = None
+        self._partial_from_ms = 0  # utterance length at the last partial
+        self._generation = 0  # bumps at every endpoint: a late partial of an earlier utterance is dropped
+        self.partial_latency_s: list[float] = []
+        self.endpointer: Endpointer | None = None
+        self.configure(vad)
+
+    # ---- configuration ---------------------------------------------------------------------------------------
+    def configure(self, vad: VadConfig | None) -> None:
+        s = self.settings
+        if vad is None:
+            self.endpointer = None
+            return
+        if self.endpointer is None:
+            self.endpointer = Endpointer(
+                release=s.live_vad_release,
+                min_speech_ms=s.live_min_speech_ms,
+                max_utterance_s=s.live_max_utterance_s,
+                vad=VadStream(s.live_vad_model_path),
+            )
+        self.endpointer.threshold = vad.threshold
+        self.endpointer.silence_ms = vad.silence_ms
+        self.endpointer.prefix_ms = vad.prefix_ms
+
+    @property
+    def speaking(self) -> bool:
+        return self.endpointer is not None and self.endpointer.speaking
+
+    @property
+    def buffered_s(self) -> float:
+        return self._buffered / ASR_RATE
+
+    # ---- audio in --------------------------------------------------------------------------------------------
+    async def feed(self, raw: bytes) -> None:
+        """One frame of PCM16 at the client's rate; InputError for a broken frame, InputTooLarge for a flood."""
+        samples = pcm16(raw)
+        seconds = samples.shape[0] / self.rate
+        if self.flood_check:
+            allowed = (time.monotonic() - self._started) * FLOOD_SPEED + FLOOD_BURST_S
+            if self._received_s + seconds > allowed:
+                raise InputTooLarge(
+                    f"audio is arriving faster than {FLOOD_SPEED:g}x real time; this frame was dropped",
+                    {"received_s": round(self._received_s, 2)},
+                )
+        self._received_s += seconds
+        samples = self._resample(samples)
+        if self.endpointer is None:
+            if self.buffered_s + samples.shape[0] / ASR_RATE > self.settings.live_max_buffer_s:
+                raise InputTooLarge(
+                    f"more than {self.settings.live_max_buffer_s:g}s of audio buffered; commit or clear it",
+                    {"max_s": self.settings.live_max_buffer_s},
+                )
+            self._buffer.append(samples)
+            self._buffered += samples.shape[0]
+            return
+        events = await asyncio.get_running_loop().run_in_executor(_VAD_THREADS, self.endpointer.feed, samples)
+        for ev in events:
+            if ev.kind == "started":
+                self._agreement.reset()
+                self._partial_from_ms = 0
+                await self.listener.speech_started(ev.at_ms)
+            else:
+                assert ev.audio is not None
+                start = ev.at_ms - int(ev.audio.shape[0] * 1000 / ASR_RATE)
+                await self._endpoint(Utterance(ev.audio, max(0, start), ev.at_ms, ev.reason, time.perf_counter()))
+        if self.speaking and self.partials:
+            self._maybe_partial()
+
+    def commit(self) -> Utterance | None:
+        """The buffered audio as an utterance (push-to-talk), or None when nothing is buffered."""
+        if self.endpointer is not None and self.endpointer.speaking:
+            audio = self.endpointer.current()
+            self.endpointer.reset()
+        else:
+            audio = np.concatenate(self._buffer) if self._buffer else np.zeros(0, dtype=np.int16)
+        self._buffer, self._buffered = [], 0
+        self._generation += 1
+        self._cancel_partial()
+        if audio.shape[0] == 0:
+            return None
+        end = int(self._received_s * 1000)
+        return Utterance(audio, max(0, end - int(audio.shape[0] * 1000 / ASR_RATE)), end, "commit", time.perf_counter())
+
+    def clear(self) -> None:
+        self._buffer, self._buffered = [], 0
+        if self.endpointer is not None:
+            self.endpointer.reset()
+        self._generation += 1
+        self._cancel_partial()
+        self._agreement.reset()
+
+    async def close(self) -> None:
+        self._cancel_partial()
+
+    # ---- utterances and partials -----------------------------------------------------------------------------
+    async def _endpoint(self, utterance: Utterance) -> None:
+        self._generation += 1
+        self._cancel_partial()
+        utterance.partial_text = self._agreement.text
+        self._agreement.reset()
+        await self.listener.utterance(utterance)
+
+    def _cancel_partial(self) -> None:
+        if self._partial_task is not None and not self._partial_task.done():
+            self._partial_task.cancel()
+        self._partial_task = None
+
+    def _maybe_partial(self) -> None:
+        assert self.endpointer is not None
+        grown = self.endpointer.utterance_ms - self._partial_from_ms
+        if grown < self.settings.live_partial_interval_s * 1000:
+            return
+        if self._partial_task is not None and not self._partial_task.done():
+            return  # one in flight per session: a slow machine gets fewer partials, never a queue of them
+        self._partial_from_ms = self.endpointer.utterance_ms
+        audio = self.endpointer.current()
+        self._partial_task = asyncio.create_task(self._partial(audio, self._generation))
+
+    async def _partial(self, audio: np.ndarray, generation: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            out = await task_client.call_async(
+                "live.transcribe",
+                {
+                    "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
+                    "language": self.language(),
+                    "hotwords": self.hotwords,
+                    "partial": True,
+                },
+                timeout_s=self.settings.live_partial_expire_s + 10,
+                expires_s=self.settings.live_partial_expire_s,
+            )
+        except MedvoiceError as exc:
+            log.info("partial transcript skipped: %s", exc.code)  # finals matter; a missed partial does not
+            return
+        if generation != self._generation:
+            return  # the utterance ended meanwhile: its final transcript supersedes this
+        self.partial_latency_s.append(time.perf_counter() - t0)
+        delta = self._agreement.update(out.get("text") or "")
+        if delta:
+            with contextlib.suppress(Exception):
+                await self.listener.partial(delta, self._agreement.text)

@@ -1,0 +1,94 @@
+"""live.transcribe: a stretch of live speech (PCM16 mono, base64) → text, on the `live` queue.
+
+Live sessions (app/live/) send the growing utterance for partial transcripts while the speaker talks, and a
+dictation session (the FunASR protocol) sends each finished utterance for its final text with word times. The
+live pool runs the asr pool's Whisper engine in processes of its own, so a long uploaded recording on the asr
+queue never delays them. The caller's hotwords (ranked) come first, then the knowledge base's vocabulary in the
+speech's language, bounded as for uploads. Partials skip language detection: a session names its language, or
+the partial is transcribed without the vocabulary.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+from celery import Task
+
+from workers import engines
+from workers.celery_app import celery_app
+from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.core.settings import get_settings
+from workers.engines import asr as _asr_engine  # registers the "asr" engine loader
+from workers.engines.vocabulary import bounded, in_language, kb_terms
+
+log = logging.getLogger("medvoice.tasks.live")
+MAX_HOTWORDS = 100
+
+
+def pcm_audio(pcm: Any, sample_rate: Any, max_s: float) -> Any:
+    """base64 PCM16 mono at 16 kHz → float32 samples; typed errors for anything else."""
+    import numpy as np
+
+    if sample_rate != _asr_engine.SAMPLE_RATE:
+        raise InputError(f"live audio must be {_asr_engine.SAMPLE_RATE} Hz", {"field": "sample_rate"})
+    if not isinstance(pcm, str):
+        raise InputError("pcm must be base64 text", {"field": "pcm"})
+    if len(pcm) * 3 // 4 > int(max_s * _asr_engine.SAMPLE_RATE * 2) + 4:
+        raise InputTooLarge(f"live audio longer than {max_s:.0f}s", {"max_s": max_s})
+    try:
+        raw = base64.b64decode(pcm, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("pcm is not valid base64", {"field": "pcm"}) from None
+    if len(raw) % 2:
+        raise InputError("PCM16 audio needs an even number of bytes", {"field": "pcm"})
+    if not raw:
+        raise EmptyInput("no audio", {"field": "pcm"})
+    return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def merged_hotwords(ranked: Any, language: str | None) -> str | None:
+    """The caller's hotwords (most important first), then the knowledge base's, bounded like an upload's."""
+    s = get_settings()
+    if ranked is not None and (not isinstance(ranked, list) or not all(isinstance(w, str) for w in ranked)):
+        raise InputError("hotwords must be a list of words", {"field": "hotwords"})
+    own = [w.strip() for w in (ranked or [])[:MAX_HOTWORDS] if w.strip()]
+    kb = in_language(kb_terms(s), language) if s.asr_kb_vocabulary and language else []
+    return bounded([*own, *(t for t in kb if t not in own)], s.asr_kb_vocabulary_chars, s.asr_hotwords)
+
+
+@celery_app.task(name="live.transcribe", bind=True, throws=(MedvoiceError,))
+def transcribe(
+    self: Task,
+    pcm: str,
+    sample_rate: int = 16000,
+    language: str | None = None,
+    hotwords: list[str] | None = None,
+    words: bool = False,
+    partial: bool = False,
+) -> dict[str, Any]:
+    s = get_settings()
+    if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 8):
+        raise InputError("language must be a language code such as 'en' or 'zh'", {"field": "language"})
+    audio = pcm_audio(pcm, sample_rate, s.live_max_utterance_s + 5)
+    engine = engines.get("asr")
+    options: dict[str, Any] = {"vad_filter": False}  # the session's VAD already cut the speech out
+    if words:
+        options["word_timestamps"] = True
+    result = engine.transcribe(
+        audio,
+        language=language,
+        hotwords=merged_hotwords(hotwords, language),
+        beam_size=1 if partial else None,
+        **options,
+    )
+    log.info(
+        "live.transcribe task=%s %s audio=%.2fs in %.3fs",
+        self.request.id,
+        "partial" if partial else "final",
+        result["duration_s"],
+        result["timings"]["total_s"],
+    )
+    return result
