@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import jwt
 from argon2 import PasswordHasher
@@ -26,6 +28,19 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    # Made once per process with the same parameters as real hashes, so verifying against it costs the same.
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def verify_unknown_user(password: str) -> bool:
+    """Spend one argon2 verification on a user name that does not exist (always False): a sign-in with an
+    unknown name then takes as long as one with a wrong password, and does not reveal which names exist."""
+    verify_password(_dummy_hash(), password)
+    return False
 
 
 @dataclass(frozen=True)
