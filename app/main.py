@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from app import http_security
 from app.routes import admin, auth, consultations, health, knowledge, openai_audio, turns
 from workers.core.errors import MedvoiceError
 from workers.core.settings import Settings, get_settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(consultations.router)
+    http_security.install(app, settings)  # request ids, security headers, CORS allow-list
     app.include_router(admin.router)
     app.include_router(knowledge.router)
     app.include_router(turns.router)

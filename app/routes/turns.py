@@ -4,7 +4,9 @@ POST /v1/consultations/{id}/turns   multipart `file` (audio) or JSON {"text": ..
                                     optional `language` ("en", "zh", ...) forces ASR and answer language
 GET  /v1/turns/{id}                 the turn: status, transcript, answer, citations, timings
 GET  /v1/turns/{id}/audio           the reply WAV (409 while the turn is still running)
-GET  /v1/turns/{id}/events          Server-Sent Events from the turn's Redis stream, ending at done/error/cancelled
+GET  /v1/turns/{id}/events          Server-Sent Events from the turn's Redis stream, ending at done/error/cancelled;
+                                    a bearer token, or `?ticket=` for a browser's EventSource
+POST /v1/turns/{id}/events/ticket   a short-lived single-use ticket for that stream (tickets.mint, "turn-events")
 POST /v1/turns/{id}/cancel          stop a running turn (its owner): it ends `error` with turn_cancelled
 
 The upload is decoded here (app/audio.py, PyAV only) before anything is stored or recorded, so bad input
@@ -21,10 +23,12 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+import redis
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
@@ -32,9 +36,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from app import tickets
 from app.audio import AudioInfo, extension_of, validate_audio
 from app.audit import audit
-from app.deps import AppSettings, CurrentUser, DbSession
+from app.deps import AppSettings, AuthError, CurrentUser, DbSession, active_user, authenticate, oauth2_scheme
 from app.routes.consultations import TurnOut, load_consultation, turn_out
 from app.uploads import MULTIPART_OVERHEAD, body_limited, read_upload, store_upload
 from workers.core import events
@@ -141,7 +146,8 @@ async def _parse_body(request: Request, settings: Settings) -> dict[str, Any]:
     )
 
 
-def _create_turn(db: Session, user: User, settings: Settings, consultation_id: str, body: dict[str, Any]) -> Turn:
+def create_turn_record(db: Session, user: User, settings: Settings, consultation_id: str, body: dict[str, Any]) -> Turn:
+    """The turn row (and its stored audio) for a question; the caller sends the pipeline. Used by REST and live."""
     c = load_consultation(db, user, consultation_id)
     if c.owner_id != user.id:
         # Admins read others' records; only the owning clinician adds to a consultation.
@@ -204,21 +210,27 @@ def _create_turn(db: Session, user: User, settings: Settings, consultation_id: s
         raise
 
 
-def turn_chain(turn_id: str, input_kind: str):  # noqa: ANN201 - celery.canvas._chain
-    """The pipeline's stages by task name (workers.pipeline.STAGES); a typed question skips asr.turn."""
+def turn_chain(turn_id: str, stages: tuple[str, ...], first_queue: str | None = None):  # noqa: ANN201 - a chain
+    """These stages of the pipeline (workers.pipeline.STAGES) by task name; `first_queue` sends the first stage
+    to another queue (a live utterance's transcript goes to the live pool)."""
     from celery import chain
 
     from workers.celery_app import celery_app
 
-    first, *rest = STAGES if input_kind == "audio" else STAGES[1:]
-    return chain(
-        celery_app.signature(first, args=({"turn_id": turn_id},)), *(celery_app.signature(name) for name in rest)
-    )
+    first, *rest = stages
+    head = celery_app.signature(first, args=({"turn_id": turn_id},), **({"queue": first_queue} if first_queue else {}))
+    return chain(head, *(celery_app.signature(name) for name in rest))
 
 
-def _enqueue(db: Session, turn: Turn) -> None:
+def stages_for(input_kind: str) -> tuple[str, ...]:
+    """Every stage for audio; a typed question skips asr.turn."""
+    return STAGES if input_kind == "audio" else STAGES[1:]
+
+
+def enqueue(db: Session, turn: Turn, stages: tuple[str, ...] | None = None, first_queue: str | None = None) -> None:
+    """Send the turn's pipeline; BrokerUnavailable (the turn recorded as error) when the queue is down."""
     try:
-        turn_chain(turn.id, turn.input_kind).apply_async(
+        turn_chain(turn.id, stages or stages_for(turn.input_kind), first_queue).apply_async(
             retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
         )
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep the record
@@ -238,11 +250,11 @@ async def create_turn(
     await run_in_threadpool(db.rollback)  # hold no read transaction open while the upload is read and decoded
     try:
         body = await _parse_body(request, settings)
-        turn = await run_in_threadpool(_create_turn, db, user, settings, consultation_id, body)
+        turn = await run_in_threadpool(create_turn_record, db, user, settings, consultation_id, body)
     except MedvoiceError as exc:
         log.info("turn rejected for consultation=%s: %s", consultation_id, exc.code)
         raise http_error(exc) from None
-    await run_in_threadpool(_enqueue, db, turn)
+    await run_in_threadpool(enqueue, db, turn)
     log.info("turn=%s queued consultation=%s index=%d kind=%s", turn.id, consultation_id, turn.index, turn.input_kind)
     response.headers["Location"] = f"/v1/turns/{turn.id}"
     return {
@@ -376,10 +388,64 @@ async def _event_stream(
         await r.aclose()
 
 
+EVENTS_TICKET_PURPOSE = "turn-events"
+
+
+@router.post("/v1/turns/{turn_id}/events/ticket")
+def turn_events_ticket(turn_id: str, user: CurrentUser, db: DbSession, settings: AppSettings) -> dict[str, Any]:
+    """A single-use ticket for this turn's event stream, for a browser's EventSource (it cannot send an
+    Authorization header): GET the events URL with `?ticket=` within events_ticket_ttl_s."""
+    turn = load_turn(db, user, turn_id)
+    try:
+        ticket = tickets.mint(
+            events.client(settings.redis_url),
+            user.id,
+            EVENTS_TICKET_PURPOSE,
+            settings.events_ticket_ttl_s,
+            {"turn_id": turn.id},
+        )
+    except redis.RedisError:
+        raise http_error(BrokerUnavailable("the ticket store (Redis) is unavailable", {"turn_id": turn.id})) from None
+    audit(db, user, "turn.events_ticket", "turn", turn.id, consultation_id=turn.consultation_id)
+    db.commit()
+    return {
+        "ticket": ticket,
+        "expires_in": settings.events_ticket_ttl_s,
+        "events": f"/v1/turns/{turn.id}/events?ticket={ticket}",
+    }
+
+
+def _events_user(turn_id: str, token: str | None, ticket: str | None, db: Session, settings: Settings) -> User:
+    """The bearer token's user, or a ticket's (consumed here): minted for this turn's events, and its user
+    still active and not revoked since it was minted."""
+    try:
+        if ticket is None:
+            return authenticate(token, db, settings)
+        try:
+            held = tickets.redeem(events.client(settings.redis_url), ticket, EVENTS_TICKET_PURPOSE)
+        except redis.RedisError:
+            raise http_error(BrokerUnavailable("the ticket store (Redis) is unavailable", {})) from None
+        if held is None:
+            raise AuthError("the ticket is unknown, used or expired; mint a new one")
+        if held.scope.get("turn_id") != turn_id:
+            raise AuthError("the ticket was minted for another turn")
+        return active_user(db, held.user_id, issued=datetime.fromtimestamp(held.issued_at, UTC))
+    except AuthError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+
+
 @router.get("/v1/turns/{turn_id}/events")
 def turn_events(
-    turn_id: str, request: Request, user: CurrentUser, db: DbSession, settings: AppSettings
+    turn_id: str,
+    request: Request,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    db: DbSession,
+    settings: AppSettings,
+    ticket: Annotated[
+        str | None, Query(description="a single-use ticket from POST …/events/ticket, instead of the header")
+    ] = None,
 ) -> StreamingResponse:
+    user = _events_user(turn_id, token, ticket, db, settings)
     turn = load_turn(db, user, turn_id)
     audit(
         db,
