@@ -64,10 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(MedvoiceError, typed_error)
+    http_security.install(app, settings)  # request ids, security headers, CORS allow-list
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(consultations.router)
-    http_security.install(app, settings)  # request ids, security headers, CORS allow-list
     app.include_router(admin.router)
     app.include_router(knowledge.router)
     app.include_router(turns.router)
