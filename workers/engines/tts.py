@@ -1,13 +1,14 @@
-"""TTS engine: Coqui TTS from local files, or Piper (an optional GPL extra) — chosen by settings.tts_backend.
+"""TTS engine: the voices this pool speaks with, and the choice of a voice for each sentence by its language.
 
-Both return float32 mono audio and its sample rate; `write_wav` stores 16-bit PCM WAV (soundfile).
-`speed` (default settings.tts_speed = 1.3) speeds speech up: Coqui models with a duration predictor
-(VITS, Glow-TTS) get `length_scale / speed`, XTTS gets its `speed` argument, and any other model's
-output is time-stretched; Piper gets `length_scale = 1 / speed`.
+Voices (workers/engines/voices/): the English one is set by settings.tts_backend, Piper's en_US joe (an
+optional GPL extra) or the deployer's Coqui model (language tts_coqui_language); the Mandarin one is the
+shipped Baker voice (tts_baker_voice). A sentence goes to the voice asked for by id, else to the default
+voice of its language (given, or detected from its script); the deployer's Coqui model comes first for its
+language. A language no voice speaks is `NoVoiceForLanguage`, never another language's voice.
 
-No Coqui voice ships offline: the coqui backend loads `TTS(model_path=..., config_path=...)` from the
-deployer's files (MEDVOICE_TTS_MODEL_PATH / MEDVOICE_TTS_CONFIG_PATH); tests build a tiny random VITS.
-`TTS` and `piper` are imported only when the engine is built, in a worker process.
+Every clip comes out at settings.tts_output_rate (soxr), so a reply that mixes voices joins without
+resampling and live clients get the rate they expect. `speed` (default settings.tts_speed = 1.3, the Baker
+voice tts_baker_speed) speeds speech up; `write_wav` stores 16-bit PCM WAV (soundfile).
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from knowledge.files import atomic_path
 from workers import engines
-from workers.core.errors import EmptyInput, EngineFailure, EngineUnavailable, ModelFileMissing
+from workers.core.errors import EmptyInput, EngineFailure, InputError, NoVoiceForLanguage, UnknownVoice
 from workers.core.settings import Settings
+from workers.engines.voices.languages import canonical, detect
 
 log = logging.getLogger("medvoice.engines.tts")
 
@@ -36,143 +39,116 @@ def speakable(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-class CoquiEngine:
-    backend = "coqui"
+class Voice(Protocol):
+    id: str
+    language: str
+    backend: str
+    license: str
+    sample_rate: int
+    load_s: float
 
-    def __init__(self, settings: Settings, model_path: Path, config_path: Path) -> None:
-        try:
-            import torch
-            from TTS.api import TTS
-        except (ImportError, OSError) as exc:  # OSError: the torchaudio CUDA trap (workers/install_fixups.py)
-            raise EngineUnavailable(f"coqui-tts cannot be imported: {exc}") from exc
-        torch.set_num_threads(settings.tts_threads)
-        self.settings = settings
-        t0 = time.perf_counter()
-        vocoder = settings.tts_vocoder_path
-        vocoder_config = settings.tts_vocoder_config_path
-        for p in (vocoder, vocoder_config):
-            if p is not None and not Path(p).exists():
-                raise ModelFileMissing(f"Coqui vocoder file not found: {p}", {"path": str(p)})
-        self.tts = TTS(
-            model_path=str(model_path),
-            config_path=str(config_path),
-            progress_bar=False,
-            gpu=False,
-            vocoder_path=str(vocoder) if vocoder else None,
-            vocoder_config_path=str(vocoder_config) if vocoder_config else None,
-        )
-        self.load_s = time.perf_counter() - t0
-        self.model = self.tts.synthesizer.tts_model
-        self.sample_rate = int(self.tts.synthesizer.output_sample_rate)
-        self._base_length_scale = getattr(self.model, "length_scale", None)
-        # VITS reads its sampling noise from these attributes at inference; other models have none.
-        for attr, value in (
-            ("inference_noise_scale", settings.tts_noise_scale),
-            ("inference_noise_scale_dp", settings.tts_noise_w_scale),
-        ):
-            if value is not None and hasattr(self.model, attr):
-                setattr(self.model, attr, float(value))
-        self.speakers = list(getattr(self.tts, "speakers", None) or [])
-        self.languages = list(getattr(self.tts, "languages", None) or [])
-        self.model_path, self.config_path = Path(model_path), Path(config_path)
-
-    def synthesize(self, text: str, speed: float) -> np.ndarray:
-        import torch
-
-        kwargs: dict[str, Any] = {"split_sentences": False}
-        if self.speakers:
-            kwargs["speaker"] = self.speakers[0]
-        if self.languages:
-            kwargs["language"] = self.languages[0]
-        stretch = False
-        if self._base_length_scale is not None:
-            self.model.length_scale = float(self._base_length_scale) / speed
-        elif type(self.model).__name__ == "Xtts":
-            kwargs["speed"] = speed
-        else:
-            stretch = abs(speed - 1.0) > 1e-3
-        with torch.inference_mode():
-            wav = np.asarray(self.tts.tts(text=text, **kwargs), dtype=np.float32)
-        if stretch and wav.size:
-            import librosa
-
-            wav = librosa.effects.time_stretch(wav, rate=speed).astype(np.float32)
-        return wav
+    def synthesize(self, text: str, speed: float) -> np.ndarray: ...
 
 
-class PiperEngine:
-    backend = "piper"
+@dataclass(frozen=True)
+class Speech:
+    """One sentence spoken: audio at the engine's output rate, and who spoke it in which language."""
 
-    def __init__(self, settings: Settings, onnx_path: Path, config_path: Path) -> None:
-        try:
-            from piper import PiperVoice
-        except ImportError as exc:
-            raise EngineUnavailable(
-                "tts_backend=piper needs the optional GPL extra: pip install 'medvoice[piper]'"
-            ) from exc
-        self.settings = settings
-        t0 = time.perf_counter()
-        download_dir = settings.model_root / "piper"
-        self.voice = PiperVoice.load(onnx_path, config_path=config_path, use_cuda=False, download_dir=download_dir)
-        phoneme_type = str(getattr(self.voice.config.phoneme_type, "value", self.voice.config.phoneme_type))
-        if phoneme_type == "pinyin" and not (download_dir / "g2pW").exists():
-            # Piper would download its Chinese g2pW model on first use: never here.
-            raise ModelFileMissing(
-                f"this Piper voice needs the g2pW model at {download_dir / 'g2pW'}",
-                {"path": str(download_dir / "g2pW")},
-            )
-        self.load_s = time.perf_counter() - t0
-        self.sample_rate = int(self.voice.config.sample_rate)
-        self.model_path, self.config_path = Path(onnx_path), Path(config_path)
-
-    def synthesize(self, text: str, speed: float) -> np.ndarray:
-        from piper import SynthesisConfig
-
-        cfg = SynthesisConfig(
-            length_scale=1.0 / speed,
-            noise_scale=self.settings.tts_noise_scale,
-            noise_w_scale=self.settings.tts_noise_w_scale,
-        )
-        chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=cfg)]
-        if not chunks:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(chunks).astype(np.float32)
+    wav: np.ndarray
+    voice: str
+    language: str
+    backend: str
+    timings: dict[str, Any]
 
 
 class TtsEngine:
-    """The configured backend plus the shared parts: text checks, timing, WAV output."""
+    """The pool's voices plus the shared parts: voice choice, text checks, timing, resampling, WAV output."""
 
-    def __init__(self, settings: Settings, backend: CoquiEngine | PiperEngine) -> None:
+    def __init__(self, settings: Settings, voices: list[Voice]) -> None:
+        if not voices:
+            raise InputError("a tts engine needs at least one voice")
         self.settings = settings
-        self.backend = backend
-        self.sample_rate = backend.sample_rate
-        self.load_s = backend.load_s
+        self.voices: dict[str, Voice] = {v.id: v for v in voices}
+        self.defaults: dict[str, str] = {}
+        for v in voices:  # the first voice of a language is its default
+            self.defaults.setdefault(v.language, v.id)
+        self.backend = voices[0]  # the configured backend's voice (tts_backend)
+        self.sample_rate = int(settings.tts_output_rate)
+        self.load_s = sum(v.load_s for v in voices)
 
     @property
     def name(self) -> str:
         return self.backend.backend
 
-    def synthesize(self, text: str, speed: float | None = None) -> tuple[np.ndarray, dict[str, float]]:
+    def list_voices(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": v.id,
+                "language": v.language,
+                "backend": v.backend,
+                "sample_rate": self.sample_rate,
+                "license": v.license,
+                "default": self.defaults.get(v.language) == v.id,
+            }
+            for v in self.voices.values()
+        ]
+
+    def choose(self, text: str, voice: str | None = None, language: str | None = None) -> tuple[Voice, str]:
+        """The voice for `text`: the one named, else the default of its language (given or detected)."""
+        if voice is not None:
+            chosen = self.voices.get(voice)
+            if chosen is None:
+                raise UnknownVoice(
+                    f"unknown voice {voice!r}; this pool speaks with: {', '.join(self.voices)}",
+                    {"voice": voice, "voices": list(self.voices)},
+                )
+            return chosen, chosen.language
+        lang = canonical(language) if language else detect(text)
+        vid = self.defaults.get(lang)
+        if vid is None:
+            raise NoVoiceForLanguage(
+                f"no voice here speaks {lang!r} (voices: {', '.join(f'{k} {v}' for k, v in self.defaults.items())})",
+                {"language": lang, "languages": sorted(self.defaults)},
+            )
+        return self.voices[vid], lang
+
+    def speak(
+        self, text: str, speed: float | None = None, voice: str | None = None, language: str | None = None
+    ) -> Speech:
         clean = speakable(text)
         if not any(ch.isalnum() for ch in clean):
             raise EmptyInput("nothing to speak in this text", {"chars": len(text)})
-        speed = float(speed or self.settings.tts_speed)
+        chosen, lang = self.choose(clean, voice=voice, language=language)
+        if speed is None:
+            speed = self.settings.tts_baker_speed if chosen.backend == "baker" else self.settings.tts_speed
+        speed = float(speed)
         t0 = time.perf_counter()
         try:
-            wav = self.backend.synthesize(clean, speed)
+            wav = chosen.synthesize(clean, speed)
+            if wav.size and chosen.sample_rate != self.sample_rate:
+                import soxr
+
+                wav = soxr.resample(wav, chosen.sample_rate, self.sample_rate).astype(np.float32)
         except Exception as exc:  # a model failure on one sentence must not kill the worker
-            raise EngineFailure(f"{self.name} synthesis failed: {type(exc).__name__}", {"backend": self.name}) from exc
+            raise EngineFailure(
+                f"{chosen.backend} synthesis failed: {type(exc).__name__}", {"backend": chosen.backend}
+            ) from exc
+        if not wav.size:
+            raise EmptyInput(f"nothing the {chosen.id} voice can read in this text", {"voice": chosen.id})
         synth_s = time.perf_counter() - t0
-        duration = wav.shape[0] / self.sample_rate if wav.size else 0.0
-        if wav.size:
-            peak = float(np.max(np.abs(wav)))
-            if peak > 1.0:
-                wav = wav / peak
-        return wav, {
-            "synth_s": round(synth_s, 4),
-            "audio_s": round(duration, 4),
-            "rtf": round(synth_s / duration, 4) if duration else None,
-        }
+        duration = wav.shape[0] / self.sample_rate
+        peak = float(np.max(np.abs(wav)))
+        if peak > 1.0:
+            wav = wav / peak
+        timings = {"synth_s": round(synth_s, 4), "audio_s": round(duration, 4), "rtf": round(synth_s / duration, 4)}
+        return Speech(wav=wav, voice=chosen.id, language=lang, backend=chosen.backend, timings=timings)
+
+    def synthesize(
+        self, text: str, speed: float | None = None, voice: str | None = None, language: str | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """(audio at the output rate, timings): `speak` without the voice's name."""
+        out = self.speak(text, speed=speed, voice=voice, language=language)
+        return out.wav, out.timings
 
     def write_wav(self, wav: np.ndarray, path: Path) -> None:
         import soundfile as sf
@@ -182,13 +158,30 @@ class TtsEngine:
 
 
 def build(settings: Settings) -> TtsEngine:
-    from workers.modelfiles import resolve_coqui, resolve_piper
+    from workers import modelfiles
 
+    voices: list[Voice] = []
     if settings.tts_backend == "piper":
-        onnx, config = resolve_piper(settings)
-        return TtsEngine(settings, PiperEngine(settings, onnx, config))
-    model, config = resolve_coqui(settings)
-    return TtsEngine(settings, CoquiEngine(settings, model, config))
+        from workers.engines.voices.piper import PiperVoice
+
+        onnx, config = modelfiles.resolve_piper(settings)
+        shipped = settings.tts_piper_voice_path is None  # the manifest's en_US joe voice (MIT)
+        voices.append(
+            PiperVoice(
+                settings, onnx, config, voice_id="joe" if shipped else None, voice_license="MIT" if shipped else None
+            )
+        )
+    else:
+        from workers.engines.voices.coqui import CoquiVoice
+
+        model, config = modelfiles.resolve_coqui(settings)
+        voices.append(CoquiVoice(settings, model, config))
+    if settings.tts_baker_voice:
+        from workers.engines.voices.baker import BakerVoice
+
+        fastspeech2, vocoder, mapper = modelfiles.resolve_baker(settings)
+        voices.append(BakerVoice(settings, fastspeech2, vocoder, mapper))
+    return TtsEngine(settings, voices)
 
 
 @engines.register("tts", pool="tts")

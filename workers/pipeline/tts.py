@@ -2,7 +2,9 @@
 
 The clips were started on the tts pool as the LLM produced each sentence (llm.speak_early); this stage takes
 them, speaking here only a sentence whose clip is still queued (revoked, so it is not spoken twice), failed,
-or did not finish within consult_stream_tts_wait_s.
+or did not finish within consult_stream_tts_wait_s. Each sentence is spoken by the voice of its language;
+a sentence in a language no voice here speaks stays text (a `text_only` event, its index in the stage's
+timings), and the reply joins the others. Every clip has the pool's one output rate.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from knowledge.files import atomic_path
 from workers.celery_app import celery_app
 from workers.core import events
 from workers.core.db import session_scope
-from workers.core.errors import EmptyInput, EngineFailure, InputError, TurnCancelled
-from workers.core.event_schema import Audio, AudioReady, Done, Timings
+from workers.core.errors import EmptyInput, EngineFailure, InputError, NoVoiceForLanguage, TurnCancelled
+from workers.core.event_schema import Audio, AudioReady, Done, TextOnly, Timings
 from workers.core.records import Turn, TurnStatus, utcnow
 from workers.core.refs import to_ref
 from workers.core.settings import get_settings
@@ -33,10 +35,13 @@ def speak(_turn: Turn, answered: Answered, ctx: Context) -> Spoken:
     s = get_settings()
     turn_id = answered.turn_id
     clips: list[str] = []
+    text_only: list[int] = []
     taken = 0
     for index, sentence in enumerate(answered.sentences):
         early = answered.clips[index] if index < len(answered.clips) else None
         out = early_clip(early, s.consult_stream_tts_wait_s)
+        if out is not None and out.get("no_voice"):
+            out = None  # its early clip found no voice: say so once, below, from this stage
         if out is not None:
             taken += 1
             if ctx.rerun and out.get("audio_ref"):  # clients dropped the earlier `audio` events at `restart`
@@ -54,6 +59,12 @@ def speak(_turn: Turn, answered: Answered, ctx: Context) -> Spoken:
                 out = tts_tasks.synthesize_clip(sentence, turn_id=turn_id, index=index)
             except EmptyInput:
                 continue  # nothing speakable (a lone citation marker): no clip
+            except NoVoiceForLanguage as exc:
+                text_only.append(index)
+                language = exc.details.get("language")
+                events.emit(turn_id, TextOnly(index=index, language=language, message=exc.message))
+                log.info("turn=%s sentence %d stays text: no voice for %s", turn_id, index, language)
+                continue
         if out.get("cancelled"):
             raise TurnCancelled("the turn was cancelled before its reply was spoken", {"turn_id": turn_id})
         if out.get("audio_ref"):
@@ -78,6 +89,8 @@ def speak(_turn: Turn, answered: Answered, ctx: Context) -> Spoken:
         reply_ref = to_ref(s, path)
         duration = round(joined.shape[0] / rate, 3)
     timing = {"total_s": ctx.elapsed(), "clips": len(clips), "streamed_clips": taken, "audio_s": duration}
+    if text_only:
+        timing["text_only"] = text_only
     timings = _finish(turn_id, reply_ref, timing)
     if reply_ref:
         events.emit(turn_id, AudioReady(audio_ref=reply_ref, duration_s=duration))
@@ -128,4 +141,6 @@ def early_clip(task_id: str | None, wait_s: float) -> State | None:
         return res.result
     if isinstance(res.result, EmptyInput):
         return {"audio_ref": None, "cancelled": False}  # nothing speakable in the sentence
+    if isinstance(res.result, NoVoiceForLanguage):
+        return {"audio_ref": None, "cancelled": False, "no_voice": True}
     return None  # it failed: speaking it here raises the real error on this stage
