@@ -20,14 +20,17 @@ log = logging.getLogger("medvoice.api")
 
 
 async def _reap_stalled_turns(settings: Settings) -> None:
-    """Every consult_reap_interval_s, from start-up: turns whose queued work was lost end `error`."""
+    """Every consult_reap_interval_s, from start-up: turns whose queued work was lost end `error`; stored audio
+    past its retention goes (workers/retention.py, at most every audio_retention_interval_s)."""
     from workers.reaper import reap
+    from workers.retention import purge_if_due
 
     while True:
         try:
             await run_in_threadpool(reap, settings)
         except Exception as exc:  # noqa: BLE001 - the database or Redis may be down for a while
             log.warning("stalled-turn check failed: %s", type(exc).__name__)
+        await run_in_threadpool(purge_if_due, settings)  # audio past MEDVOICE_AUDIO_RETENTION_DAYS; never raises
         await asyncio.sleep(settings.consult_reap_interval_s)
 
 

@@ -1,4 +1,5 @@
-"""`medvoice` console script (Typer): serve, worker, flower, migrate, reap-turns, users, demo, kb, models."""
+"""`medvoice` console script (Typer): serve, worker, flower, migrate, reap-turns, users, demo, kb, models,
+backup, restore, purge-audio."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from enum import Enum
 
 import typer
 
-from app.cli import demo, kb, models, users
+from app.cli import backup, demo, kb, models, users
 from workers.core.settings import POOLS, get_settings
 
 cli = typer.Typer(
@@ -139,6 +140,9 @@ def reap_turns() -> None:
 
     reaped = reap(get_settings())
     typer.echo(f"{len(reaped)} stalled turns marked error" + (f": {', '.join(reaped)}" if reaped else ""))
+
+
+backup.register(cli)  # backup, restore, purge-audio
 
 
 def main() -> None:
