@@ -29,6 +29,7 @@ def test_every_type_has_one_model_and_round_trips():
         ),
         es.Answered(sentences=1, guard_fired=False, mode="extractive", citations=[1]),
         es.Audio(index=0, audio_ref="audio/tts/x/0.wav", duration_s=1.0, sample_rate=22050),
+        es.TextOnly(index=1, language="ru", message="no voice here speaks 'ru'"),
         es.AudioReady(audio_ref="audio/tts/x/reply.wav", duration_s=1.0),
         es.Done(timings={"wall_s": 1}),
         es.Failed(stage="rag", code="empty_input", message="no question", http_status=422),
