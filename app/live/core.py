@@ -156,7 +156,7 @@ class LiveAudio:
                 await self.listener.speech_started(ev.at_ms)
             else:
                 assert ev.audio is not None
-                start = ev.at_ms - int(ev.audio.shape[0] * 1000 / ASR_RATE)
+                start = ev.start_ms if ev.start_ms is not None else ev.at_ms - int(ev.audio.shape[0] * 1000 / ASR_RATE)
                 await self._endpoint(Utterance(ev.audio, max(0, start), ev.at_ms, ev.reason, time.perf_counter()))
         if self.speaking and self.partials:
             self._maybe_partial()

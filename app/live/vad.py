@@ -99,6 +99,7 @@ class Speech:
     at_ms: int  # in the session's audio time
     audio: np.ndarray | None = None  # int16 at 16 kHz (stopped)
     reason: str = "silence"  # stopped: silence | max_length
+    start_ms: int | None = None  # stopped: where `audio` begins in the session's audio time (pre-roll included)
 
 
 @dataclass
@@ -195,4 +196,6 @@ class Endpointer:
         self.speaking = False
         self._utterance = []
         self._silent_ms = 0
-        return Speech("stopped", self._last_voice_ms, audio, reason)
+        # The audio ends where its last kept window ends: the current window is already counted in samples_seen.
+        start_ms = (self.samples_seen - drop * WINDOW - audio.shape[0]) * 1000 // RATE
+        return Speech("stopped", self._last_voice_ms, audio, reason, start_ms=max(0, start_ms))
