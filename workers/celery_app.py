@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.app import trace
-from celery.signals import worker_init, worker_process_init, worker_shutdown
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init, worker_shutdown
 from kombu import Queue
 
+from workers.core import logs
 from workers.core.settings import POOLS, get_settings
 
 # House rule: no transcript, answer or document text at INFO. Celery logs each task's return value on
@@ -103,3 +104,36 @@ def _load_engines(**_: object) -> None:
 def _clear_readiness(sender=None, **_: object) -> None:  # noqa: ANN001
     if sender is not None:
         _redis().delete(ENGINES_READY_PREFIX + sender.hostname)
+
+
+# Logs: Celery's own loggers and ours through one handler (workers/core/logs.py), one line per event, text or
+# JSON by MEDVOICE_LOG_FORMAT; while a task runs its lines carry its task id and, when its state names one, the
+# turn id. Connecting setup_logging makes Celery leave the logging set-up to us.
+@setup_logging.connect
+def _setup_logging(loglevel=None, **_: object) -> None:  # noqa: ANN001
+    s = get_settings()
+    logs.configure(loglevel or s.log_level, s.log_format)
+
+
+def _turn_of(args: object, kwargs: object) -> str | None:
+    if isinstance(kwargs, dict) and isinstance(kwargs.get("turn_id"), str):
+        return kwargs["turn_id"]
+    for arg in args if isinstance(args, (list, tuple)) else ():
+        if isinstance(arg, dict) and isinstance(arg.get("turn_id"), str):
+            return arg["turn_id"]
+    return None
+
+
+_bound: dict[str, object] = {}  # task id → its logging context token (prerun to postrun, same process)
+
+
+@task_prerun.connect
+def _bind_task_ids(task_id=None, args=None, kwargs=None, **_: object) -> None:  # noqa: ANN001
+    _bound[task_id] = logs.bind_token(task_id=task_id, turn_id=_turn_of(args, kwargs))
+
+
+@task_postrun.connect
+def _unbind_task_ids(task_id=None, **_: object) -> None:  # noqa: ANN001
+    token = _bound.pop(task_id, None)
+    if token is not None:
+        logs.unbind(token)

@@ -3,7 +3,6 @@ backup, restore, purge-audio."""
 
 from __future__ import annotations
 
-import logging
 import os
 from enum import Enum
 
@@ -41,8 +40,11 @@ def _offline_env() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(level: str, fmt: str = "text") -> None:
+    # One line per event with its correlation id, text or JSON (workers/core/logs.py); workers do the same.
+    from workers.core import logs
+
+    logs.configure(level, fmt)
 
 
 @cli.command()
@@ -56,7 +58,9 @@ def serve(
 
     _offline_env()
     settings = get_settings()
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings.log_format)
+    from workers.core import logs
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -64,6 +68,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=logs.dict_config(settings.log_level, settings.log_format),  # uvicorn's own lines too
     )
 
 

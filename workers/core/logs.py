@@ -41,7 +41,10 @@ def bind_token(**ids: str | None) -> contextvars.Token:
 
 
 def unbind(token: contextvars.Token) -> None:
-    _ids.reset(token)
+    try:
+        _ids.reset(token)
+    except ValueError:  # made in another context (a signal sent from elsewhere): start that context clean
+        _ids.set({})
 
 
 @contextmanager
