@@ -9,7 +9,12 @@ Figures (medians of --runs runs, after one warm-up):
 - LLM (llama.cpp): time to first token / first sentence and tokens per second on a RAG-sized prompt
   (~700 tokens: system prompt + MedQuAD passages + question); first sentence with the system-prefix state
   restored vs a cold context, and with the prefix already in the KV cache (consecutive turns).
-- TTS: real-time factor and time to the first sentence's audio of a three-sentence answer.
+- TTS: real-time factor and time to the first sentence's audio of a three-sentence answer (the English
+  voice alone: the Mandarin voice is off in that child).
+- TTS zh (the Mandarin voice alone): load, RSS, first sentence, real-time factor, and Whisper base's character
+  error rate on its speech (language zh) over ≥ 20 sentences: the zh sample knowledge base's, then
+  Chinese passages of ../shared/eval-data (zh_medicalgpt) when present. Reference and transcript are compared
+  as Chinese characters, digits read as Chinese numbers, punctuation and Latin letters left out.
 - Embeddings: passages per second (batches of 32), and one query's latency.
 Each engine loads in its own subprocess, so its peak RSS (VmHWM) is its own. The pool phase starts a
 real worker consuming all four queues (a private redis-server when none answers) and times the same
@@ -37,6 +42,9 @@ EVAL = ROOT.parent / "shared" / "eval-data"
 JFK = EVAL / "speech" / "en_jfk_16k_mono.wav"
 QUESTION = "What are the signs and symptoms of adult acute lymphoblastic leukemia, and how is it treated?"
 LLM_TOKENS = int(os.environ.get("MEDVOICE_BENCH_LLM_TOKENS", "64"))
+ZH_KB = ROOT / "knowledge" / "sample_kb" / "influenza-zh.md"
+ZH_EVAL = EVAL / "rag" / "zh_medicalgpt" / "corpus.jsonl"
+ZH_SENTENCES = int(os.environ.get("MEDVOICE_BENCH_ZH_SENTENCES", "24"))
 ANSWER = (
     "Paracetamol is usually taken every four to six hours. Do not take more than four grams in a day. "
     "Ask your doctor if the pain lasts longer than three days."
@@ -75,10 +83,116 @@ def rag_context(target_tokens: int, count_tokens, skip: int = 0) -> list[str]:
     return passages
 
 
+def zh_sentences(n: int = ZH_SENTENCES) -> list[tuple[str, str]]:
+    """(source, sentence): every sentence of the zh sample KB page, then short eval-data passages' sentences."""
+    import re
+
+    from knowledge.text import cjk_ratio, split_sentences
+
+    out: list[tuple[str, str]] = []
+    body = ZH_KB.read_text(encoding="utf-8").split("---", 2)[-1]
+    for line in body.splitlines():
+        if line.strip() and not line.startswith("#"):
+            out += [("kb", s) for s in split_sentences(line.strip())]
+    if ZH_EVAL.exists():
+        for row in ZH_EVAL.open(encoding="utf-8"):
+            for sent in re.split(r"(?<=[。！？])", json.loads(row)["text"]):
+                sent = sent.strip()
+                if (
+                    len(out) < n
+                    and 10 <= len(sent) <= 36
+                    and cjk_ratio(sent) > 0.9
+                    and not re.search(r"[0-9A-Za-z]", sent)  # community text: its numbers are list marks
+                ):
+                    out.append(("eval-data", sent))
+            if len(out) >= n:
+                break
+    return out
+
+
+def zh_chars(text: str) -> str:
+    """Only the Chinese characters, digits read as Chinese numbers: what a CER over speech should compare."""
+    import re
+
+    from workers.engines.voices.zh_frontend import chinese_number
+
+    text = re.sub(r"\d+(?:\.\d+)?", lambda m: chinese_number(m.group(0)), text)
+    return re.sub(r"[^\u4e00-\u9fff]", "", text)
+
+
+def cer(ref: str, hyp: str) -> tuple[int, int]:
+    """(edit distance, reference length) in characters."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i]
+        for j, h in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+    return prev[-1], len(ref)
+
+
+def tts_zh_child(runs: int) -> dict:
+    """The Mandarin voice on its own: load, RSS, first sentence, RTF; then Whisper base hears it (CER)."""
+    import numpy as np
+    import soxr
+
+    from workers.core.settings import get_settings
+    from workers.engines.voices import zh_frontend
+    from workers.engines.voices.baker import BakerVoice
+    from workers.modelfiles import resolve_baker
+
+    s = get_settings()
+    base_rss = vm_hwm_mb()
+    t0 = time.perf_counter()
+    voice = BakerVoice(s, *resolve_baker(s))
+    load_s = time.perf_counter() - t0
+    speed = s.tts_baker_speed
+    sentences = zh_sentences()
+    voice.synthesize(sentences[0][1], speed)  # warm-up
+    first = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        voice.synthesize(sentences[0][1], speed)
+        first.append(time.perf_counter() - t)
+    clips, synth, audio = [], 0.0, 0.0
+    for _, sent in sentences:
+        t = time.perf_counter()
+        wav = voice.synthesize(sent, speed)
+        synth += time.perf_counter() - t
+        audio += wav.size / voice.sample_rate
+        clips.append(wav)
+    rss_voice = vm_hwm_mb()
+    from workers.engines.asr import load as load_asr
+
+    asr = load_asr(s)
+    errors = {"kb": [0, 0], "eval-data": [0, 0]}
+    for (source, sent), wav in zip(sentences, clips):
+        heard = asr.transcribe(soxr.resample(wav, voice.sample_rate, 16000).astype(np.float32), language="zh")
+        e, n = cer(zh_chars(zh_frontend.normalise(sent)), zh_chars(heard["text"]))
+        errors[source][0] += e
+        errors[source][1] += n
+    total_e, total_n = sum(e for e, _ in errors.values()), sum(n for _, n in errors.values())
+    return {
+        "engine": "tts-zh",
+        "load_s": load_s,
+        "rss_base_mb": base_rss,
+        "rss_peak_mb": rss_voice,
+        "first_sentence_audio_s": median(first),
+        "rtf": synth / audio,
+        "cer": total_e / total_n,
+        "cer_by_source": {k: (e / n if n else None, n) for k, (e, n) in errors.items()},
+        "sentences": [sent for _, sent in sentences],
+        "n_sentences": len(sentences),
+        "detail": f"baker, speed {speed}",
+    }
+
+
 # ---------------------------------------------------------------------------------------------------
 # child: one engine, in-process
 # ---------------------------------------------------------------------------------------------------
 def child(engine: str, runs: int) -> dict:
+    if engine == "tts-zh":
+        return tts_zh_child(runs)
     from workers import engines
     from workers.core.settings import get_settings
 
@@ -204,6 +318,8 @@ def child(engine: str, runs: int) -> dict:
 # parent: subprocess per engine, then the pool
 # ---------------------------------------------------------------------------------------------------
 def run_child(engine: str, runs: int, env: dict) -> dict:
+    if engine == "tts":  # the English voice's own figures: the Mandarin one has its child, tts-zh
+        env = {**env, "MEDVOICE_TTS_BAKER_VOICE": "false"}
     proc = subprocess.run(
         [sys.executable, __file__, "--child", engine, "--runs", str(runs)],
         cwd=ROOT,
@@ -341,6 +457,11 @@ def pool_phase(results: dict, runs: int, env: dict, tmp: Path) -> dict:
             sent = results["tts"]["sentences"][0]
             call("tts.synthesize", sent)
             out["tts"] = {"first_sentence_audio_s": median([call("tts.synthesize", sent)[1] for _ in range(runs)])}
+        if "tts-zh" in results:
+            sent = results["tts-zh"]["sentences"][0]
+            call("tts.synthesize", sent)
+            rt = [call("tts.synthesize", sent)[1] for _ in range(runs)]
+            out["tts-zh"] = {"first_sentence_audio_s": median(rt)}
         if "embed" in results:
             passages = results["embed"]["passages"]
             call("rag.embed", passages[:8])
@@ -446,6 +567,17 @@ def report(results: dict, pool: dict | None) -> str:
         r = results["tts"]
         add("tts", f"RTF ({r['detail']})", r["rtf"], None, "", first=True)
         add("tts", "first sentence audio", r["first_sentence_audio_s"], p.get("tts", {}).get("first_sentence_audio_s"))
+    if "tts-zh" in results:
+        r = results["tts-zh"]
+        add("tts-zh", f"RTF ({r['detail']}, {r['n_sentences']} sentences)", r["rtf"], None, "", first=True)
+        add(
+            "tts-zh",
+            "first sentence audio",
+            r["first_sentence_audio_s"],
+            p.get("tts-zh", {}).get("first_sentence_audio_s"),
+        )
+        by = ", ".join(f"{k} {v[0]:.3f} over {v[1]} chars" for k, v in r["cer_by_source"].items() if v[0] is not None)
+        add("tts-zh", f"Whisper base CER of its speech ({by})", r["cer"], None, "")
     if "embed" in results:
         r = results["embed"]
         add(
@@ -473,7 +605,7 @@ def main() -> None:
     global LLM_TOKENS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--engines", default="asr,llm,tts,embed")
+    ap.add_argument("--engines", default="asr,llm,tts,tts-zh,embed")
     ap.add_argument("--no-pool", action="store_true", help="skip the Celery pool phase")
     ap.add_argument(
         "--llm-tokens",
