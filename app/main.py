@@ -12,7 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app import http_security
-from app.routes import admin, auth, consultations, health, knowledge, openai_audio, turns
+from app.routes import admin, auth, consultations, health, knowledge, turns
+from app.routes.openai import models as openai_models
+from app.routes.openai import speech as openai_speech
+from app.routes.openai import transcriptions as openai_transcriptions
 from workers.core.errors import MedvoiceError
 from workers.core.settings import Settings, get_settings
 
@@ -41,7 +44,8 @@ def error_body(exc: MedvoiceError) -> dict:
 
 async def typed_error(_request: Request, exc: MedvoiceError) -> JSONResponse:
     """A typed error (workers/core/errors.py) that leaves a route: a task's, the task client's, or the route's own.
-    The OpenAI-compatible routes (/v1/audio/*) answer in OpenAI's shape before it gets here."""
+    The OpenAI-compatible routes (/v1/audio/*, /v1/models, /v1/chat/completions) answer in OpenAI's shape before
+    it gets here."""
     return JSONResponse(error_body(exc), status_code=exc.http_status)
 
 
@@ -74,5 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(knowledge.router)
     app.include_router(turns.router)
-    app.include_router(openai_audio.router)
+    app.include_router(openai_transcriptions.router)
+    app.include_router(openai_speech.router)
+    app.include_router(openai_models.router)
     return app

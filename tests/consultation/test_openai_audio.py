@@ -1,19 +1,24 @@
-"""The OpenAI-compatible audio routes, driven by the official `openai` client against a real uvicorn server,
-a real worker (faster-whisper + Piper) and our own JWTs as the API key."""
+"""The OpenAI-compatible audio routes, driven by the official `openai` clients (sync and async) against a real
+uvicorn server, a real worker (faster-whisper + Piper) and our own JWTs as the API key: transcriptions in every
+format with word and segment timestamps, streamed transcripts, translations, speech in every format and
+streamed."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
-import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port, wait_for
-from tests.consultation.audio_fixtures import bad_uploads, tone
+from tests.conftest import EVAL_DATA
+from tests.consultation.audio_fixtures import bad_uploads, silence, tone
+from tests.consultation.openai_server import async_client, key, serve, sync_client
+from tests.consultation.shared import worker_env
 from workers.core.settings import Settings
 
 openai = pytest.importorskip("openai")
@@ -34,28 +39,28 @@ def _words(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def base_url(settings: Settings) -> Iterator[str]:
-    """A real HTTP server (uvicorn in a thread) serving the app on a free port: the openai client needs one."""
-    import uvicorn
-
-    from app.main import create_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "uvicorn")
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(15)
+    with serve(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def client(base_url: str, tokens: dict[str, dict[str, str]]):
-    key = tokens["ann"]["Authorization"].removeprefix("Bearer ")
-    with openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300) as c:
+def api_key(tokens) -> str:
+    return key(tokens)
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str, api_key: str):
+    with sync_client(base_url, api_key) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def pipeline_worker(start_module_worker, settings: Settings):
+    """The module's worker cuts audio over 8 s into pieces of at most 5 s, so a long recording's word times are
+    seen to stay on the whole recording's clock; every other clip here is shorter."""
+    return start_module_worker(
+        "all", timeout_s=240, **worker_env(settings), MEDVOICE_ASR_SPLIT_ABOVE_S="8", MEDVOICE_ASR_PIECE_MAX_S="5"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +118,15 @@ def test_bad_audio_is_refused_with_the_consultation_upload_statuses(client, case
         ({"model": "whisper-1", "language": "klingon"}, "language"),
         ({"model": "whisper-1", "temperature": 3.0}, "temperature"),
         ({"model": "whisper-1", "timestamp_granularities": ["word"]}, "timestamp_granularities"),
+        (
+            {"model": "whisper-1", "response_format": "srt", "timestamp_granularities": ["segment"]},
+            "timestamp_granularities",
+        ),
+        (
+            {"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities": ["char"]},
+            "timestamp_granularities",
+        ),
+        ({"model": "whisper-1", "response_format": "srt", "stream": True}, "response_format"),
     ],
 )
 def test_bad_transcription_parameters_are_400(client, params: dict, param: str) -> None:
@@ -137,7 +151,8 @@ def test_a_declared_oversize_upload_is_413(base_url: str, tokens, settings: Sett
 @pytest.mark.parametrize(
     ("params", "param"),
     [
-        ({"response_format": "mp3"}, "response_format"),
+        ({"response_format": "ogg"}, "response_format"),
+        ({"stream_format": "video"}, "stream_format"),
         ({"input": "   "}, "input"),
         ({"input": "x" * 601}, "input"),
         ({"voice": "bob"}, "voice"),
@@ -155,7 +170,7 @@ def test_bad_speech_requests_are_400(client, params: dict, param: str) -> None:
 # ---- through the worker ----------------------------------------------------------------------------------
 def test_a_typed_worker_error_keeps_its_status(pipeline_worker, settings: Settings) -> None:
     from app import task_client
-    from app.routes.openai_audio import OpenAIError
+    from app.routes.openai.errors import OpenAIError
     from workers.core.errors import InputNotFound
 
     with pytest.raises(InputNotFound) as info:
@@ -262,3 +277,218 @@ def test_malformed_speech_json_is_400(base_url: str, tokens) -> None:
     )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert r.json()["error"]["message"]
+
+
+# ---- word timestamps, streamed transcripts, translations -----------------------------------------------
+def _check_words(words, duration: float) -> None:
+    assert words and all(w.word.strip() for w in words)
+    assert all(0 <= w.start <= w.end <= duration + 0.5 for w in words)
+    assert all(a.start <= b.start for a, b in zip(words, words[1:]))  # in the order they were said
+
+
+def test_word_and_segment_timestamps_as_openai_combines_them(client, fever_wav: bytes) -> None:
+    import soundfile as sf
+
+    duration = sf.info(io.BytesIO(fever_wav)).duration
+    file = ("fever.wav", fever_wav)
+    words_only = client.audio.transcriptions.create(
+        model="whisper-1", file=file, response_format="verbose_json", timestamp_granularities=["word"], language="en"
+    )
+    assert isinstance(words_only, openai.types.audio.TranscriptionVerbose)
+    assert words_only.segments is None  # only words were asked for
+    _check_words(words_only.words, duration)
+    assert {"fever", "sore", "throat"} <= _words(" ".join(w.word for w in words_only.words))
+
+    both = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=file,
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+        language="en",
+    )
+    assert both.segments and both.words
+    assert [w.word for w in both.words] == [w.word for w in words_only.words]
+    assert both.segments[0].start <= both.words[0].start and both.words[-1].end <= both.segments[-1].end + 0.01
+
+    segments_only = client.audio.transcriptions.create(
+        model="whisper-1", file=file, response_format="verbose_json", timestamp_granularities=["segment"]
+    )
+    assert segments_only.segments and segments_only.words is None
+
+
+def test_a_long_recording_cut_into_pieces_keeps_word_times_on_its_own_clock(client, fever_wav: bytes) -> None:
+    """Three sayings 3 s apart: over the worker's 8 s split, so each is transcribed as its own piece."""
+    import numpy as np
+    import soundfile as sf
+
+    said, rate = sf.read(io.BytesIO(fever_wav), dtype="int16")
+    gap = np.zeros(int(rate * 3.0), dtype=np.int16)
+    audio = np.concatenate([said, gap, said, gap, said])
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="WAV", subtype="PCM_16")
+    duration = len(audio) / rate
+    assert duration > 8
+    out = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=("long.wav", buffer.getvalue()),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+        language="en",
+    )
+    _check_words(out.words, duration)
+    throats = [w for w in out.words if "throat" in w.word.lower()]
+    assert len(throats) == 3, [w.word for w in out.words]
+    step = (len(said) + len(gap)) / rate  # each saying starts this much after the one before
+    assert abs((throats[1].start - throats[0].start) - step) < 0.6
+    assert abs((throats[2].start - throats[0].start) - 2 * step) < 0.6
+    assert all(s.start <= s.end <= duration + 0.5 for s in out.segments)
+
+
+def test_a_streamed_transcript_is_deltas_that_join_into_the_final_text(client, fever_wav: bytes) -> None:
+    from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
+
+    events = list(
+        client.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("fever.wav", fever_wav), stream=True)
+    )
+    deltas = [e for e in events if isinstance(e, TranscriptionTextDeltaEvent)]
+    done = [e for e in events if isinstance(e, TranscriptionTextDoneEvent)]
+    assert deltas and len(done) == 1 and isinstance(events[-1], TranscriptionTextDoneEvent)
+    assert "".join(d.delta for d in deltas) == done[0].text
+    assert {"fever", "sore", "throat"} <= _words(done[0].text)
+    plain = client.audio.transcriptions.create(model="whisper-1", file=("fever.wav", fever_wav))
+    assert done[0].text == plain.text
+
+
+def test_a_long_streamed_transcript_comes_segment_by_segment_in_order(base_url: str, api_key: str, fever_wav) -> None:
+    """The async client; a recording of several pieces streams one delta per segment, in the order spoken."""
+    import numpy as np
+    import soundfile as sf
+
+    said, rate = sf.read(io.BytesIO(fever_wav), dtype="int16")
+    audio = np.concatenate([said, np.zeros(int(rate * 3.0), dtype=np.int16), said])
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="WAV", subtype="PCM_16")
+
+    async def run() -> list:
+        async with async_client(base_url, api_key) as c:
+            stream = await c.audio.transcriptions.create(
+                model="whisper-1", file=("two.wav", buffer.getvalue()), stream=True, language="en"
+            )
+            return [e async for e in stream]
+
+    events = asyncio.run(run())
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    assert len(deltas) >= 2 and events[-1].type == "transcript.text.done"
+    assert "".join(deltas) == events[-1].text
+    assert _words(deltas[0]) >= {"fever"} and deltas[1].startswith(" ")
+
+
+def test_word_timestamps_and_streams_refuse_what_they_cannot_do(client, fever_wav: bytes) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(
+            model="whisper-1", file=("fever.wav", fever_wav), stream=True, timestamp_granularities=["word"]
+        )
+    assert info.value.param == "timestamp_granularities"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.translations.create(model="whisper-9", file=("fever.wav", fever_wav))
+    assert info.value.param == "model" and info.value.code == "model_not_found"
+
+
+CHINESE_CLIP = EVAL_DATA / "speech" / "funasr_example_0.wav"  # 欢迎大家来体验达摩院推出的语音识别模型
+
+
+@pytest.mark.skipif(not CHINESE_CLIP.exists(), reason=f"{CHINESE_CLIP} is not here (../shared/eval-data)")
+def test_a_chinese_recording_translates_into_english_text(client) -> None:
+    data = CHINESE_CLIP.read_bytes()
+    heard = client.audio.transcriptions.create(model="whisper-1", file=("zh.wav", data), language="zh")
+    assert re.search(r"[\u4e00-\u9fff]", heard.text), heard.text  # it is Chinese speech
+    out = client.audio.translations.create(model="whisper-1", file=("zh.wav", data))
+    assert isinstance(out, openai.types.audio.Translation)
+    assert not re.search(r"[\u4e00-\u9fff]", out.text), out.text
+    assert len(re.findall(r"[A-Za-z]+", out.text)) >= 3 and "welcome" in out.text.lower(), out.text
+    verbose = client.audio.translations.create(model="whisper-1", file=("zh.wav", data), response_format="verbose_json")
+    assert isinstance(verbose, openai.types.audio.TranslationVerbose)
+    assert verbose.language == "english" and verbose.segments and abs(verbose.duration - 5.55) < 0.2
+    srt = client.audio.translations.create(model="whisper-1", file=("zh.wav", data), response_format="srt")
+    assert SRT_CUE.match(srt.strip().split("\n\n")[0]), srt
+
+
+# ---- speech formats and streamed speech ------------------------------------------------------------------
+def _decoded_seconds(data: bytes) -> tuple[float, int]:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        samples, rate = 0, 0
+        for frame in container.decode(audio=0):
+            samples, rate = samples + frame.samples, frame.sample_rate
+    return samples / rate, rate
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_speech_in_every_format_decodes_to_the_same_length(client, fever_wav: bytes, fmt: str) -> None:
+    import soundfile as sf
+
+    expected = sf.info(io.BytesIO(fever_wav)).duration
+    data = client.audio.speech.create(model="tts-1", voice="echo", input=PHRASE, response_format=fmt).content
+    if fmt == "pcm":
+        seconds, rate = len(data) / 2 / 24000, 24000
+    else:
+        seconds, rate = _decoded_seconds(data)
+    assert rate == (48000 if fmt == "opus" else 24000)
+    assert abs(seconds - expected) < 0.15, (fmt, seconds, expected)
+
+
+def test_speech_defaults_to_mp3_like_openai(client) -> None:
+    r = client.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="Take it with food.")
+    assert r.headers["content-type"] == "audio/mpeg"
+    assert _decoded_seconds(r.content)[0] > 0.5
+
+
+LONG_TEXT = (
+    "Amoxicillin is taken three times a day. Take each dose with a glass of water. "
+    "Finish the whole course even when you feel better. Come back if the fever lasts more than three days. "
+    "Paracetamol helps with the ear pain."
+)
+
+
+def test_streamed_speech_sends_the_first_sentence_before_the_rest_is_synthesized(client) -> None:
+    started = time.perf_counter()
+    arrivals: list[tuple[float, int]] = []
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=LONG_TEXT, response_format="pcm", stream_format="audio"
+    ) as response:
+        assert response.headers["content-type"] == "audio/pcm"
+        for chunk in response.iter_bytes():
+            arrivals.append((time.perf_counter() - started, len(chunk)))
+    first, last = arrivals[0][0], arrivals[-1][0]
+    total = sum(n for _t, n in arrivals)
+    # Five sentences spoken one after another on the tts pool: the first is heard long before the last is made.
+    assert first < 0.6 * last, arrivals
+    whole = client.audio.speech.create(model="tts-1", voice="alloy", input=LONG_TEXT, response_format="pcm").content
+    assert abs(total / 2 / 24000 - len(whole) / 2 / 24000) < 1.5  # the same speech, with pauses between sentences
+
+
+def test_streamed_mp3_and_sse_from_the_async_client(base_url: str, api_key: str) -> None:
+    import base64
+
+    async def run() -> tuple[bytes, list]:
+        async with async_client(base_url, api_key) as c:
+            mp3 = await c.audio.speech.create(
+                model="tts-1", voice="nova", input=LONG_TEXT, response_format="mp3", stream_format="audio"
+            )
+            async with c.audio.speech.with_streaming_response.create(
+                model="tts-1", voice="nova", input="Rest. Drink water.", response_format="wav", stream_format="sse"
+            ) as r:
+                lines = [line async for line in r.iter_lines() if line.startswith("data: ")]
+            return mp3.content, [json.loads(line[6:]) for line in lines]
+
+    mp3, events = asyncio.run(run())
+    assert _decoded_seconds(mp3)[0] > 5
+    assert events[-1]["type"] == "speech.audio.done" and events[0]["type"] == "speech.audio.delta"
+    wav = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert wav[:4] == b"RIFF" and _decoded_seconds(wav)[0] > 0.8
+
+
+def test_silence_streams_no_delta_and_an_empty_transcript(client) -> None:
+    events = list(client.audio.transcriptions.create(model="whisper-1", file=("quiet.wav", silence(2.0)), stream=True))
+    assert [e.type for e in events] == ["transcript.text.done"] and events[0].text == ""
