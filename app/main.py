@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app import http_security
 from app.routes import admin, auth, consultations, health, knowledge, turns
+from app.routes.openai import chat as openai_chat
 from app.routes.openai import models as openai_models
 from app.routes.openai import speech as openai_speech
 from app.routes.openai import transcriptions as openai_transcriptions
@@ -81,4 +82,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_transcriptions.router)
     app.include_router(openai_speech.router)
     app.include_router(openai_models.router)
+    app.include_router(openai_chat.router)
     return app

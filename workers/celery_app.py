@@ -27,6 +27,7 @@ TASK_MODULES = [
     "workers.tasks.llm",
     "workers.tasks.tts",
     "workers.tasks.turns",
+    "workers.tasks.chat",
 ]
 
 

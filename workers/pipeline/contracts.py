@@ -15,6 +15,9 @@ from workers.core.errors import InputError
 State = dict[str, Any]
 """What a pipeline task receives and returns: JSON, as Celery carries it."""
 
+# A chat turn's chain by task name (workers/tasks/chat.py): no asr, and it ends without speech.
+CHAT_STAGES = ("rag.turn", "llm.chat_turn", "llm.chat_done")
+
 
 class Passage(TypedDict, total=False):
     """One retrieved passage as the answer sees it and cites it: [n]."""
@@ -95,20 +98,32 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Retrieved:
-    """rag → llm: the passages that cover the question, renumbered [1]..[k]; what is missing when none do."""
+    """rag → llm: the passages that cover the question, renumbered [1]..[k]; what is missing when none do.
+
+    A chat turn (POST /v1/chat/completions) adds two keys on its way to the llm stage: `speak` false (the
+    answer is read, not spoken: no sentence goes to the tts pool) and `history`, the conversation's earlier
+    messages as the client sent them (user, assistant, user, assistant..., oldest first), used instead of the
+    consultation's earlier turns."""
 
     turn_id: str
     language: str | None
     passages: list[Passage] = field(default_factory=list)
     missing: str = ""
+    speak: bool = True
+    history: list[dict[str, str]] | None = None
 
     def to_state(self) -> State:
-        return {
+        state: State = {
             "turn_id": self.turn_id,
             "language": self.language,
             "passages": list(self.passages),
             "missing": self.missing,
         }
+        if not self.speak:
+            state["speak"] = False
+        if self.history is not None:
+            state["history"] = list(self.history)
+        return state
 
     @classmethod
     def from_state(cls, state: Any) -> Retrieved:
@@ -116,7 +131,19 @@ class Retrieved:
         passages = state.get("passages") or []
         if not isinstance(passages, list) or not all(isinstance(p, dict) and "n" in p for p in passages):
             raise InputError("passages must be a list of {n, text, ...}", {"field": "passages"})
-        return cls(turn_id, state.get("language"), passages, str(state.get("missing") or ""))
+        speak = state.get("speak", True)
+        if not isinstance(speak, bool):
+            raise InputError("speak must be true or false", {"field": "speak"})
+        history = state.get("history")
+        if history is not None and (
+            not isinstance(history, list)
+            or not all(
+                isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+                for m in history
+            )
+        ):
+            raise InputError("history must be a list of {role: user|assistant, content}", {"field": "history"})
+        return cls(turn_id, state.get("language"), passages, str(state.get("missing") or ""), speak, history)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Each sentence is appended to the stream (`sentence`) and sent to the tts pool at once (`tts.synthesize`), so
 it is spoken while the LLM goes on; then the answer, its disclaimer and what every check decided are recorded
-(`answered`). History: earlier finished turns of the consultation, token-bounded, canned replies left out.
+(`answered`). History: earlier finished turns of the consultation, token-bounded, canned replies left out; a
+chat turn brings its own (the conversation as the client sent it, bounded and filtered the same way) and is not
+spoken (`Retrieved.speak` false: no sentence goes to the tts pool).
 """
 
 from __future__ import annotations
@@ -54,13 +56,13 @@ def answer(turn: Turn, retrieved: Retrieved, ctx: Context) -> Answered:
 
     def emit(text: str) -> None:
         events.emit(turn_id, Sentence(index=len(sentences), text=text), r=r)
-        clips.append(speak_early(turn_id, len(sentences), text) if s.consult_stream_tts else None)
+        clips.append(speak_early(turn_id, len(sentences), text) if s.consult_stream_tts and retrieved.speak else None)
         sentences.append(text)
 
     if s.consult_safety:
         guard_fired, verdicts, timing = _checked(turn, question, language, retrieved, emit, r)
     else:
-        guard_fired, verdicts, timing = _unchecked(turn, question, language, passages, emit, r)
+        guard_fired, verdicts, timing = _unchecked(turn, question, language, retrieved, emit, r)
     if not sentences:
         # Nothing generated, or every sentence failed its check: there were passages, so point at them
         # rather than claim the knowledge base has nothing.
@@ -125,6 +127,27 @@ def history_messages(
             )
         )
         pairs = [(r.transcript or r.question_text or "", r.answer or "") for r in rows]
+    return bounded_history(pairs, max_tokens, count_tokens)
+
+
+def client_history(
+    messages: list[dict[str, str]], max_turns: int, max_tokens: int, count_tokens: Callable[[list], int]
+) -> list[dict[str, str]]:
+    """A chat's earlier messages (user, assistant, ... oldest first) as the same bounded history."""
+    if max_turns <= 0 or max_tokens <= 0:
+        return []
+    pairs = [
+        (q["content"], a["content"])
+        for q, a in zip(messages[0::2], messages[1::2])
+        if q.get("role") == "user" and a.get("role") == "assistant"
+    ]
+    return bounded_history(pairs[::-1][:max_turns], max_tokens, count_tokens)
+
+
+def bounded_history(
+    pairs: list[tuple[str, str]], max_tokens: int, count_tokens: Callable[[list], int]
+) -> list[dict[str, str]]:
+    """(question, reply) pairs, newest first → chat messages, oldest first, as many as fit max_tokens."""
     kept: list[dict[str, str]] = []
     for question, reply in pairs:  # newest first
         # A canned reply (nothing in the knowledge base, nothing verifiable) tells the model nothing, and a small
@@ -143,14 +166,17 @@ def history_messages(
 
 
 def _prompt(
-    turn: Turn, question: str, language: str | None, passages: list[Passage]
+    turn: Turn, question: str, language: str | None, passages: list[Passage], chat: list[dict[str, str]] | None
 ) -> tuple[Any, list, list, list[str]]:
-    """The engine, the chat for this turn (history, focused passages), the history and the passage texts used."""
+    """The engine, the chat for this turn (history, focused passages), the history and the passage texts used.
+    `chat`: a chat turn's own earlier messages, instead of the consultation's earlier turns."""
     s = get_settings()
     engine = engines.get("llm")
-    history = history_messages(
-        turn, s.consult_history_turns, s.consult_history_tokens, lambda msgs: len(engine.tokens_for(msgs))
-    )
+    count = lambda msgs: len(engine.tokens_for(msgs))  # noqa: E731
+    if chat is not None:
+        history = client_history(chat, s.consult_history_turns, s.consult_history_tokens, count)
+    else:
+        history = history_messages(turn, s.consult_history_turns, s.consult_history_tokens, count)
     texts = [p["text"] for p in passages]
     if s.consult_context_tokens:  # the sentences that bear on the question: a shorter prompt to evaluate
         texts = focus_passages(question, texts, s.consult_context_tokens, engine.count_tokens)
@@ -178,7 +204,7 @@ def _checked(
     prompt: dict[str, Any] = {}
 
     def generate(on_sentence: Callable[[str], bool], stop: Callable[[], bool]) -> State:
-        engine, msgs, history, texts = _prompt(turn, question, language, passages)
+        engine, msgs, history, texts = _prompt(turn, question, language, passages, retrieved.history)
         prompt.update(history=history, texts=texts)
         cancel = events.CancelCheck(turn.id, r=r)
         result = engine.generate(
@@ -217,16 +243,17 @@ def _checked(
 
 
 def _unchecked(
-    turn: Turn, question: str, language: str | None, passages: list[Passage], emit: Emit, r: Any
+    turn: Turn, question: str, language: str | None, retrieved: Retrieved, emit: Emit, r: Any
 ) -> tuple[bool, dict, dict]:
     """The answer with the numbers guard only (consult_safety off): kept to measure what the checks add."""
     s = get_settings()
+    passages = retrieved.passages
     if not passages:
         emit(no_answer(language))
         return False, {"mode": "no_answer"}, {"skipped": "nothing relevant in the knowledge base"}
     guard = NumbersGuard(list(passages))
     counts = {"generated": 0, "replaced": 0, "dropped": 0, "attributed": 0}
-    engine, msgs, history, texts = _prompt(turn, question, language, passages)
+    engine, msgs, history, texts = _prompt(turn, question, language, passages, retrieved.history)
 
     def on_sentence(_index: int, text: str) -> None:
         counts["generated"] += 1
