@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app import http_security
 from app.routes import admin, auth, consultations, health, knowledge, turns
+from app.routes import funasr as funasr_routes
 from app.routes.openai import chat as openai_chat
 from app.routes.openai import models as openai_models
 from app.routes.openai import speech as openai_speech
@@ -83,4 +84,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_speech.router)
     app.include_router(openai_models.router)
     app.include_router(openai_chat.router)
+    app.include_router(funasr_routes.router)  # FunASR clients' live dictation (also on its own port)
     return app

@@ -61,6 +61,24 @@ def serve(
     _logging(settings.log_level, settings.log_format)
     from workers.core import logs
 
+    if settings.funasr_port:  # FunASR clients' own port beside the API, in this one process
+        import asyncio
+
+        from app.routes.funasr import serve_together
+
+        if workers != 1:
+            raise typer.BadParameter("MEDVOICE_FUNASR_PORT needs --workers 1 (run more API processes separately)")
+        level = settings.log_level.lower()
+        api = uvicorn.Config("app.main:create_app", factory=True, host=host, port=port, log_level=level)
+        fun = uvicorn.Config(
+            "app.routes.funasr:create_funasr_app",
+            factory=True,
+            host=settings.funasr_host,
+            port=settings.funasr_port,
+            log_level=level,
+        )
+        asyncio.run(serve_together(uvicorn.Server(api), uvicorn.Server(fun)))
+        return
     uvicorn.run(
         "app.main:create_app",
         factory=True,
