@@ -1,0 +1,46 @@
+"""Follow one turn's event stream from the API (async Redis): what a live session relays to its client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from workers.core import events
+from workers.core.event_schema import TERMINAL, Event, decode
+
+
+@dataclass
+class Seen:
+    id: str
+    type: str
+    data: dict[str, Any]
+    event: Event | None  # None: a type this version does not know
+
+
+async def follow(redis_url: str, turn_id: str, after: str = "0-0", timeout_s: float = 600.0) -> AsyncIterator[Seen]:
+    """Every event of the turn after `after`, in order, until a terminal one (done, error, cancelled) or the
+    timeout. Stops quietly when cancelled (the session ended)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
+    key = events.stream_key(turn_id)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            got = await r.xread({key: after}, count=100, block=5000)
+            for _key, batch in got or []:
+                for event_id, fields in batch:
+                    after = event_id
+                    type_ = fields.get("type") or "message"
+                    try:
+                        data = json.loads(fields.get("data") or "{}")
+                    except ValueError:
+                        data = {}
+                    yield Seen(event_id, type_, data, decode(type_, data))
+                    if type_ in TERMINAL:
+                        return
+    finally:
+        await r.aclose()

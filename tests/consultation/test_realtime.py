@@ -1,0 +1,501 @@
+"""Live voice consultations over the OpenAI Realtime protocol, driven by the official `openai` client (its beta
+and GA realtime connections) against a real uvicorn, real Redis and a real worker serving every pool with the
+real small models: server VAD, partial and final transcripts, a cited spoken answer whose audio Whisper hears,
+push-to-talk, typed questions, barge-in, cancel, and bad input, with every turn in SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from tests.conftest import free_port, wait_for
+from workers.core.db import session_scope
+from workers.core.records import AuditEvent, Turn
+
+openai = pytest.importorskip("openai")
+websockets = pytest.importorskip("websockets")
+
+pytestmark = pytest.mark.slow
+RATE = 24000
+QUESTION = "How should an adult with a middle ear infection be treated, and for how many days?"
+SECOND = "Which drug is given to patients allergic to penicillin?"
+
+
+@pytest.fixture(scope="module")
+def server(settings) -> Iterator[str]:
+    import uvicorn
+
+    from app.main import create_app
+
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_for(lambda: srv.started, 30, "uvicorn")
+    yield f"127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def key(tokens) -> str:
+    return tokens["ann"]["Authorization"].removeprefix("Bearer ")
+
+
+@pytest.fixture(scope="module")
+def pcm(speech, knowledge):
+    """pcm(text) → PCM16 mono 24 kHz of the worker's Piper voice saying it."""
+    cache: dict[str, bytes] = {}
+
+    def make(text: str) -> bytes:
+        if text not in cache:
+            import io
+
+            samples, rate = sf.read(io.BytesIO(speech(text)), dtype="int16")
+            cache[text] = soxr.resample(samples, rate, RATE).astype("<i2").tobytes()
+        return cache[text]
+
+    return make
+
+
+def silence(seconds: float) -> bytes:
+    return np.zeros(int(RATE * seconds), dtype="<i2").tobytes()
+
+
+async def stream(conn, audio: bytes, pace: float = 1.0, chunk_s: float = 0.1) -> None:
+    """Append audio in chunks at real-time pace (pace 1.0), as a microphone would."""
+    step = int(RATE * chunk_s) * 2
+    t0 = time.monotonic()
+    for i in range(0, len(audio), step):
+        await conn.input_audio_buffer.append(audio=base64.b64encode(audio[i : i + step]).decode())
+        due = t0 + (i + step) / 2 / RATE / pace
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+
+class Collector:
+    """Every server event of a connection, in order, as (arrival time, type, dict)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.events: list[tuple[float, str, dict]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        with_suppress = (openai.OpenAIError, websockets.exceptions.ConnectionClosed)
+        try:
+            async for event in self.conn:
+                self.events.append((time.monotonic(), event.type, event.model_dump()))
+        except with_suppress:
+            pass
+
+    def of(self, type_: str) -> list[dict]:
+        return [e for _t, ty, e in self.events if ty == type_]
+
+    async def until(self, type_: str, count: int = 1, timeout_s: float = 240) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.of(type_)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count}× {type_} in {timeout_s}s; saw {[t for _, t, _ in self.events]}")
+            await asyncio.sleep(0.05)
+        return self.of(type_)
+
+
+def client(server: str, key: str):
+    # The beta connection assumes wss:// unless told the WebSocket base (a clinic's TLS proxy would give wss).
+    return openai.AsyncOpenAI(
+        base_url=f"http://{server}/v1", websocket_base_url=f"ws://{server}/v1", api_key=key, max_retries=0
+    )
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def audio_of(events: list[dict]) -> np.ndarray:
+    raw = b"".join(base64.b64decode(e["delta"]) for e in events)
+    return np.frombuffer(raw, dtype="<i2")
+
+
+def transcribe(settings, samples: np.ndarray) -> str:
+    """What the worker's Whisper hears in 24 kHz reply audio."""
+    from workers.celery_app import celery_app
+
+    pcm16k = soxr.resample(samples, RATE, 16000).astype("<i2").tobytes()
+    out = celery_app.send_task(
+        "live.transcribe", kwargs={"pcm": base64.b64encode(pcm16k).decode(), "language": "en"}
+    ).get(timeout=120)
+    return out["text"]
+
+
+def turn_row(settings, turn_id: str) -> Turn:
+    with session_scope(settings.resolved_database_url) as db:
+        turn = db.get(Turn, turn_id)
+        db.expunge(turn)
+        return turn
+
+
+# ---- a spoken question, server VAD, the beta client -------------------------------------------------------------
+def test_a_spoken_question_is_transcribed_answered_with_citations_and_spoken(server, key, pcm, settings) -> None:
+    async def main() -> Collector:
+        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await got.until("session.created")
+            await conn.session.update(
+                session={
+                    "input_audio_transcription": {"model": "whisper-1", "language": "en"},
+                    "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                }
+            )
+            await got.until("session.updated")
+            await stream(conn, silence(0.5) + pcm(QUESTION) + silence(1.5))
+            await got.until("response.done", timeout_s=300)
+            return got
+
+    got = asyncio.run(main())
+    types = [t for _, t, _ in got.events]
+    assert got.of("session.created")[0]["session"]["input_audio_format"] == "pcm16"
+    started, stopped = got.of("input_audio_buffer.speech_started")[0], got.of("input_audio_buffer.speech_stopped")[0]
+    assert 200 <= started["audio_start_ms"] < stopped["audio_end_ms"]
+    assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.speech_stopped")
+    assert types.index("input_audio_buffer.committed") < types.index("response.created")
+    item_id = stopped["item_id"]
+    # Partials: append-only deltas of the utterance in progress, then the final transcript.
+    deltas = [e["delta"] for e in got.of("conversation.item.input_audio_transcription.delta")]
+    completed = got.of("conversation.item.input_audio_transcription.completed")[0]
+    assert completed["item_id"] == item_id
+    assert {"adult", "ear", "infection"} <= words(completed["transcript"])
+    assert deltas, "no partial transcript while the question was spoken"
+    assert all(e["item_id"] == item_id for e in got.of("conversation.item.input_audio_transcription.delta"))
+    assert words("".join(deltas)) <= words(completed["transcript"]) | words(QUESTION)
+    # The answer: text deltas, audio deltas, completed, cited, with the turn id.
+    done = got.of("response.done")[0]["response"]
+    assert done["status"] == "completed", done
+    text = "".join(e["delta"] for e in got.of("response.audio_transcript.delta"))
+    assert "amoxicillin" in text.lower() and "[1]" in text
+    meta = done["metadata"]
+    citations = json.loads(meta["citations"])
+    assert citations and citations[0]["n"] == 1 and citations[0]["cited"] is True and citations[0]["title"]
+    assert done["medvoice"]["turn_id"] == meta["turn_id"]
+    audio = audio_of(got.of("response.audio.delta"))
+    assert audio.shape[0] > RATE  # more than a second of speech
+    assert types.index("response.audio.delta") < types.index("response.audio.done") < types.index("response.done")
+    heard = transcribe(settings, audio)
+    assert "amoxicillin" in heard.lower() or "500" in heard, heard
+    # The turn is in SQL like a REST one, with what the live session adds.
+    turn = turn_row(settings, meta["turn_id"])
+    assert turn.status.value == "done" and turn.input_kind == "audio" and turn.audio_ref
+    assert "amoxicillin" in (turn.answer or "").lower()
+    assert turn.live["session_id"] and turn.live["first_audio_s"] is not None and turn.interrupted is False
+
+
+def test_the_consultation_shows_live_turns_like_uploaded_ones(server, key, pcm, api, tokens, settings) -> None:
+    async def main() -> str:
+        async with client(server, key).realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            created = (await got.until("session.created"))[0]["session"]
+            assert created["type"] == "realtime" and created["audio"]["input"]["format"]["rate"] == RATE
+            await conn.session.update(
+                session={
+                    "type": "realtime",
+                    "audio": {"input": {"transcription": {"language": "en"}, "turn_detection": {"type": "server_vad"}}},
+                }
+            )
+            await got.until("session.updated")
+            await stream(conn, pcm(SECOND) + silence(1.2))
+            done = (await got.until("response.done", timeout_s=300))[0]["response"]
+            # The GA dialect's names.
+            assert got.of("response.output_audio.delta") and got.of("response.output_audio_transcript.delta")
+            assert got.of("conversation.item.added")
+            assert not got.of("response.audio.delta")
+            return done["metadata"]["turn_id"], done["metadata"]["consultation_id"]
+
+    turn_id, cid = asyncio.run(main())
+    body = api.get(f"/v1/consultations/{cid}", headers=tokens["ann"]).json()
+    turn = next(t for t in body["turns"] if t["id"] == turn_id)
+    assert turn["status"] == "done" and "azithromycin" in turn["answer"].lower()
+    assert turn["citations"] and turn["live"]["session_id"] and turn["interrupted"] is False
+    with session_scope(settings.resolved_database_url) as db:
+        actions = {a.action for a in db.query(AuditEvent).filter(AuditEvent.record_id == cid)}
+    assert {"live.session.open", "live.session.close", "consultation.create"} <= actions
+
+
+# ---- push-to-talk and typed questions ----------------------------------------------------------------------------
+def test_push_to_talk_and_a_typed_question(server, key, pcm, settings) -> None:
+    async def main() -> Collector:
+        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(
+                session={
+                    "turn_detection": None,
+                    "input_audio_transcription": {"language": "en"},
+                    "modalities": ["text"],
+                }
+            )
+            assert (await got.until("session.updated"))[0]["session"]["turn_detection"] is None
+            await stream(conn, pcm(QUESTION), pace=4.0)
+            await asyncio.sleep(0.5)
+            assert not got.of("input_audio_buffer.speech_started")  # no VAD in push-to-talk
+            await conn.input_audio_buffer.commit()
+            await got.until("response.done", timeout_s=300)
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": SECOND}]}
+            )
+            await got.until("conversation.item.created", 3)
+            await conn.response.create()
+            await got.until("response.done", 2, timeout_s=300)
+            return got
+
+    got = asyncio.run(main())
+    first, second = (e["response"] for e in got.of("response.done"))
+    assert first["status"] == second["status"] == "completed"
+    assert not got.of("response.audio.delta")  # text only was asked for
+    texts = [e["text"] for e in got.of("response.text.done")]
+    assert "amoxicillin" in texts[0].lower() and "azithromycin" in texts[1].lower()
+    assert turn_row(settings, second["metadata"]["turn_id"]).input_kind == "text"
+
+
+def test_create_response_off_waits_for_response_create(server, key, pcm) -> None:
+    async def main() -> Collector:
+        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(
+                session={
+                    "input_audio_transcription": {"language": "en"},
+                    "turn_detection": {"type": "server_vad", "create_response": False},
+                }
+            )
+            await stream(conn, pcm(SECOND) + silence(1.2))
+            await got.until("conversation.item.input_audio_transcription.completed", timeout_s=200)
+            await asyncio.sleep(1.0)
+            assert not got.of("response.created")
+            await conn.response.create()
+            await got.until("response.done", timeout_s=300)
+            return got
+
+    got = asyncio.run(main())
+    assert got.of("response.done")[0]["response"]["status"] == "completed"
+    assert "azithromycin" in got.of("response.audio_transcript.done")[0]["transcript"].lower()
+
+
+# ---- barge-in and cancel ------------------------------------------------------------------------------------------
+def test_speaking_over_the_answer_cancels_it_and_the_new_question_is_answered(server, key, pcm, settings) -> None:
+    async def main() -> tuple[Collector, float]:
+        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(
+                session={"input_audio_transcription": {"language": "en"}, "turn_detection": {"type": "server_vad"}}
+            )
+            await stream(conn, pcm(QUESTION) + silence(1.0))
+            await got.until("response.audio.delta", timeout_s=300)
+            # The clinician speaks again while the answer is still being played.
+            await stream(conn, pcm(SECOND) + silence(1.2))
+            await got.until("response.done", 2, timeout_s=300)
+            return got
+
+    got = asyncio.run(main())
+    first, second = (e["response"] for e in got.of("response.done"))
+    assert first["status"] == "cancelled" and first["status_details"]["reason"] == "turn_detected"
+    assert second["status"] == "completed"
+    cancelled_at = next(t for t, ty, e in got.events if ty == "response.done" and e["response"]["id"] == first["id"])
+    late = [
+        t
+        for t, ty, e in got.events
+        if ty == "response.audio.delta" and e["response_id"] == first["id"] and t > cancelled_at
+    ]
+    assert not late, "audio of the cancelled answer arrived after response.done"
+    assert "azithromycin" in got.of("response.audio_transcript.done")[-1]["transcript"].lower()
+    turn = turn_row(settings, first["metadata"]["turn_id"])
+    assert turn.interrupted is True and turn.live["reason"] == "turn_detected"
+    assert turn.live["heard_s"] <= turn.live["sent_audio_s"]
+
+
+def test_response_cancel_stops_the_answer(server, key, pcm, settings) -> None:
+    async def main() -> Collector:
+        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(session={"input_audio_transcription": {"language": "en"}})
+            await stream(conn, pcm(QUESTION) + silence(1.0))
+            await got.until("response.created", timeout_s=300)
+            await conn.response.cancel()
+            await got.until("response.done", timeout_s=120)
+            await conn.response.cancel()  # nothing left to cancel: an error event, the session goes on
+            await got.until("error")
+            return got
+
+    got = asyncio.run(main())
+    done = got.of("response.done")[0]["response"]
+    assert done["status"] == "cancelled" and done["status_details"]["reason"] == "client_cancelled"
+    assert got.of("error")[0]["error"]["code"] == "response_cancel_not_active"
+    assert turn_row(settings, done["metadata"]["turn_id"]).interrupted is True
+
+
+# ---- auth ---------------------------------------------------------------------------------------------------------
+def _close_of(
+    server: str, headers: dict[str, str] | None = None, subprotocols: list[str] | None = None, query: str = ""
+) -> tuple[int, str]:
+    async def main() -> tuple[int, str]:
+        async with websockets.connect(
+            f"ws://{server}/v1/realtime{query}", additional_headers=headers or {}, subprotocols=subprotocols
+        ) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+            except websockets.exceptions.ConnectionClosed as exc:
+                return exc.rcvd.code, exc.rcvd.reason
+            raise AssertionError("the connection was not closed")
+
+    return asyncio.run(main())
+
+
+def test_bad_credentials_close_with_a_code_and_reason(server, api, tokens) -> None:
+    assert _close_of(server)[0] == 4401
+    code, reason = _close_of(server, {"Authorization": "Bearer nope"})
+    assert code == 4401 and "token" in reason
+    code, reason = _close_of(server, subprotocols=["realtime", "openai-insecure-api-key.mvt_forged"])
+    assert code == 4401 and "ticket" in reason
+
+
+def test_a_browser_ticket_works_once(server, api, tokens) -> None:
+    r = api.post("/v1/realtime/sessions", json={"input_audio_transcription": {"language": "en"}}, headers=tokens["ann"])
+    assert r.status_code == 200, r.text
+    secret = r.json()["client_secret"]["value"]
+
+    async def first() -> dict:
+        async with websockets.connect(
+            f"ws://{server}/v1/realtime",
+            subprotocols=["realtime", f"openai-insecure-api-key.{secret}", "openai-beta.realtime-v1"],
+        ) as ws:
+            assert ws.subprotocol == "realtime"
+            return json.loads(await ws.recv())
+
+    created = asyncio.run(first())
+    assert created["type"] == "session.created"
+    assert created["session"]["input_audio_transcription"]["language"] == "en"
+    code, reason = _close_of(server, subprotocols=["realtime", f"openai-insecure-api-key.{secret}"])
+    assert code == 4401 and "ticket" in reason
+    assert (
+        api.post("/v1/realtime/sessions", json={"input_audio_format": "g711_ulaw"}, headers=tokens["ann"]).status_code
+        == 400
+    )
+
+
+def test_someone_elses_consultation_is_refused(server, api, tokens) -> None:
+    cid = api.post("/v1/consultations", json={"title": "ben's"}, headers=tokens["ben"]).json()["id"]
+    code, reason = _close_of(server, tokens["ann"], query=f"?consultation_id={cid}")
+    assert code == 4404 and "not found" in reason
+
+
+# ---- bad input: an error event each, the session and the others survive ------------------------------------------
+def test_bad_input_gets_error_events_and_the_session_survives(server, key, pcm, settings) -> None:
+    async def main() -> list[dict]:
+        async with websockets.connect(
+            f"ws://{server}/v1/realtime",
+            additional_headers={"Authorization": f"Bearer {key}", "OpenAI-Beta": "realtime=v1"},
+        ) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            sent = [
+                "not json",
+                json.dumps([1, 2]),
+                json.dumps({"type": "no.such.event"}),
+                json.dumps({"type": "input_audio_buffer.append"}),
+                json.dumps({"type": "input_audio_buffer.append", "audio": "%%%not base64%%%"}),
+                json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
+                json.dumps({"type": "session.update", "session": {"input_audio_format": "g711_ulaw"}}),
+                json.dumps({"type": "session.update", "session": {"turn_detection": {"threshold": 7}}}),
+                json.dumps({"type": "conversation.item.create", "item": {"type": "function_call"}}),
+                json.dumps({"type": "input_audio_buffer.commit"}),
+                json.dumps({"type": "response.create"}),
+                "x" * (settings.live_max_frame_bytes + 10),
+            ]
+            errors = []
+            for frame in sent:
+                await ws.send(frame)
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert reply["type"] == "error", reply
+                errors.append(reply["error"])
+            await ws.send(b"\x00\x01")
+            errors.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["error"])
+            # Still alive: a typed question is answered.
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_text", "text": SECOND}],
+                        },
+                    }
+                )
+            )
+            await ws.send(json.dumps({"type": "response.create"}))
+            while True:
+                ev = json.loads(await asyncio.wait_for(ws.recv(), 300))
+                if ev["type"] == "response.done":
+                    assert ev["response"]["status"] == "completed"
+                    return errors
+
+    codes = [e["code"] for e in asyncio.run(main())]
+    assert codes == [
+        "invalid_json",
+        "invalid_event",
+        "unknown_event",
+        "missing_required_parameter",
+        "bad_input",
+        "bad_input",
+        "unsupported_audio_format",
+        "invalid_value",
+        "unsupported_item",
+        "input_audio_buffer_commit_empty",
+        "no_input",
+        "frame_too_large",
+        "invalid_frame",
+    ]
+
+
+def test_flooding_faster_than_real_time_is_refused_frame_by_frame(server, key) -> None:
+    async def main() -> list[dict]:
+        async with websockets.connect(
+            f"ws://{server}/v1/realtime", additional_headers={"Authorization": f"Bearer {key}"}
+        ) as ws:
+            await ws.recv()
+            second = base64.b64encode(silence(1.0)).decode()
+            errors = []
+            for _ in range(25):  # 25 s of audio in a moment
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": second}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            while True:
+                ev = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if ev["type"] == "error":
+                    errors.append(ev["error"])
+                if ev["type"] == "input_audio_buffer.cleared":
+                    return errors
+
+    errors = asyncio.run(main())
+    assert errors and all("real time" in e["message"] for e in errors)
+
+
+def test_a_client_that_vanishes_mid_answer_leaves_a_finished_turn(server, key, pcm, settings) -> None:
+    async def main() -> str:
+        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(session={"input_audio_transcription": {"language": "en"}})
+            await stream(conn, pcm(SECOND) + silence(1.0))
+            created = (await got.until("response.created", timeout_s=300))[0]
+            return created["response"]["metadata"]["turn_id"]
+
+    turn_id = asyncio.run(main())  # the connection closes here, mid-answer
+    wait_for(lambda: turn_row(settings, turn_id).status.value in ("done", "error"), 300, "the turn to finish")
+    turn = turn_row(settings, turn_id)
+    assert turn.status.value == "done" and "azithromycin" in (turn.answer or "").lower()
