@@ -104,10 +104,12 @@ def worker(
     if concurrency <= 0:
         concurrency = max(settings.pool_concurrency(q) for q in queues)
     os.environ["MEDVOICE_WORKER_POOLS"] = ",".join(queues)
+    _logging(loglevel, settings.log_format)  # already for Celery's start-up checks (its setup_logging hook: the same)
     from workers.celery_app import celery_app
 
     celery_app.worker_main(
         [
+            *(["--quiet"] if settings.log_format == "json" else []),  # no start-up banner amid JSON lines
             "worker",
             "--queues",
             ",".join(queues),

@@ -132,6 +132,7 @@ def configure(level: str | int = "INFO", fmt: str = "text") -> None:
         root.removeHandler(h)
     root.addHandler(make_handler(fmt))
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    logging.captureWarnings(True)  # a library's warning becomes one log line too, not raw text on stderr
     for name in ("celery", "celery.task", "celery.redirected", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
