@@ -20,17 +20,29 @@ class Seen:
     event: Event | None  # None: a type this version does not know
 
 
-async def follow(redis_url: str, turn_id: str, after: str = "0-0", timeout_s: float = 600.0) -> AsyncIterator[Seen]:
+STALLED = "stalled"
+
+
+async def follow(
+    redis_url: str, turn_id: str, after: str = "0-0", timeout_s: float = 600.0, idle_s: float | None = None
+) -> AsyncIterator[Seen]:
     """Every event of the turn after `after`, in order, until a terminal one (done, error, cancelled) or the
-    timeout. Stops quietly when cancelled (the session ended)."""
+    timeout. With `idle_s`, a stretch that long without any event ends it with a `stalled` marker: no worker
+    took the turn's next stage (its pool is down or swamped)."""
     import redis.asyncio as aioredis
 
     r = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
     key = events.stream_key(turn_id)
     deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
     try:
         while time.monotonic() < deadline:
-            got = await r.xread({key: after}, count=100, block=5000)
+            if idle_s is not None and time.monotonic() - last > idle_s:
+                yield Seen(after, STALLED, {"idle_s": idle_s}, None)
+                return
+            got = await r.xread({key: after}, count=100, block=1000 if idle_s else 5000)
+            if got:
+                last = time.monotonic()
             for _key, batch in got or []:
                 for event_id, fields in batch:
                     after = event_id

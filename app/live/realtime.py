@@ -41,7 +41,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from app.live import records
 from app.live.audio import from_base64, read_wav, to_rate, wav_bytes
 from app.live.core import Listener, LiveAudio, Utterance, VadConfig
-from app.live.follow import follow
+from app.live.follow import STALLED, follow
 from workers.core import events
 from workers.core.errors import InputError, MedvoiceError
 from workers.core.refs import resolve_ref
@@ -580,8 +580,19 @@ class RealtimeSession(Listener):
 
     async def _transcript_only(self, user: UserItem) -> None:
         """create_response off: relay the transcript; the answer waits for response.create."""
-        async for seen in follow(self.settings.redis_url, user.turn_id, timeout_s=self.settings.consult_sse_timeout_s):
+        async for seen in follow(
+            self.settings.redis_url,
+            user.turn_id,
+            timeout_s=self.settings.consult_sse_timeout_s,
+            idle_s=self.settings.live_reply_idle_s,
+        ):
             user.stream_after = seen.id
+            if seen.type == STALLED:
+                message = f"no worker transcribed the question within {self.settings.live_reply_idle_s:g}s"
+                await self.error("pool_unavailable", message)
+                await self._transcription_failed(user, {"code": "pool_unavailable", "message": message})
+                user.transcribed.set()
+                return
             if seen.type == "transcribed":
                 await self._transcribed(user, seen.data)
                 return
@@ -652,6 +663,11 @@ class RealtimeSession(Listener):
         )
         if send_stages:
             await user.transcribed.wait()
+            if user.transcript is None:  # the transcript failed (and was reported): nothing to answer
+                await self._finish(
+                    reply, "failed", error={"type": "server_error", "code": "no_transcript", "message": "no transcript"}
+                )
+                return
             try:
                 await run_in_threadpool(records.send_stages, self.settings, user.turn_id, STAGES[1:])
             except MedvoiceError as exc:
@@ -665,10 +681,16 @@ class RealtimeSession(Listener):
         user = reply.user
         outcome: dict[str, Any] | None = None
         async for seen in follow(
-            self.settings.redis_url, user.turn_id, after, timeout_s=self.settings.consult_sse_timeout_s
+            self.settings.redis_url,
+            user.turn_id,
+            after,
+            timeout_s=self.settings.consult_sse_timeout_s,
+            idle_s=self.settings.live_reply_idle_s,
         ):
             t, data = seen.type, seen.data
-            if t == "transcribed":
+            if t == STALLED:
+                outcome = await self._stalled(reply)
+            elif t == "transcribed":
                 await self._transcribed(user, data)
             elif t == "retrieved":
                 reply.citations = list(data.get("citations") or [])
@@ -697,6 +719,19 @@ class RealtimeSession(Listener):
             await self._play(reply, flush=True)
         # Shielded: a barge-in arriving now must not cut the closing events of a reply already complete.
         await asyncio.shield(self._finish(reply, outcome["status"], error=outcome.get("error")))
+
+    async def _stalled(self, reply: Reply) -> dict[str, Any]:
+        """No worker moved the turn on: tell the client why, and drop the turn so a pool that comes back later
+        does not answer a question nobody waits for."""
+        message = f"no worker took the turn within {self.settings.live_reply_idle_s:g}s: the worker pools may be down"
+        with contextlib.suppress(Exception):
+            await run_in_threadpool(events.cancel, reply.user.turn_id)
+            await run_in_threadpool(
+                records.fail_turn, self.settings, reply.user.turn_id, f"live: pool_unavailable: {message}"
+            )
+        await self.error("pool_unavailable", message)
+        await self._transcription_failed(reply.user, {"code": "pool_unavailable", "message": message})
+        return {"status": "failed", "error": {"type": "server_error", "code": "pool_unavailable", "message": message}}
 
     async def _sentence(self, reply: Reply, text: str) -> None:
         if not text:

@@ -14,7 +14,7 @@ from app.deps import AuthError, active_user
 from app.routes.turns import create_turn_record, enqueue
 from workers.core.db import session_scope
 from workers.core.errors import InputError
-from workers.core.records import Consultation, ConsultationStatus, Turn, User
+from workers.core.records import Consultation, ConsultationStatus, Turn, TurnStatus, User
 from workers.core.settings import Settings
 
 
@@ -112,3 +112,12 @@ def record_reply(settings: Settings, turn_id: str, interrupted: bool, **live: An
             return
         turn.live = {**(turn.live or {}), **live}
         turn.interrupted = bool(turn.interrupted or interrupted)
+
+
+def fail_turn(settings: Settings, turn_id: str, reason: str) -> None:
+    """A turn no worker took: `error` with the reason (unless a stage finished it meanwhile)."""
+    with session_scope(settings.resolved_database_url) as db:
+        turn = db.get(Turn, turn_id)
+        if turn is not None and turn.status not in (TurnStatus.done, TurnStatus.error):
+            turn.status = TurnStatus.error
+            turn.error = reason[:2000]

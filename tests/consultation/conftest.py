@@ -63,6 +63,28 @@ def tokens(api, settings: Settings) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
+def live_server(settings: Settings) -> Iterator[str]:
+    """host:port of a real uvicorn (in a thread) serving the app: WebSocket clients need a real server."""
+    import threading
+
+    import uvicorn
+
+    from app.main import create_app
+    from tests.conftest import free_port
+
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_for(lambda: srv.started, 30, "uvicorn")
+    yield f"127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture(scope="module")
 def pipeline_worker(start_module_worker, settings: Settings):
     """One worker consuming every pool (asr, rag, llm, tts): memory for one set of models, not four."""
     return start_module_worker("all", timeout_s=240, **worker_env(settings))

@@ -9,16 +9,14 @@ import asyncio
 import base64
 import json
 import re
-import threading
-import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import wait_for
+from tests.consultation.realtime_client import RATE, Collector, client, silence, stream
 from workers.core.db import session_scope
 from workers.core.records import AuditEvent, Turn
 
@@ -26,27 +24,8 @@ openai = pytest.importorskip("openai")
 websockets = pytest.importorskip("websockets")
 
 pytestmark = pytest.mark.slow
-RATE = 24000
 QUESTION = "How should an adult with a middle ear infection be treated, and for how many days?"
 SECOND = "Which drug is given to patients allergic to penicillin?"
-
-
-@pytest.fixture(scope="module")
-def server(settings) -> Iterator[str]:
-    import uvicorn
-
-    from app.main import create_app
-
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, 30, "uvicorn")
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(15)
 
 
 @pytest.fixture(scope="module")
@@ -68,55 +47,6 @@ def pcm(speech, knowledge):
         return cache[text]
 
     return make
-
-
-def silence(seconds: float) -> bytes:
-    return np.zeros(int(RATE * seconds), dtype="<i2").tobytes()
-
-
-async def stream(conn, audio: bytes, pace: float = 1.0, chunk_s: float = 0.1) -> None:
-    """Append audio in chunks at real-time pace (pace 1.0), as a microphone would."""
-    step = int(RATE * chunk_s) * 2
-    t0 = time.monotonic()
-    for i in range(0, len(audio), step):
-        await conn.input_audio_buffer.append(audio=base64.b64encode(audio[i : i + step]).decode())
-        due = t0 + (i + step) / 2 / RATE / pace
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-
-
-class Collector:
-    """Every server event of a connection, in order, as (arrival time, type, dict)."""
-
-    def __init__(self, conn) -> None:
-        self.conn = conn
-        self.events: list[tuple[float, str, dict]] = []
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        with_suppress = (openai.OpenAIError, websockets.exceptions.ConnectionClosed)
-        try:
-            async for event in self.conn:
-                self.events.append((time.monotonic(), event.type, event.model_dump()))
-        except with_suppress:
-            pass
-
-    def of(self, type_: str) -> list[dict]:
-        return [e for _t, ty, e in self.events if ty == type_]
-
-    async def until(self, type_: str, count: int = 1, timeout_s: float = 240) -> list[dict]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.of(type_)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {count}× {type_} in {timeout_s}s; saw {[t for _, t, _ in self.events]}")
-            await asyncio.sleep(0.05)
-        return self.of(type_)
-
-
-def client(server: str, key: str):
-    # The beta connection assumes wss:// unless told the WebSocket base (a clinic's TLS proxy would give wss).
-    return openai.AsyncOpenAI(
-        base_url=f"http://{server}/v1", websocket_base_url=f"ws://{server}/v1", api_key=key, max_retries=0
-    )
 
 
 def words(text: str) -> set[str]:
@@ -147,9 +77,9 @@ def turn_row(settings, turn_id: str) -> Turn:
 
 
 # ---- a spoken question, server VAD, the beta client -------------------------------------------------------------
-def test_a_spoken_question_is_transcribed_answered_with_citations_and_spoken(server, key, pcm, settings) -> None:
+def test_a_spoken_question_is_transcribed_answered_with_citations_and_spoken(live_server, key, pcm, settings) -> None:
     async def main() -> Collector:
-        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
             got = Collector(conn)
             await got.until("session.created")
             await conn.session.update(
@@ -200,9 +130,9 @@ def test_a_spoken_question_is_transcribed_answered_with_citations_and_spoken(ser
     assert turn.live["session_id"] and turn.live["first_audio_s"] is not None and turn.interrupted is False
 
 
-def test_the_consultation_shows_live_turns_like_uploaded_ones(server, key, pcm, api, tokens, settings) -> None:
+def test_the_consultation_shows_live_turns_like_uploaded_ones(live_server, key, pcm, api, tokens, settings) -> None:
     async def main() -> str:
-        async with client(server, key).realtime.connect(model="medvoice-realtime") as conn:
+        async with client(live_server, key).realtime.connect(model="medvoice-realtime") as conn:
             got = Collector(conn)
             created = (await got.until("session.created"))[0]["session"]
             assert created["type"] == "realtime" and created["audio"]["input"]["format"]["rate"] == RATE
@@ -232,9 +162,9 @@ def test_the_consultation_shows_live_turns_like_uploaded_ones(server, key, pcm, 
 
 
 # ---- push-to-talk and typed questions ----------------------------------------------------------------------------
-def test_push_to_talk_and_a_typed_question(server, key, pcm, settings) -> None:
+def test_push_to_talk_and_a_typed_question(live_server, key, pcm, settings) -> None:
     async def main() -> Collector:
-        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
             got = Collector(conn)
             await conn.session.update(
                 session={
@@ -266,9 +196,9 @@ def test_push_to_talk_and_a_typed_question(server, key, pcm, settings) -> None:
     assert turn_row(settings, second["metadata"]["turn_id"]).input_kind == "text"
 
 
-def test_create_response_off_waits_for_response_create(server, key, pcm) -> None:
+def test_create_response_off_waits_for_response_create(live_server, key, pcm) -> None:
     async def main() -> Collector:
-        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
             got = Collector(conn)
             await conn.session.update(
                 session={
@@ -290,9 +220,9 @@ def test_create_response_off_waits_for_response_create(server, key, pcm) -> None
 
 
 # ---- barge-in and cancel ------------------------------------------------------------------------------------------
-def test_speaking_over_the_answer_cancels_it_and_the_new_question_is_answered(server, key, pcm, settings) -> None:
+def test_speaking_over_the_answer_cancels_it_and_the_new_question_is_answered(live_server, key, pcm, settings) -> None:
     async def main() -> tuple[Collector, float]:
-        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
             got = Collector(conn)
             await conn.session.update(
                 session={"input_audio_transcription": {"language": "en"}, "turn_detection": {"type": "server_vad"}}
@@ -321,9 +251,9 @@ def test_speaking_over_the_answer_cancels_it_and_the_new_question_is_answered(se
     assert turn.live["heard_s"] <= turn.live["sent_audio_s"]
 
 
-def test_response_cancel_stops_the_answer(server, key, pcm, settings) -> None:
+def test_response_cancel_stops_the_answer(live_server, key, pcm, settings) -> None:
     async def main() -> Collector:
-        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
             got = Collector(conn)
             await conn.session.update(session={"input_audio_transcription": {"language": "en"}})
             await stream(conn, pcm(QUESTION) + silence(1.0))
@@ -343,11 +273,11 @@ def test_response_cancel_stops_the_answer(server, key, pcm, settings) -> None:
 
 # ---- auth ---------------------------------------------------------------------------------------------------------
 def _close_of(
-    server: str, headers: dict[str, str] | None = None, subprotocols: list[str] | None = None, query: str = ""
+    live_server: str, headers: dict[str, str] | None = None, subprotocols: list[str] | None = None, query: str = ""
 ) -> tuple[int, str]:
     async def main() -> tuple[int, str]:
         async with websockets.connect(
-            f"ws://{server}/v1/realtime{query}", additional_headers=headers or {}, subprotocols=subprotocols
+            f"ws://{live_server}/v1/realtime{query}", additional_headers=headers or {}, subprotocols=subprotocols
         ) as ws:
             try:
                 await asyncio.wait_for(ws.recv(), 10)
@@ -358,22 +288,22 @@ def _close_of(
     return asyncio.run(main())
 
 
-def test_bad_credentials_close_with_a_code_and_reason(server, api, tokens) -> None:
-    assert _close_of(server)[0] == 4401
-    code, reason = _close_of(server, {"Authorization": "Bearer nope"})
+def test_bad_credentials_close_with_a_code_and_reason(live_server, api, tokens) -> None:
+    assert _close_of(live_server)[0] == 4401
+    code, reason = _close_of(live_server, {"Authorization": "Bearer nope"})
     assert code == 4401 and "token" in reason
-    code, reason = _close_of(server, subprotocols=["realtime", "openai-insecure-api-key.mvt_forged"])
+    code, reason = _close_of(live_server, subprotocols=["realtime", "openai-insecure-api-key.mvt_forged"])
     assert code == 4401 and "ticket" in reason
 
 
-def test_a_browser_ticket_works_once(server, api, tokens) -> None:
+def test_a_browser_ticket_works_once(live_server, api, tokens) -> None:
     r = api.post("/v1/realtime/sessions", json={"input_audio_transcription": {"language": "en"}}, headers=tokens["ann"])
     assert r.status_code == 200, r.text
     secret = r.json()["client_secret"]["value"]
 
     async def first() -> dict:
         async with websockets.connect(
-            f"ws://{server}/v1/realtime",
+            f"ws://{live_server}/v1/realtime",
             subprotocols=["realtime", f"openai-insecure-api-key.{secret}", "openai-beta.realtime-v1"],
         ) as ws:
             assert ws.subprotocol == "realtime"
@@ -382,7 +312,7 @@ def test_a_browser_ticket_works_once(server, api, tokens) -> None:
     created = asyncio.run(first())
     assert created["type"] == "session.created"
     assert created["session"]["input_audio_transcription"]["language"] == "en"
-    code, reason = _close_of(server, subprotocols=["realtime", f"openai-insecure-api-key.{secret}"])
+    code, reason = _close_of(live_server, subprotocols=["realtime", f"openai-insecure-api-key.{secret}"])
     assert code == 4401 and "ticket" in reason
     assert (
         api.post("/v1/realtime/sessions", json={"input_audio_format": "g711_ulaw"}, headers=tokens["ann"]).status_code
@@ -390,17 +320,17 @@ def test_a_browser_ticket_works_once(server, api, tokens) -> None:
     )
 
 
-def test_someone_elses_consultation_is_refused(server, api, tokens) -> None:
+def test_someone_elses_consultation_is_refused(live_server, api, tokens) -> None:
     cid = api.post("/v1/consultations", json={"title": "ben's"}, headers=tokens["ben"]).json()["id"]
-    code, reason = _close_of(server, tokens["ann"], query=f"?consultation_id={cid}")
+    code, reason = _close_of(live_server, tokens["ann"], query=f"?consultation_id={cid}")
     assert code == 4404 and "not found" in reason
 
 
 # ---- bad input: an error event each, the session and the others survive ------------------------------------------
-def test_bad_input_gets_error_events_and_the_session_survives(server, key, pcm, settings) -> None:
+def test_bad_input_gets_error_events_and_the_session_survives(live_server, key, pcm, settings) -> None:
     async def main() -> list[dict]:
         async with websockets.connect(
-            f"ws://{server}/v1/realtime",
+            f"ws://{live_server}/v1/realtime",
             additional_headers={"Authorization": f"Bearer {key}", "OpenAI-Beta": "realtime=v1"},
         ) as ws:
             assert json.loads(await ws.recv())["type"] == "session.created"
@@ -464,10 +394,10 @@ def test_bad_input_gets_error_events_and_the_session_survives(server, key, pcm, 
     ]
 
 
-def test_flooding_faster_than_real_time_is_refused_frame_by_frame(server, key) -> None:
+def test_flooding_faster_than_real_time_is_refused_frame_by_frame(live_server, key) -> None:
     async def main() -> list[dict]:
         async with websockets.connect(
-            f"ws://{server}/v1/realtime", additional_headers={"Authorization": f"Bearer {key}"}
+            f"ws://{live_server}/v1/realtime", additional_headers={"Authorization": f"Bearer {key}"}
         ) as ws:
             await ws.recv()
             second = base64.b64encode(silence(1.0)).decode()
@@ -486,9 +416,9 @@ def test_flooding_faster_than_real_time_is_refused_frame_by_frame(server, key) -
     assert errors and all("real time" in e["message"] for e in errors)
 
 
-def test_a_client_that_vanishes_mid_answer_leaves_a_finished_turn(server, key, pcm, settings) -> None:
+def test_a_client_that_vanishes_mid_answer_leaves_a_finished_turn(live_server, key, pcm, settings) -> None:
     async def main() -> str:
-        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
             got = Collector(conn)
             await conn.session.update(session={"input_audio_transcription": {"language": "en"}})
             await stream(conn, pcm(SECOND) + silence(1.0))
