@@ -148,6 +148,8 @@ def _up(
                 console=console,
             )
             steps.print_consultation(console, run, steps.document_dates(client, admin))
+            dates = steps.document_dates(client, admin)
+            steps.chinese_consultation(console, client, clinician, s.data_dir, dates, timeout_s=turn_timeout)
 
     console.rule("the demo is running")
     console.print(f"API        {base}   (OpenAPI docs: {base}/docs)")

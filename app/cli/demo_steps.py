@@ -29,6 +29,8 @@ from workers.core.event_schema import decode
 SAMPLE_DIR = Path(str(files("knowledge") / "sample_kb"))
 SAMPLE_SOURCE = "medvoice sample KB"
 DEFAULT_QUESTION = "What is the first-line antibiotic for otitis media in adults, and for how long?"
+# The Chinese question the demo asks aloud (the Mandarin voice says it; the sample KB's influenza page answers).
+ZH_QUESTION = "流感发热退后多久可以返回工作？"
 # An upload waits for the rag pool's ingest; the SSE stream sends a keep-alive every 15 s.
 CLIENT_TIMEOUT = httpx.Timeout(30.0, read=600.0)
 TERMINAL = (*(t.value for t in es.TERMINAL), es.EventType.timeout.value)
@@ -224,6 +226,8 @@ def describe_event(type_: str, data: dict[str, Any]) -> str:
         )
     if isinstance(event, es.Audio):
         return f"[bold]audio[/bold] clip {(event.index or 0) + 1} ({event.duration_s} s)"
+    if isinstance(event, es.TextOnly):
+        return f"[yellow]text only[/yellow]: sentence {event.index + 1} has no voice ({event.language})"
     if isinstance(event, es.AudioReady):
         return f"[bold]audio_ready[/bold]: the reply, {event.duration_s} s"
     if isinstance(event, es.Done):
@@ -360,3 +364,35 @@ def print_consultation(console: Console, run: ConsultationRun, dates: dict[str, 
         console.print(f"reply audio saved to [bold]{run.reply_path}[/bold]", soft_wrap=True)
     else:
         console.print("[yellow]the turn has no reply audio[/yellow]")
+
+
+def chinese_consultation(
+    console: Console,
+    client: httpx.Client,
+    clinician: dict[str, str],
+    data_dir: Path,
+    dates: dict[str, str] | None = None,
+    timeout_s: float = 900.0,
+    question: str = ZH_QUESTION,
+) -> ConsultationRun:
+    """One Chinese question asked aloud: the Mandarin voice says it (tts.synthesize picks the voice by the
+    text's language), it goes through a consultation with ASR in Chinese, and the transcript, the cited answer
+    and where the Chinese reply audio was saved are printed."""
+    console.rule("a spoken question in Chinese, uploaded as demo-clinician")
+    console.print(
+        f"the Mandarin voice says: {escape(repr(question))}  [dim](tts.synthesize on the tts pool)[/dim]",
+        soft_wrap=True,
+    )
+    wav = speak(question, data_dir)
+    run = run_consultation(
+        client,
+        clinician,
+        wav,
+        out_dir=Path(data_dir) / "demo",
+        language="zh",
+        title="medvoice demo (中文)",
+        timeout_s=timeout_s,
+        console=console,
+    )
+    print_consultation(console, run, dates)
+    return run

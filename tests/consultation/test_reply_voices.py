@@ -110,6 +110,23 @@ def test_the_tts_pool_names_its_voices_and_types_what_it_cannot_say(worker):
     assert none.value.http_status == 422 and none.value.details["language"] == "ru"
 
 
+def test_the_demo_asks_a_chinese_question_aloud(api, tokens, settings, worker, tmp_path):
+    """`make demo`'s Chinese step: the Mandarin voice asks, Whisper (zh) hears it, the influenza page answers."""
+    from rich.console import Console
+
+    from app.cli import demo_steps as steps
+
+    out = Console(record=True, width=160)
+    run = steps.chinese_consultation(out, api, tokens["ann"], settings.data_dir, timeout_s=600)
+    turn = run.turn
+    assert turn["language"] == "zh" and "返回工作" in turn["transcript"], turn["transcript"]
+    assert "24 小时" in turn["answer"] and any(c["cited"] for c in turn["citations"]), turn["answer"]
+    assert run.reply_path is not None and sf.info(str(run.reply_path)).samplerate == 24000
+    assert f"turn={run.turn_id} index=0 voice=baker" in worker.log()
+    printed = out.export_text()
+    assert "the Mandarin voice says" in printed and f"reply audio saved to {run.reply_path}" in printed
+
+
 def test_without_a_chinese_voice_the_chinese_answer_stays_text(api, tokens, settings, worker, start_module_worker):
     """Runs last: the worker is replaced by one whose tts pool has no Chinese voice."""
     worker.stop()
