@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app import http_security
-from app.routes import admin, auth, consultations, health, knowledge, realtime, turns
+from app.routes import admin, auth, console, consultations, health, knowledge, realtime, turns
 from app.routes import funasr as funasr_routes
 from app.routes.openai import chat as openai_chat
 from app.routes.openai import models as openai_models
@@ -86,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_chat.router)
     app.include_router(realtime.router)
     app.include_router(funasr_routes.router)  # FunASR clients' live dictation (also on its own port)
+    app.include_router(console.router)  # the browser console at /console/ (static files)
     return app

@@ -1,0 +1,1 @@
+"""The browser console's static files (static/), served by app/routes/console.py."""
