@@ -69,7 +69,7 @@ def config(mode: str, wav_name: str = "demo", rate: int = 16000, **extra: Any) -
 async def run(
     uri: str,
     first: dict[str, Any] | str | bytes | None,
-    frames: list[bytes],
+    frames: list[bytes | str],
     *,
     frame_s: float = 0.0,
     end: dict[str, Any] | None = None,
