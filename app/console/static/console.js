@@ -193,8 +193,7 @@ ui.consultation.addEventListener("change", () => {
 
 async function ensureConsultation() {
   if (ui.consultation.value) return ui.consultation.value;
-  const title = `Console ${new Date().toLocaleString()}`;
-  const c = await api("v1/consultations", { method: "POST", json: { title } });
+  const c = await api("v1/consultations", { method: "POST", json: {} });
   await loadConsultations(c.id);
   return c.id;
 }
