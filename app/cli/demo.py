@@ -105,7 +105,10 @@ def _up(
         for username, role in DEMO_USERS.items():
             _ensure_user(db, username, role)
 
-    procs.start(run_dir, "api", procs.medvoice_cmd("serve", "--host", host, "--port", str(port)))
+    funasr_port = s.funasr_port or 10095  # FunASR dictation clients' port: on loopback only in the demo
+    api_cmd = procs.medvoice_cmd("serve", "--host", host, "--port", str(port))
+    funasr_env = {"MEDVOICE_FUNASR_PORT": str(funasr_port), "MEDVOICE_FUNASR_HOST": "127.0.0.1"}
+    procs.start(run_dir, "api", api_cmd, env=funasr_env)
     for pool in POOLS:
         procs.start(run_dir, f"worker-{pool}", procs.medvoice_cmd("worker", "--pool", pool))
     procs.start(run_dir, "flower", procs.medvoice_cmd("flower"))
@@ -155,6 +158,12 @@ def _up(
     console.print(f"API        {base}   (OpenAPI docs: {base}/docs)")
     console.print(f"Flower     http://{s.flower_host}:{s.flower_port}")
     console.print(f"logs       {run_dir.resolve()}/*.log   stop with: make stop")
+    console.print(
+        f"FunASR     ws://127.0.0.1:{funasr_port}  (live dictation: FunASR's funasr_wss_client.py --host 127.0.0.1 "
+        f"--port {funasr_port} --mode 2pass --ssl 0 --audio_in visit.wav)",
+        soft_wrap=True,
+        highlight=False,
+    )
     console.print(f"users      demo-admin / demo-clinician, password {DEMO_PASSWORD}\n")
     console.print(f"Try it (token valid for {s.jwt_lifetime_minutes:d} min):", soft_wrap=True)
     console.print(f"curl -s -H 'Authorization: Bearer {token}' {base}/v1/auth/me", soft_wrap=True, highlight=False)
