@@ -410,7 +410,9 @@ class Stack:
         return self.api
 
     def start_workers(self, topology: str, concurrency: int = 1) -> list[str]:
-        pools = list(STAGE_NAMES) if topology == "pools" else ["all"]
+        from workers.core.settings import POOLS
+
+        pools = list(POOLS) if topology == "pools" else ["all"]  # every queue /readyz asks for, `live` too
         tag = uuid.uuid4().hex[:4]
         names = []
         for pool in pools:

@@ -1,0 +1,342 @@
+"""Voice latency: the silence after a spoken question, live (OpenAI Realtime WebSocket) vs REST upload, same
+questions, same run. Prints figures; asserts none.
+
+    python bench/voice_latency.py                       # 20 English + 10 Chinese questions, live and REST
+    python bench/voice_latency.py --en 6 --zh 4 --json /tmp/voice.json
+
+The stack is bench/consultation.py's, private to the run: Redis, a Chroma server, the API, and one worker
+process per pool (asr, live, rag, llm, tts) on this machine's cores, the sample knowledge base ingested through
+the API. The questions are the sample-KB questions of bench/answer_safety_questions.yaml, spoken at bench time
+by the product's own voices (English: Piper; Chinese: the Mandarin voice) at natural speed.
+
+Live: each question is streamed at real-time pace in 100 ms frames (0.5 s of silence before it, 1.5 s after)
+over `/v1/realtime` with server VAD and the session's language set. Times run from the **last voiced sample**
+of the question (found in the clip by energy; the wall time at which the frame holding it was sent) to:
+`input_audio_buffer.speech_stopped`, the final transcript (`...input_audio_transcription.completed`), the first
+answer text delta, and the **first audio delta**. Once the first audio has arrived the bench cancels the reply
+(`response.cancel`) and goes on: the figure of interest is the wait, not the playback. Partial transcripts:
+how many per utterance and the time between them.
+
+REST: the same clip (speech only) uploaded as a turn; upload start → the first `audio` event on its SSE stream.
+
+The waterfall of the median live turn splits the wait into: endpoint silence (VAD), ASR (the turn's asr stage),
+retrieval, answer, first clip synthesis, and the gateway's relay, from the turn's own stage timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import answer_safety  # bench/answer_safety.py: the questions and the sample-KB ingest
+from consultation import Api, Stack, fmt, log, make_users, pct, tear_down, token
+
+RATE = 24000
+CHUNK_S = 0.1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (clock ticks from /proc)."""
+    total = 0.0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+def last_voiced_s(samples: Any, rate: int) -> float:
+    """End of the last 10 ms frame louder than 2 % of the clip's peak: where the speaker stopped."""
+    import numpy as np
+
+    frame = rate // 100
+    n = samples.shape[0] // frame
+    rms = np.sqrt((samples[: n * frame].astype(np.float64).reshape(n, frame) ** 2).mean(axis=1))
+    loud = np.nonzero(rms > 0.02 * max(float(rms.max()), 1.0))[0]
+    return float((loud[-1] + 1) * frame / rate) if loud.size else samples.shape[0] / rate
+
+
+def speak(data_dir: Path, text: str, language: str) -> dict[str, Any]:
+    """The question in the product's own voice: 16-bit WAV bytes and PCM16 at 24 kHz."""
+    import soundfile as sf
+    import soxr
+
+    from workers.celery_app import celery_app
+
+    out = celery_app.send_task("tts.synthesize", kwargs={"text": text, "language": language, "speed": 1.0}).get(
+        timeout=300
+    )
+    samples, rate = sf.read(str(data_dir / out["audio_ref"]), dtype="int16")
+    pcm = soxr.resample(samples, rate, RATE).astype("<i2")
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, subtype="PCM_16", format="WAV")
+    return {
+        "wav": buf.getvalue(),
+        "pcm": pcm.tobytes(),
+        "voiced_s": last_voiced_s(pcm, RATE),
+        "audio_s": len(pcm) / RATE,
+    }
+
+
+async def live_turn(ws_url: str, key: str, clip: dict[str, Any], language: str) -> dict[str, Any]:
+    import numpy as np
+    import websockets
+
+    silence = np.zeros(int(RATE * 0.5), dtype="<i2").tobytes()
+    audio = silence + clip["pcm"] + silence * 3
+    lead = len(silence) / 2 / RATE
+    seen: dict[str, float] = {}
+    partial_at: list[float] = []
+    out: dict[str, Any] = {}
+    streamed = asyncio.Event()
+    async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None) as ws:
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "realtime",
+                        "audio": {
+                            "input": {"transcription": {"language": language}, "turn_detection": {"type": "server_vad"}}
+                        },
+                    },
+                }
+            )
+        )
+
+        async def receive() -> None:
+            # A pause inside the question can end an utterance early; the reply that counts is the one to the
+            # last utterance, so the times are taken from that utterance's events.
+            commits = dones = 0
+            async for raw in ws:
+                ev = json.loads(raw)
+                t = time.perf_counter()
+                kind = ev["type"]
+                if kind == "input_audio_buffer.speech_stopped":
+                    seen.pop("response.output_audio.delta", None)
+                    seen.pop("response.output_audio_transcript.delta", None)
+                    seen.pop("conversation.item.input_audio_transcription.completed", None)
+                    seen[kind] = t
+                    continue
+                if kind == "input_audio_buffer.committed":
+                    commits += 1
+                if kind == "conversation.item.input_audio_transcription.delta":
+                    partial_at.append(t)
+                seen.setdefault(kind, t)
+                if kind == "response.output_audio.delta" and out.get("cancelled_for") != commits:
+                    out["cancelled_for"] = commits
+                    await ws.send(json.dumps({"type": "response.cancel"}))
+                if kind == "response.done":
+                    dones += 1
+                    out["response"] = ev["response"]
+                    if streamed.is_set() and dones >= commits:
+                        out["utterances"] = commits
+                        return
+                if kind == "error":
+                    out.setdefault("errors", []).append(ev["error"].get("code"))
+
+        reader = asyncio.create_task(receive())
+        step = int(RATE * CHUNK_S) * 2
+        t0 = time.perf_counter()
+        end_at = None
+        for i in range(0, len(audio), step):
+            due = t0 + i / 2 / RATE
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            await ws.send(
+                json.dumps(
+                    {"type": "input_audio_buffer.append", "audio": base64.b64encode(audio[i : i + step]).decode()}
+                )
+            )
+            if end_at is None and (i + step) / 2 / RATE >= lead + clip["voiced_s"]:
+                end_at = time.perf_counter()  # the frame holding the last voiced sample has been sent
+        streamed.set()
+        await asyncio.wait_for(reader, 300)
+    rel = {k: (seen[k] - end_at) if k in seen and end_at else None for k in seen}
+    return {
+        "speech_stopped_s": rel.get("input_audio_buffer.speech_stopped"),
+        "transcript_s": rel.get("conversation.item.input_audio_transcription.completed"),
+        "first_text_s": rel.get("response.output_audio_transcript.delta"),
+        "first_audio_s": rel.get("response.output_audio.delta"),
+        "partials": len(partial_at),
+        "utterances": out.get("utterances", 1),
+        "partial_gaps": [b - a for a, b in zip(partial_at, partial_at[1:])],
+        "turn_id": ((out.get("response") or {}).get("metadata") or {}).get("turn_id"),
+        "status": (out.get("response") or {}).get("status"),
+        "errors": out.get("errors", []),
+    }
+
+
+def waterfall(api: Api, turn_id: str) -> dict[str, float | None]:
+    t = api.client.get(f"/v1/turns/{turn_id}").json()
+    tm = t.get("timings") or {}
+
+    def total(stage: str) -> float | None:
+        return (tm.get(stage) or {}).get("total_s")
+
+    return {
+        "asr": total("asr"),
+        "rag": total("rag"),
+        "answer": total("llm"),
+        "gateway_first_audio": (t.get("live") or {}).get("first_audio_s"),
+    }
+
+
+def stats(values: list[float | None]) -> tuple[float, float, int]:
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return float("nan"), float("nan"), 0
+    return statistics.median(xs), pct(xs, 95), len(xs)
+
+
+def run(args: argparse.Namespace) -> None:
+    from workers.core.settings import get_settings
+
+    models_dir = os.environ.get("MEDVOICE_MODELS_DIR") or str(get_settings().model_root.resolve())
+    tmp = Path(tempfile.mkdtemp(prefix="medvoice-voice-"))
+    data = tmp / "data"
+    env = {
+        **os.environ,
+        "MEDVOICE_MODELS_DIR": models_dir,
+        "MEDVOICE_DATA_DIR": str(data),
+        "MEDVOICE_DATABASE_URL": f"sqlite:///{data / 'medvoice.db'}",
+        "MEDVOICE_KB_DIR": str(data / "knowledge"),
+        "MEDVOICE_KB_REFRESH_INTERVAL_S": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    data.mkdir(parents=True)
+    stack = Stack(tmp, env, env)
+    try:
+        env["MEDVOICE_REDIS_URL"] = stack.start_redis()
+        env["MEDVOICE_KB_CHROMA_URL"] = stack.start_chroma(data / "knowledge")
+        os.environ.update(env)
+        get_settings.cache_clear()
+        from app.migrate import upgrade
+
+        upgrade(env["MEDVOICE_DATABASE_URL"])
+        make_users(env["MEDVOICE_DATABASE_URL"])
+        base = stack.start_api()
+        log("starting one worker per pool")
+        stack.start_workers("pools")
+        admin, clinician = token(base, "bench-admin"), token(base, "bench-clinician")
+        log(f"ingesting the sample knowledge base: {answer_safety.ingest(base, admin, None)}")
+        questions = [q for q in answer_safety.load_sample_questions() if q["kind"] == "answerable"]
+        chosen = [q for q in questions if q["language"] == "en"][: args.en] + [
+            q for q in questions if q["language"] == "zh"
+        ][: args.zh]
+        log(f"speaking {len(chosen)} questions with the product's voices")
+        clips = [{**q, **speak(data, q["question"], q["language"])} for q in chosen]
+        api = Api(base, clinician)
+        ws_url = base.replace("http://", "ws://") + "/v1/realtime"
+        procs = [p for p in stack.procs.values()]
+        cpu0, wall0 = sum(cpu_seconds(p.pid) for p in procs), time.perf_counter()
+        # A warm-up of each path first: model first calls are not what a clinician meets mid-session.
+        asyncio.run(live_turn(ws_url, clinician, clips[0], clips[0]["language"]))
+        rows: list[dict[str, Any]] = []
+        for i, clip in enumerate(clips):
+            lang = clip["language"]
+            order = ("live", "rest") if i % 2 == 0 else ("rest", "live")
+            for path in order:
+                if path == "live":
+                    rec = asyncio.run(live_turn(ws_url, clinician, clip, lang))
+                    if rec["turn_id"]:
+                        rec["waterfall"] = waterfall(api, rec["turn_id"])
+                else:
+                    wav = tmp / f"q{i}.wav"
+                    wav.write_bytes(clip["wav"])
+                    r = api.turn(
+                        {"file": wav.name, "path": wav, "lang": lang, "duration_s": clip["audio_s"], "reference": ""}
+                    )
+                    rec = {
+                        "first_audio_s": r.get("client_first_audio_s"),
+                        "first_text_s": r.get("client_first_sentence_s"),
+                    }
+                rows.append(
+                    {"path": path, "lang": lang, "id": clip["id"], "speech_s": round(clip["voiced_s"], 2), **rec}
+                )
+                log(f"{path:4} {lang} {clip['id']}: first audio {fmt(rec.get('first_audio_s'))}s")
+        cpu = (sum(cpu_seconds(p.pid) for p in procs) - cpu0) / (time.perf_counter() - wall0)
+        report(rows, cpu, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rows": rows, "cpu_cores_busy": cpu}, indent=1, default=str))
+    finally:
+        tear_down(stack, tmp, args.keep)
+
+
+def report(rows: list[dict[str, Any]], cpu: float, args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="end of speech (last voiced sample) → …, seconds, p50 / p95 (n)")
+    for col in ("path", "lang", "speech_stopped", "final transcript", "first text", "first audio"):
+        table.add_column(col)
+    for path in ("live", "rest"):
+        for lang in ("en", "zh"):
+            sel = [r for r in rows if r["path"] == path and r["lang"] == lang]
+            if not sel:
+                continue
+            cells = []
+            for key in ("speech_stopped_s", "transcript_s", "first_text_s", "first_audio_s"):
+                p50, p95, n = stats([r.get(key) for r in sel])
+                cells.append("-" if n == 0 else f"{fmt(p50)} / {fmt(p95)} ({n})")
+            if path == "rest":
+                cells[0] = cells[1] = "(upload)"
+            table.add_row("live WebSocket" if path == "live" else "REST upload → first audio", lang, *cells)
+    console.print(table)
+    live = [r for r in rows if r["path"] == "live"]
+    gaps = [g for r in live for g in r.get("partial_gaps") or []]
+    ended = sum(r.get("status") in ("completed", "cancelled") for r in live)
+    split = sum(r.get("utterances", 1) > 1 for r in live)
+    console.print(
+        f"partial transcripts: {statistics.mean([r['partials'] for r in live]):.1f} per utterance, "
+        f"median gap {fmt(statistics.median(gaps) if gaps else None)} s; "
+        f"live replies ended (completed, or cancelled after the first audio): {ended}/{len(live)}; "
+        f"errors: {sum(len(r.get('errors') or []) for r in live)}; "
+        f"questions heard as more than one utterance (a pause ended one early): {split}"
+    )
+    with_audio = sorted((r for r in live if r.get("first_audio_s") is not None), key=lambda r: r["first_audio_s"])
+    if with_audio:
+        mid = with_audio[len(with_audio) // 2]
+        w = mid.get("waterfall") or {}
+        console.print(
+            f"median live turn ({mid['id']}, {mid['lang']}, {mid['speech_s']} s of speech): first audio "
+            f"{fmt(mid['first_audio_s'])} s after the last voiced sample = endpoint silence + VAD "
+            f"(speech_stopped {fmt(mid['speech_stopped_s'])}) → final transcript {fmt(mid['transcript_s'])} "
+            f"(asr stage {fmt(w.get('asr'))}) → rag {fmt(w.get('rag'))} → answer {fmt(w.get('answer'))} "
+            f"→ first clip and relay; gateway endpoint → first audio {fmt(w.get('gateway_first_audio'))}"
+        )
+    console.print(f"CPU: {cpu:.2f} cores busy on average over the measured turns (all stack processes)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--en", type=int, default=20, help="English questions")
+    ap.add_argument("--zh", type=int, default=10, help="Chinese questions")
+    ap.add_argument("--json", help="write every turn's figures here")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary stack directory")
+    run(ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()
