@@ -290,3 +290,13 @@ def test_a_source_that_is_not_the_pinned_one_is_never_rewritten(tmp_path) -> Non
     [row] = mf.prepare(s, manifest=manifest)
     assert row.status == "mismatch" and "not the file the tflite-dropout-identity rewrite is for" in row.detail
     assert not (tmp_path / "models" / "baker-zh" / "fastspeech2.tflite").exists()
+
+
+@pytest.mark.parametrize("field", ["voice", "language"])
+@pytest.mark.parametrize("value", [5, "", "x" * 65])
+def test_voice_and_language_must_be_short_strings(field: str, value: object) -> None:
+    from workers.core.errors import InputError
+    from workers.tasks.tts import synthesize_clip
+
+    with pytest.raises(InputError, match=field):
+        synthesize_clip("Take it with food.", **{field: value})
