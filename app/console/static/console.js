@@ -19,6 +19,8 @@ const ui = {
   consultation: $("consultation"),
   language: $("language"),
   talk: $("talk"),
+  ask: $("ask"),
+  question: $("question"),
   stop: $("stop-answer"),
   status: $("status"),
   error: $("error"),
@@ -42,6 +44,8 @@ const state = {
   mic: null,
   source: null,
   worklet: null,
+  opened: null, // the session's promise (see connect)
+  sessionReady: null,
   response: null, // {id, itemId, turnId, done}
   speechItem: null,
   playedS: 0,
@@ -208,7 +212,7 @@ function transcription() {
 
 // ---- talking ---------------------------------------------------------------------------------------------
 ui.talk.addEventListener("click", () => {
-  if (state.ws) stopTalking();
+  if (state.mic) stopTalking();
   else guarded(startTalking);
 });
 
@@ -234,23 +238,21 @@ async function startTalking() {
       state.source = ctx.createMediaStreamSource(state.mic);
     } catch {
       // Some browsers cannot join a microphone to a context at another rate: run at theirs, resample in the worklet.
+      stopPlayback();
       await ctx.close();
-      state.ctx = null;
       state.ctx = new AudioContext();
       await state.ctx.audioWorklet.addModule(new URL("capture-worklet.js", import.meta.url));
       ctx = state.ctx;
       state.source = ctx.createMediaStreamSource(state.mic);
     }
-    setState("connecting", "Connecting…");
-    const consultationId = await ensureConsultation();
-    const ticket = await api("v1/realtime/sessions", {
-      method: "POST",
-      json: {
-        session: { input_audio_transcription: transcription(), turn_detection: { type: "server_vad" } },
-        consultation_id: consultationId,
-      },
-    });
-    openSocket(ticket.client_secret.value);
+    ui.talk.textContent = "Stop talking";
+    ui.talk.setAttribute("aria-pressed", "true");
+    await connect();
+    state.worklet = new AudioWorkletNode(ctx, "medvoice-capture", { numberOfInputs: 1, numberOfOutputs: 1 });
+    state.worklet.port.onmessage = (e) => send({ type: "input_audio_buffer.append", audio: toBase64(e.data) });
+    state.source.connect(state.worklet);
+    state.worklet.connect(ctx.destination); // silent: keeps the node pulled by the graph
+    setState("listening", "Listening: ask your question.");
   } catch (err) {
     stopTalking();
     throw err;
@@ -259,20 +261,28 @@ async function startTalking() {
   }
 }
 
-function openSocket(ticket) {
+// The live session (also for typed questions): resolves once the server has sent session.created.
+async function connect() {
+  if (state.ws) return state.opened;
+  setState("connecting", "Connecting…");
+  const consultationId = await ensureConsultation();
+  const ticket = await api("v1/realtime/sessions", {
+    method: "POST",
+    json: {
+      session: { input_audio_transcription: transcription(), turn_detection: { type: "server_vad" } },
+      consultation_id: consultationId,
+    },
+  });
   const url = apiUrl("v1/realtime");
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(url, [PROTOCOL[0], KEY_PREFIX + ticket, PROTOCOL[1]]);
+  const ws = new WebSocket(url, [PROTOCOL[0], KEY_PREFIX + ticket.client_secret.value, PROTOCOL[1]]);
   state.ws = ws;
   state.closing = false;
-  ui.talk.textContent = "Stop talking";
-  ui.talk.setAttribute("aria-pressed", "true");
-  ws.addEventListener("open", () => {
-    state.worklet = new AudioWorkletNode(state.ctx, "medvoice-capture", { numberOfInputs: 1, numberOfOutputs: 1 });
-    state.worklet.port.onmessage = (e) => send({ type: "input_audio_buffer.append", audio: toBase64(e.data) });
-    state.source.connect(state.worklet);
-    state.worklet.connect(state.ctx.destination); // silent: keeps the node pulled by the graph
+  state.opened = new Promise((resolve, reject) => {
+    state.sessionReady = resolve;
+    ws.addEventListener("close", () => reject(new Error("the live session could not be opened")));
   });
+  state.opened.catch(() => {}); // a close before session.created is reported by the close handler below
   ws.addEventListener("message", (e) => {
     let event;
     try {
@@ -288,7 +298,24 @@ function openSocket(ticket) {
     stopTalking();
     if (unexpected) showError(`The live session closed (${e.code})${e.reason ? `: ${e.reason}` : ""}.`);
   });
+  return state.opened;
 }
+
+ui.ask.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = ui.question.value.trim();
+  if (!text) return;
+  guarded(async () => {
+    showError("");
+    await audioContext(); // the answer is spoken too
+    await connect();
+    ui.question.value = "";
+    ui.transcript.textContent = text;
+    ui.transcript.dataset.final = "true";
+    send({ type: "conversation.item.create", item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
+    send({ type: "response.create" });
+  });
+});
 
 function stopTalking() {
   const ws = state.ws;
@@ -308,6 +335,7 @@ function stopTalking() {
   state.mic = null;
   stopPlayback();
   state.response = null;
+  state.opened = null;
   ui.stop.disabled = true;
   ui.talk.textContent = "Start talking";
   ui.talk.setAttribute("aria-pressed", "false");
@@ -329,7 +357,8 @@ function toBase64(buffer) {
 function onEvent(ev) {
   switch (ev.type) {
     case "session.created":
-      setState("listening", "Listening: ask your question.");
+      if (state.sessionReady) state.sessionReady();
+      setState("listening", state.mic ? "Listening: ask your question." : "Connected.");
       break;
     case "input_audio_buffer.speech_started":
       interruptPlayback(); // barge-in: the clinician speaks over the answer, so it stops here at once
@@ -401,7 +430,7 @@ function responseDone(response) {
     if (response.status === "failed") showError(response.status_details?.error?.message || "the answer failed");
     if (!playback.sources.size) ui.stop.disabled = true;
   }
-  if (state.ws) setState("listening", "Listening: ask your question.");
+  if (state.ws) setState("listening", state.mic ? "Listening: ask your question." : "Connected.");
   guarded(() => loadConsultations(ui.consultation.value));
 }
 
@@ -447,10 +476,13 @@ function play(b64, itemId) {
   src.start(at);
   playback.next = at + buffer.duration;
   playback.sources.set(src, { at, duration: buffer.duration });
+  ui.played.dataset.playing = "true";
   src.addEventListener("ended", () => {
     if (!playback.sources.delete(src)) return;
     heard(buffer.duration);
-    if (!playback.sources.size && (!state.response || state.response.done)) ui.stop.disabled = true;
+    if (playback.sources.size) return;
+    ui.played.dataset.playing = "false";
+    if (!state.response || state.response.done) ui.stop.disabled = true;
   });
 }
 
@@ -470,6 +502,7 @@ function stopPlayback() {
   }
   playback.sources.clear();
   playback.next = 0;
+  ui.played.dataset.playing = "false";
   return Math.round(playback.heardS * 1000);
 }
 
