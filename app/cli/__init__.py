@@ -8,7 +8,7 @@ from enum import Enum
 
 import typer
 
-from app.cli import backup, demo, kb, models, users
+from app.cli import backup, demo, kb, live, models, users
 from workers.core.settings import POOLS, get_settings
 
 cli = typer.Typer(
@@ -21,6 +21,7 @@ cli.add_typer(users.app, name="users")
 cli.add_typer(demo.app, name="demo")
 cli.add_typer(kb.app, name="kb")
 cli.add_typer(models.app, name="models")
+cli.command("live")(live.live)
 
 
 class Pool(str, Enum):

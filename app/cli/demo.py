@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from app import users as svc
 from app.cli import demo_steps as steps
-from app.cli import procs
+from app.cli import live, procs
 from app.migrate import upgrade
 from app.security import verify_password
 from workers.core.db import session_scope
@@ -151,6 +152,19 @@ def _up(
                 console=console,
             )
             steps.print_consultation(console, run, steps.document_dates(client, admin))
+            console.rule("the same question spoken live, over /v1/realtime (OpenAI Realtime protocol)")
+            question_wav = s.data_dir / "demo" / "question.wav"
+            question_wav.write_bytes(wav)
+            live_run = asyncio.run(
+                live.converse(
+                    base.replace("http://", "ws://") + "/v1/realtime",
+                    token,
+                    live.pcm24(question_wav),
+                    None if language == "auto" else language,
+                    console,
+                )
+            )
+            live.print_run(console, live_run, live.save_reply(live_run, s.data_dir / "demo" / "live-reply.wav"))
             dates = steps.document_dates(client, admin)
             steps.chinese_consultation(console, client, clinician, s.data_dir, dates, timeout_s=turn_timeout)
 
@@ -161,6 +175,13 @@ def _up(
     console.print(
         f"FunASR     ws://127.0.0.1:{funasr_port}  (live dictation: FunASR's funasr_wss_client.py --host 127.0.0.1 "
         f"--port {funasr_port} --mode 2pass --ssl 0 --audio_in visit.wav)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"console    {base}/console   (talk to it in a browser: sign in as demo-clinician)")
+    console.print(
+        f"live       medvoice live --file {s.data_dir.resolve() / 'demo' / 'question.wav'} --user demo-clinician "
+        f"--url {base}   (a live voice consultation from the command line)",
         soft_wrap=True,
         highlight=False,
     )

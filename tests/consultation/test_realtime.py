@@ -429,3 +429,34 @@ def test_a_client_that_vanishes_mid_answer_leaves_a_finished_turn(live_server, k
     wait_for(lambda: turn_row(settings, turn_id).status.value in ("done", "error"), 300, "the turn to finish")
     turn = turn_row(settings, turn_id)
     assert turn.status.value == "done" and "azithromycin" in (turn.answer or "").lower()
+
+
+def test_the_command_line_live_session(live_server, key, speech, knowledge, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    wav = tmp_path / "question.wav"
+    wav.write_bytes(speech(QUESTION))
+    out = tmp_path / "reply.wav"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "live",
+            "--file",
+            str(wav),
+            "--url",
+            f"http://{live_server}",
+            "--token",
+            key,
+            "--language",
+            "en",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "answer (completed)" in result.output and "amoxicillin" in result.output.lower()
+    assert "[1]" in result.output and "cited" in result.output
+    info = sf.info(str(out))
+    assert info.samplerate == RATE and info.duration > 1.0
