@@ -398,7 +398,7 @@ CHINESE_CLIP = EVAL_DATA / "speech" / "funasr_example_0.wav"  # 欢迎大家来�
 
 
 @pytest.mark.skipif(not CHINESE_CLIP.exists(), reason=f"{CHINESE_CLIP} is not here (../shared/eval-data)")
-def test_a_chinese_recording_translates_into_english_text(client) -> None:
+def test_a_chinese_recording_translates_into_english_text(pipeline_worker, client) -> None:
     data = CHINESE_CLIP.read_bytes()
     heard = client.audio.transcriptions.create(model="whisper-1", file=("zh.wav", data), language="zh")
     assert re.search(r"[\u4e00-\u9fff]", heard.text), heard.text  # it is Chinese speech
@@ -438,7 +438,7 @@ def test_speech_in_every_format_decodes_to_the_same_length(client, fever_wav: by
     assert abs(seconds - expected) < 0.15, (fmt, seconds, expected)
 
 
-def test_speech_defaults_to_mp3_like_openai(client) -> None:
+def test_speech_defaults_to_mp3_like_openai(pipeline_worker, client) -> None:
     r = client.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="Take it with food.")
     assert r.headers["content-type"] == "audio/mpeg"
     assert _decoded_seconds(r.content)[0] > 0.5
@@ -451,7 +451,7 @@ LONG_TEXT = (
 )
 
 
-def test_streamed_speech_sends_the_first_sentence_before_the_rest_is_synthesized(client) -> None:
+def test_streamed_speech_sends_the_first_sentence_before_the_rest_is_synthesized(pipeline_worker, client) -> None:
     started = time.perf_counter()
     arrivals: list[tuple[float, int]] = []
     with client.audio.speech.with_streaming_response.create(
@@ -468,7 +468,7 @@ def test_streamed_speech_sends_the_first_sentence_before_the_rest_is_synthesized
     assert abs(total / 2 / 24000 - len(whole) / 2 / 24000) < 1.5  # the same speech, with pauses between sentences
 
 
-def test_streamed_mp3_and_sse_from_the_async_client(base_url: str, api_key: str) -> None:
+def test_streamed_mp3_and_sse_from_the_async_client(pipeline_worker, base_url: str, api_key: str) -> None:
     import base64
 
     async def run() -> tuple[bytes, list]:
@@ -489,6 +489,20 @@ def test_streamed_mp3_and_sse_from_the_async_client(base_url: str, api_key: str)
     assert wav[:4] == b"RIFF" and _decoded_seconds(wav)[0] > 0.8
 
 
-def test_silence_streams_no_delta_and_an_empty_transcript(client) -> None:
+def test_silence_streams_no_delta_and_an_empty_transcript(pipeline_worker, client) -> None:
     events = list(client.audio.transcriptions.create(model="whisper-1", file=("quiet.wav", silence(2.0)), stream=True))
     assert [e.type for e in events] == ["transcript.text.done"] and events[0].text == ""
+
+
+def test_the_pools_own_voices_are_spoken_by_id_and_listed(pipeline_worker, client) -> None:
+    voices = client.models.retrieve("tts-1").model_extra["voices"]
+    ours = [v for v in voices if "alias_of" not in v]
+    if not ours:
+        pytest.skip("this tts pool lists no voices of its own (no tts.voices task)")
+    english = next(v for v in ours if v.get("language") == "en")
+    data = client.audio.speech.create(model="tts-1", voice=english["id"], input=PHRASE, response_format="flac").content
+    seconds, rate = _decoded_seconds(data)
+    assert rate == 24000 and seconds > 1
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.speech.create(model="tts-1", voice="not-a-voice", input=PHRASE)
+    assert info.value.code == "unknown_voice" and english["id"] in info.value.message

@@ -108,7 +108,7 @@ def test_malformed_chat_json_is_400(base_url: str, tokens) -> None:
 
 
 # ---- models -----------------------------------------------------------------------------------------------
-def test_models_lists_what_is_served_under_our_names_and_openais(client) -> None:
+def test_models_lists_what_is_served_under_our_names_and_openais(pipeline_worker, client) -> None:
     listed = {m.id: m for m in client.models.list()}
     for name in ("medvoice-asr", "whisper-1", "gpt-4o-mini-transcribe", "medvoice-tts", "tts-1", "gpt-4o-mini"):
         assert name in listed, sorted(listed)
