@@ -77,6 +77,7 @@ HOTWORDS_MAX_CHARS = 10_000  # FunASR's own clients send a few dozen words; more
 HOTWORDS_MAX = 100  # ranked words kept (live.transcribe keeps as many, then bounds them by characters)
 FIRST_MESSAGE_TIMEOUT_S = 30.0  # a connection that never configures itself is closed
 FINAL_TIMEOUT_S = 120.0  # finals are never dropped for load: they wait their turn on the live queue
+_END_KEYS = {"is_speaking", "is_end"}  # what an end-of-input message holds
 MIN_UTTERANCE_S = 0.1  # shorter audio holds no word (and live.transcribe refuses it)
 # Close codes (RFC 6455): the reason travels in the close frame and in the error reply before it.
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, CLOSE_TOO_BIG = 1000, 1008, 1003, 1009
@@ -415,6 +416,10 @@ class Summary:
     close_reason: str = ""
 
 
+def _reply(cfg: Config, mode: str, text: str, is_final: bool, **extra: Any) -> dict[str, Any]:
+    return {"mode": mode, "wav_name": cfg.wav_name, "text": text, "is_final": is_final, **extra}
+
+
 class Stream(Listener):
     def __init__(self, session: Session, cfg: Config) -> None:
         self.session = session
@@ -448,7 +453,7 @@ class Stream(Listener):
 
     # ---- replies ------------------------------------------------------------------------------------------------
     def reply(self, mode: str, text: str, is_final: bool, **extra: Any) -> dict[str, Any]:
-        return {"mode": mode, "wav_name": self.cfg.wav_name, "text": text, "is_final": is_final, **extra}
+        return _reply(self.cfg, mode, text, is_final, **extra)
 
     async def _send_online(self, text: str) -> None:
         context = self._shown + self._online
@@ -711,6 +716,12 @@ class Session:
                 else:
                     message = await self._json(msg, fatal=cfg is None, cfg=cfg)
                     if message is None:
+                        continue
+                    if cfg is not None and message.get("is_speaking") is False and set(message) <= _END_KEYS:
+                        # A second end-of-input after the stream ended (some clients send it again on close):
+                        # there is nothing left to finish, so no empty stream and no second final.
+                        if message.get("is_end"):
+                            await self.send(_reply(cfg, cfg.final_label, "", True, is_end=True))
                         continue
                     cfg, problems = parse_config(message, cfg)
                     for problem in problems:

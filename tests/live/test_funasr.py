@@ -467,3 +467,21 @@ def test_every_session_is_audited_without_its_text(servers, settings, token) -> 
             assert {"port", "started", "duration_s", "modes", "audio_s", "close"} <= set(r.detail)
             dumped = json.dumps(r.detail).lower()
             assert not any(w in dumped for w in ("fever", "tablets", "throat", "pressure"))
+
+
+def test_a_repeated_end_of_input_gets_no_second_final(servers) -> None:
+    """Some clients send is_speaking: false again when they close: nothing is left to finish."""
+
+    async def go() -> list[dict]:
+        import websockets.asyncio.client as wsc
+
+        async with wsc.connect(servers["funasr"], subprotocols=["binary"], ping_interval=None) as ws:
+            await ws.send(json.dumps(fc.config("offline")))
+            await ws.send(json.dumps({"is_speaking": False}))
+            await ws.send(json.dumps({"is_speaking": False}))
+            await ws.send(json.dumps({"is_speaking": False, "is_end": True}))
+            return [json.loads(await ws.recv()), json.loads(await ws.recv())]
+
+    final, end = run(go())
+    assert final == {"mode": "offline", "wav_name": "demo", "text": "", "is_final": True}
+    assert end == {**final, "is_end": True}
