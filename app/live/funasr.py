@@ -515,7 +515,7 @@ class Stream(Listener):
     # ---- finals --------------------------------------------------------------------------------------------------
     def _schedule(self, utterance: Utterance, pieces: list[tuple[int, int]] | None = None, sent: str = "") -> None:
         job = asyncio.create_task(self._transcribe(utterance, pieces))
-        self._jobs.append(job)
+        self._jobs = [j for j in self._jobs if not j.done()] + [job]  # an hour of dictation keeps no old results
         self._chain = asyncio.create_task(self._deliver(self._chain, job, utterance, sent))
 
     async def _transcribe(self, utterance: Utterance, pieces: list[tuple[int, int]] | None) -> dict[str, Any] | None:

@@ -128,7 +128,9 @@ async def handle(ws: WebSocket, settings: Settings, port: str, require_token: bo
         except AuthError as exc:
             return await _refuse(ws, f"not authenticated: {exc}", subprotocol=subprotocol)
     elif require_token:
-        return await _refuse(ws, "not authenticated: send a bearer JWT (Authorization header or ?token=)")
+        return await _refuse(
+            ws, "not authenticated: send a bearer JWT (Authorization header or ?token=)", subprotocol=subprotocol
+        )
     elif not allowed(address, settings.funasr_allow):
         return await _refuse(ws, "this address may not connect without a JWT", subprotocol=subprotocol)
     if _open["*"] >= settings.live_max_sessions:
