@@ -110,6 +110,7 @@ async def live_turn(ws_url: str, key: str, clip: dict[str, Any], language: str) 
     partial_at: list[float] = []
     out: dict[str, Any] = {}
     streamed = asyncio.Event()
+    answered = asyncio.Event()  # every utterance so far has its response.done
     async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None) as ws:
         await ws.send(
             json.dumps(
@@ -141,6 +142,7 @@ async def live_turn(ws_url: str, key: str, clip: dict[str, Any], language: str) 
                     continue
                 if kind == "input_audio_buffer.committed":
                     commits += 1
+                    answered.clear()
                 if kind == "conversation.item.input_audio_transcription.delta":
                     partial_at.append(t)
                 seen.setdefault(kind, t)
@@ -150,9 +152,9 @@ async def live_turn(ws_url: str, key: str, clip: dict[str, Any], language: str) 
                 if kind == "response.done":
                     dones += 1
                     out["response"] = ev["response"]
-                    if streamed.is_set() and dones >= commits:
-                        out["utterances"] = commits
-                        return
+                    out["utterances"] = commits
+                    if dones >= commits:
+                        answered.set()
                 if kind == "error":
                     out.setdefault("errors", []).append(ev["error"].get("code"))
 
@@ -171,7 +173,10 @@ async def live_turn(ws_url: str, key: str, clip: dict[str, Any], language: str) 
             if end_at is None and (i + step) / 2 / RATE >= lead + clip["voiced_s"]:
                 end_at = time.perf_counter()  # the frame holding the last voiced sample has been sent
         streamed.set()
-        await asyncio.wait_for(reader, 300)
+        await asyncio.wait_for(answered.wait(), 300)
+        await asyncio.sleep(0.3)  # a last utterance cut from the trailing audio would show up by now
+        await asyncio.wait_for(answered.wait(), 300)
+        reader.cancel()
     rel = {k: (seen[k] - end_at) if k in seen and end_at else None for k in seen}
     return {
         "speech_stopped_s": rel.get("input_audio_buffer.speech_stopped"),

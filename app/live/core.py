@@ -26,7 +26,7 @@ import numpy as np
 from app import task_client
 from app.live.agreement import LocalAgreement
 from app.live.audio import ASR_RATE, Resampler, pcm16
-from app.live.vad import Endpointer, VadStream
+from app.live.vad import KEEP_SILENCE_MS, Endpointer, VadStream
 from workers.core.errors import InputTooLarge, MedvoiceError
 from workers.core.settings import Settings
 
@@ -35,6 +35,7 @@ log = logging.getLogger("medvoice.live")
 _VAD_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vad")
 FLOOD_SPEED = 4.0  # sustained audio faster than this many times real time is refused...
 FLOOD_BURST_S = 15.0  # ...after a burst of this much (a client sending a file fast, then pacing)
+SPECULATE_MS = KEEP_SILENCE_MS  # a pause this long starts the final transcript
 
 
 @dataclass
@@ -45,6 +46,17 @@ class Utterance:
     reason: str  # silence | max_length | commit
     stopped_at: float  # time.perf_counter() when the endpoint was decided
     partial_text: str = ""  # what was released as partial transcript
+    # The final transcript of this very audio, started at the speaker's first pause (None: there was none to use).
+    speculation: asyncio.Task | None = None
+
+    async def heard(self) -> dict | None:
+        """The speculative final transcript, once it is done; None when there is none or it failed or is empty."""
+        if self.speculation is None:
+            return None
+        with contextlib.suppress(asyncio.CancelledError):
+            out = await self.speculation
+            return out if out and (out.get("text") or "").strip() else None
+        return None
 
     @property
     def duration_s(self) -> float:
@@ -79,6 +91,7 @@ class LiveAudio:
         partials: bool = True,
         hotwords: list[str] | None = None,
         flood_check: bool = True,
+        speculate: bool = False,
     ) -> None:
         self.settings = settings
         self.listener = listener
@@ -86,6 +99,8 @@ class LiveAudio:
         self.partials = partials
         self.hotwords = hotwords
         self.flood_check = flood_check
+        self.speculate = speculate
+        self._speculation: tuple[int, asyncio.Task] | None = None  # (last voiced ms it covers, its transcript)
         self._resample = Resampler(rate)
         self.rate = rate
         self._buffer: list[np.ndarray] = []  # push-to-talk audio, or everything when VAD is off
@@ -158,6 +173,8 @@ class LiveAudio:
                 assert ev.audio is not None
                 start = ev.start_ms if ev.start_ms is not None else ev.at_ms - int(ev.audio.shape[0] * 1000 / ASR_RATE)
                 await self._endpoint(Utterance(ev.audio, max(0, start), ev.at_ms, ev.reason, time.perf_counter()))
+        if self.speaking and self.speculate:
+            self._maybe_speculate()
         if self.speaking and self.partials:
             self._maybe_partial()
 
@@ -191,9 +208,52 @@ class LiveAudio:
     async def _endpoint(self, utterance: Utterance) -> None:
         self._generation += 1
         self._cancel_partial()
+        utterance.speculation = self._take_speculation(utterance)
         utterance.partial_text = self._agreement.text
         self._agreement.reset()
         await self.listener.utterance(utterance)
+
+    # ---- the final transcript, started at the first pause ----------------------------------------------------
+    # The speaker pauses; if the pause becomes the endpoint, the utterance's audio is exactly what was heard when
+    # the pause began (the endpointer keeps SPECULATE_MS of trailing silence, the length of the pause awaited
+    # here), so its final transcript can start then rather than after the whole endpoint silence. Speech that
+    # resumes discards it.
+    def _maybe_speculate(self) -> None:
+        assert self.endpointer is not None
+        e = self.endpointer
+        if self._speculation is not None and self._speculation[0] != e.last_voice_ms:
+            self._speculation[1].cancel()  # speech resumed: a new pause will make a new one
+            self._speculation = None
+        if self._speculation is None and e.silent_ms >= SPECULATE_MS and e.silent_ms < e.silence_ms:
+            task = asyncio.create_task(self._transcribe(e.current(), partial=False))
+            self._speculation = (e.last_voice_ms, task)
+
+    def _take_speculation(self, utterance: Utterance) -> asyncio.Task | None:
+        spec, self._speculation = self._speculation, None
+        if spec is None:
+            return None
+        voice_ms, task = spec
+        if voice_ms != utterance.end_ms or utterance.reason != "silence":
+            task.cancel()  # speech went on after the pause it was made at: it is not this utterance's audio
+            return None
+        return task
+
+    async def _transcribe(self, audio: np.ndarray, partial: bool) -> dict | None:
+        try:
+            return await task_client.call_async(
+                "live.transcribe",
+                {
+                    "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
+                    "language": self.language(),
+                    "hotwords": self.hotwords,
+                    "partial": partial,
+                },
+                timeout_s=self.settings.live_partial_expire_s + 10,
+                expires_s=self.settings.live_partial_expire_s,
+            )
+        except MedvoiceError as exc:
+            log.info("%s transcript skipped: %s", "partial" if partial else "speculative", exc.code)
+            return None
 
     def _cancel_partial(self) -> None:
         if self._partial_task is not None and not self._partial_task.done():
@@ -207,29 +267,17 @@ class LiveAudio:
             return
         if self._partial_task is not None and not self._partial_task.done():
             return  # one in flight per session: a slow machine gets fewer partials, never a queue of them
+        if self.endpointer.silent_ms > 0 or self._speculation is not None:
+            return  # a pause may be the end: the live pool is kept free for the final transcript
         self._partial_from_ms = self.endpointer.utterance_ms
         audio = self.endpointer.current()
         self._partial_task = asyncio.create_task(self._partial(audio, self._generation))
 
     async def _partial(self, audio: np.ndarray, generation: int) -> None:
         t0 = time.perf_counter()
-        try:
-            out = await task_client.call_async(
-                "live.transcribe",
-                {
-                    "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
-                    "language": self.language(),
-                    "hotwords": self.hotwords,
-                    "partial": True,
-                },
-                timeout_s=self.settings.live_partial_expire_s + 10,
-                expires_s=self.settings.live_partial_expire_s,
-            )
-        except MedvoiceError as exc:
-            log.info("partial transcript skipped: %s", exc.code)  # finals matter; a missed partial does not
-            return
-        if generation != self._generation:
-            return  # the utterance ended meanwhile: its final transcript supersedes this
+        out = await self._transcribe(audio, partial=True)
+        if out is None or generation != self._generation:
+            return  # failed (finals matter, a missed partial does not), or the utterance ended meanwhile
         self.partial_latency_s.append(time.perf_counter() - t0)
         delta = self._agreement.update(out.get("text") or "")
         if delta:

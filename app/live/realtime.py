@@ -300,13 +300,15 @@ class RealtimeSession(Listener):
         self.dialect = dialect
         self.config = config or default_config(settings)
         self.audio = LiveAudio(
-            settings, self, rate=OUT_RATE, vad=self.config.vad, language=lambda: self.config.language
+            settings, self, rate=OUT_RATE, vad=self.config.vad, language=lambda: self.config.language, speculate=True
         )
         self._send_lock = asyncio.Lock()
         self._items: list[UserItem] = []
         self._by_turn: dict[str, UserItem] = {}
         self._replies: dict[str, Reply] = {}  # by assistant item id
         self._speech_item: str | None = None
+        self._last_committed: str | None = None  # the newest user item's id (previous_item_id of the next)
+        self._taking: asyncio.Task | None = None  # the newest utterance's turn being made
         self._speech_started_ms: int | None = None
         self._background: set[asyncio.Task] = set()
         self.closed = False
@@ -417,9 +419,9 @@ class RealtimeSession(Listener):
         if item.get("type", "message") != "message" or item.get("role") not in ("user", "system"):
             raise ClientError("unsupported_item", "only user (and system) message items are supported", "item.type")
         if item.get("role") == "system":
-            await self._item_added(
-                {**item, "id": item.get("id") or new_id("item"), "status": "completed"}, self._last_id()
-            )
+            system_id = item.get("id") if isinstance(item.get("id"), str) and len(item["id"]) <= 64 else new_id("item")
+            previous, self._last_committed = self._last_committed, system_id
+            await self._item_added({**item, "id": system_id, "status": "completed"}, previous)
             return  # accepted and kept out of the answer: grounding is the knowledge base's
         content = item.get("content")
         texts = [
@@ -431,7 +433,10 @@ class RealtimeSession(Listener):
         if not text:
             raise ClientError("missing_required_parameter", "the item needs input_text content", "item.content")
         item_id = item.get("id") if isinstance(item.get("id"), str) and len(item["id"]) <= 64 else new_id("item")
-        previous = self._last_id()
+        if self._taking is not None:  # an utterance spoken before this item is made first
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._taking)
+        previous, self._last_committed = self._last_committed, item_id
         turn_id = await self._add_turn({"kind": "text", "text": text, "language": self.config.language}, None, item_id)
         if turn_id is None:
             return
@@ -451,6 +456,9 @@ class RealtimeSession(Listener):
         )
 
     async def _response_create(self, _event: dict[str, Any]) -> None:
+        if self._taking is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._taking)
         pending = next((u for u in reversed(self._items) if not u.answered), None)
         if pending is None:
             raise ClientError("no_input", "there is no new user input to answer")
@@ -505,17 +513,30 @@ class RealtimeSession(Listener):
     async def utterance(self, utterance: Utterance) -> None:
         item_id = self._speech_item or new_id("item")
         self._speech_item = None
-        previous = self._last_id()
+        previous, self._last_committed = self._last_committed, item_id
         if utterance.reason != "commit":
             await self.send("input_audio_buffer.speech_stopped", audio_end_ms=utterance.end_ms, item_id=item_id)
         await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        # The turn is made off the receive loop (it may wait for the transcript started at the first pause), so the
+        # session goes on listening; turns are still made in the order they were spoken.
+        self._taking = self._spawn(self._take(utterance, item_id, previous, self._taking))
+
+    async def _take(self, utterance: Utterance, item_id: str, previous: str | None, prior: asyncio.Task | None) -> None:
+        if prior is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(prior)
         body = {
             "kind": "audio",
             "data": wav_bytes(utterance.audio),
             "filename": "live.wav",
             "language": self.config.language,
         }
-        stages = STAGES if self.config.create_response else STAGES[:1]
+        # The transcript made at the speaker's first pause is of this very audio: the turn records it (asr.turn_heard)
+        # instead of transcribing again, which is most of the wait after an endpoint.
+        heard = await utterance.heard()
+        first = "asr.turn_heard" if heard else STAGES[0]
+        stages = (first, *STAGES[1:]) if self.config.create_response else (first,)
+        state = {"heard": {**heard, "timings": {**heard["timings"], "speculative": True}}} if heard else None
         live = {
             "session_id": self.id,
             "item_id": item_id,
@@ -524,8 +545,9 @@ class RealtimeSession(Listener):
             "endpoint": utterance.reason,
             "utterance_s": round(utterance.duration_s, 3),
             "partial_chars": len(utterance.partial_text),
+            "speculative_transcript": heard is not None,
         }
-        turn_id = await self._add_turn(body, stages, item_id, live)
+        turn_id = await self._add_turn(body, stages, item_id, live, state)
         if turn_id is None:
             return
         user = UserItem(item_id, turn_id, "audio", utterance=utterance)
@@ -555,11 +577,13 @@ class RealtimeSession(Listener):
         self._by_turn[user.turn_id] = user
         del self._items[:-50]  # a long session keeps only what a response or truncate can still name
 
-    def _last_id(self) -> str | None:
-        return self._items[-1].id if self._items else None
-
     async def _add_turn(
-        self, body: dict[str, Any], stages: tuple[str, ...] | None, item_id: str, live: dict[str, Any] | None = None
+        self,
+        body: dict[str, Any],
+        stages: tuple[str, ...] | None,
+        item_id: str,
+        live: dict[str, Any] | None = None,
+        first_state: dict[str, Any] | None = None,
     ) -> str | None:
         try:
             turn_id, _index = await run_in_threadpool(
@@ -570,7 +594,8 @@ class RealtimeSession(Listener):
                 body,
                 live or {"session_id": self.id, "item_id": item_id},
                 stages,
-                "live" if stages and stages[0] == STAGES[0] else None,
+                "live" if stages and stages[0].startswith("asr.") else None,  # live questions: the live pool
+                first_state,
             )
         except MedvoiceError as exc:
             await self.error(exc.code, exc.message)
@@ -704,12 +729,16 @@ class RealtimeSession(Listener):
                 reply.sentences = data.get("sentences")
             elif t == "done":
                 outcome = {"status": "completed"}
-            elif t in ("error", "cancelled"):
+            elif t == "cancelled":  # stopped by this session, or by the turn's owner over REST
+                outcome = {"status": "cancelled", "reason": "client_cancelled"}
+            elif t == "error":
                 await self._transcription_failed(user, data)
                 outcome = {
                     "status": "failed",
                     "error": {"type": "server_error", "code": data.get("code"), "message": data.get("message")},
                 }
+        if reply.cancelling:
+            return  # the session's own cancel ends the reply, with its reason
         if outcome is None:
             outcome = {
                 "status": "failed",
@@ -718,7 +747,9 @@ class RealtimeSession(Listener):
         if outcome["status"] == "completed" and reply.audio_out:
             await self._play(reply, flush=True)
         # Shielded: a barge-in arriving now must not cut the closing events of a reply already complete.
-        await asyncio.shield(self._finish(reply, outcome["status"], error=outcome.get("error")))
+        await asyncio.shield(
+            self._finish(reply, outcome["status"], reason=outcome.get("reason"), error=outcome.get("error"))
+        )
 
     async def _stalled(self, reply: Reply) -> dict[str, Any]:
         """No worker moved the turn on: tell the client why, and drop the turn so a pool that comes back later

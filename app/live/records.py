@@ -79,6 +79,7 @@ def add_turn(
     live: dict[str, Any],
     stages: tuple[str, ...] | None,
     first_queue: str | None = None,
+    first_state: dict[str, Any] | None = None,
 ) -> tuple[str, int]:
     """A turn for an utterance (`{"kind": "audio", "data": wav, "filename", "language"}`) or a typed question
     (`{"kind": "text", "text", "language"}`), with its pipeline sent (`stages`; None: sent later). Typed errors
@@ -92,7 +93,7 @@ def add_turn(
         turn.live = live
         db.commit()
         if stages:
-            enqueue(db, turn, stages, first_queue)
+            enqueue(db, turn, stages, first_queue, first_state)
         return turn.id, turn.index
 
 

@@ -28,6 +28,7 @@ WINDOW = 512  # samples at 16 kHz: 32 ms, the window Silero VAD v5/v6 is trained
 CONTEXT = 64
 RATE = 16000
 WINDOW_MS = WINDOW * 1000 // RATE
+KEEP_SILENCE_MS = 200  # trailing silence an utterance keeps: Whisper ends its last word better with some
 SILERO_SHA256 = "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2"  # silero_vad_v6.onnx
 
 _lock = threading.Lock()
@@ -126,6 +127,15 @@ class Endpointer:
         self.vad = self.vad or VadStream()
 
     @property
+    def silent_ms(self) -> int:
+        """How long the speaker has been quiet inside the utterance in progress (0 while voiced)."""
+        return self._silent_ms if self.speaking else 0
+
+    @property
+    def last_voice_ms(self) -> int:
+        return self._last_voice_ms
+
+    @property
     def utterance_ms(self) -> int:
         return sum(w.shape[0] for w in self._utterance) * 1000 // RATE
 
@@ -183,7 +193,7 @@ class Endpointer:
         else:
             self._silent_ms += WINDOW_MS
         if self._silent_ms >= self.silence_ms:
-            return [self._stop("silence", keep_ms=min(self._silent_ms, 200))]
+            return [self._stop("silence", keep_ms=min(self._silent_ms, KEEP_SILENCE_MS))]
         if self.utterance_ms >= self.max_utterance_s * 1000:
             return [self._stop("max_length", keep_ms=self._silent_ms)]
         return []

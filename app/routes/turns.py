@@ -210,15 +210,18 @@ def create_turn_record(db: Session, user: User, settings: Settings, consultation
         raise
 
 
-def turn_chain(turn_id: str, stages: tuple[str, ...], first_queue: str | None = None):  # noqa: ANN201 - a chain
+def turn_chain(  # noqa: ANN201 - a chain
+    turn_id: str, stages: tuple[str, ...], first_queue: str | None = None, first_state: dict[str, Any] | None = None
+):
     """These stages of the pipeline (workers.pipeline.STAGES) by task name; `first_queue` sends the first stage
-    to another queue (a live utterance's transcript goes to the live pool)."""
+    to another queue (a live utterance's transcript goes to the live pool), `first_state` adds to its input."""
     from celery import chain
 
     from workers.celery_app import celery_app
 
     first, *rest = stages
-    head = celery_app.signature(first, args=({"turn_id": turn_id},), **({"queue": first_queue} if first_queue else {}))
+    state = {**(first_state or {}), "turn_id": turn_id}
+    head = celery_app.signature(first, args=(state,), **({"queue": first_queue} if first_queue else {}))
     return chain(head, *(celery_app.signature(name) for name in rest))
 
 
@@ -227,10 +230,16 @@ def stages_for(input_kind: str) -> tuple[str, ...]:
     return STAGES if input_kind == "audio" else STAGES[1:]
 
 
-def enqueue(db: Session, turn: Turn, stages: tuple[str, ...] | None = None, first_queue: str | None = None) -> None:
+def enqueue(
+    db: Session,
+    turn: Turn,
+    stages: tuple[str, ...] | None = None,
+    first_queue: str | None = None,
+    first_state: dict[str, Any] | None = None,
+) -> None:
     """Send the turn's pipeline; BrokerUnavailable (the turn recorded as error) when the queue is down."""
     try:
-        turn_chain(turn.id, stages or stages_for(turn.input_kind), first_queue).apply_async(
+        turn_chain(turn.id, stages or stages_for(turn.input_kind), first_queue, first_state).apply_async(
             retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
         )
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep the record

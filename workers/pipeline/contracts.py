@@ -76,6 +76,31 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class Heard:
+    """A live utterance's final transcript, made by the session on the live pool: {turn_id, heard: the asr
+    engine's result for exactly the turn's stored audio}."""
+
+    turn_id: str
+    result: State
+
+    def to_state(self) -> State:
+        return {"turn_id": self.turn_id}
+
+    @classmethod
+    def from_state(cls, state: Any) -> Heard:
+        turn_id = _turn_id(state)
+        heard = state.get("heard")
+        if (
+            not isinstance(heard, dict)
+            or not isinstance(heard.get("text"), str)
+            or not isinstance(heard.get("timings"), dict)
+            or not isinstance(heard.get("duration_s"), (int, float))
+        ):
+            raise InputError("heard needs {text, language, duration_s, timings, segments}", {"field": "heard"})
+        return cls(turn_id, heard)
+
+
+@dataclass(frozen=True)
 class PieceTranscript:
     """A piece's transcription, as the join collects it (segments already on the whole recording's clock)."""
 

@@ -23,7 +23,7 @@ from workers.core.errors import MedvoiceError
 from workers.core.event_schema import EventType
 from workers.core.records import TurnStatus
 from workers.pipeline import STAGES, asr, llm, rag, tts
-from workers.pipeline.contracts import Answered, Piece, Retrieved, State, TurnRef
+from workers.pipeline.contracts import Answered, Heard, Piece, Retrieved, State, TurnRef
 from workers.pipeline.stage import run
 
 __all__ = ["STAGES"]
@@ -33,6 +33,21 @@ __all__ = ["STAGES"]
 def asr_turn(self: Task, state: State) -> State:
     return run(
         self, "asr", state, TurnRef.from_state, asr.transcribe, TurnStatus.transcribing, (EventType.transcribed,)
+    )
+
+
+@celery_app.task(name="asr.turn_heard", bind=True, throws=(MedvoiceError,), acks_late=True)
+def asr_turn_heard(self: Task, state: State) -> State:
+    """A live utterance whose final transcript the session already has (made at the speaker's first pause, of
+    this very audio, on the live pool): recorded as asr.turn would record it, then the chain goes on."""
+    return run(
+        self,
+        "asr",
+        state,
+        Heard.from_state,
+        lambda _turn, heard, _ctx: asr.transcribed(heard.turn_id, heard.result),
+        TurnStatus.transcribing,
+        (EventType.transcribed,),
     )
 
 
