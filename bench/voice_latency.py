@@ -204,6 +204,7 @@ def waterfall(api: Api, turn_id: str) -> dict[str, float | None]:
         "rag": total("rag"),
         "answer": total("llm"),
         "gateway_first_audio": (t.get("live") or {}).get("first_audio_s"),
+        "speculative": bool((t.get("live") or {}).get("speculative_transcript")),
     }
 
 
@@ -313,12 +314,14 @@ def report(rows: list[dict[str, Any]], cpu: float, args: argparse.Namespace) -> 
     gaps = [g for r in live for g in r.get("partial_gaps") or []]
     ended = sum(r.get("status") in ("completed", "cancelled") for r in live)
     split = sum(r.get("utterances", 1) > 1 for r in live)
+    reused = sum(bool((r.get("waterfall") or {}).get("speculative")) for r in live)
     console.print(
         f"partial transcripts: {statistics.mean([r['partials'] for r in live]):.1f} per utterance, "
         f"median gap {fmt(statistics.median(gaps) if gaps else None)} s; "
         f"live replies ended (completed, or cancelled after the first audio): {ended}/{len(live)}; "
         f"errors: {sum(len(r.get('errors') or []) for r in live)}; "
-        f"questions heard as more than one utterance (a pause ended one early): {split}"
+        f"questions heard as more than one utterance (a pause ended one early): {split}; "
+        f"final transcript made at the first pause and used: {reused}/{len(live)}"
     )
     with_audio = sorted((r for r in live if r.get("first_audio_s") is not None), key=lambda r: r["first_audio_s"])
     if with_audio:
