@@ -193,6 +193,14 @@ class LiveAudio:
         end = int(self._received_s * 1000)
         return Utterance(audio, max(0, end - int(audio.shape[0] * 1000 / ASR_RATE)), end, "commit", time.perf_counter())
 
+    def continue_previous(self, max_gap_ms: int) -> bool:
+        """Make the speech just started a continuation of the last utterance (see Endpointer.join_previous)."""
+        if self.endpointer is None or not self.endpointer.join_previous(max_gap_ms):
+            return False
+        self._agreement.reset()
+        self._partial_from_ms = 0
+        return True
+
     def clear(self) -> None:
         self._buffer, self._buffered = [], 0
         if self.endpointer is not None:

@@ -261,6 +261,7 @@ class Reply:
     user: UserItem
     audio_out: bool
     task: asyncio.Task | None = None
+    created: bool = False  # response.created was sent
     finished: bool = False
     cancelling: bool = False
     text: list[str] = field(default_factory=list)
@@ -309,6 +310,7 @@ class RealtimeSession(Listener):
         self._speech_item: str | None = None
         self._last_committed: str | None = None  # the newest user item's id (previous_item_id of the next)
         self._taking: asyncio.Task | None = None  # the newest utterance's turn being made
+        self._superseded: set[str] = set()  # user items whose question went on in the next utterance
         self._speech_started_ms: int | None = None
         self._background: set[asyncio.Task] = set()
         self.closed = False
@@ -496,10 +498,19 @@ class RealtimeSession(Listener):
         self._speech_started_ms = at_ms
         await self.send("input_audio_buffer.speech_started", audio_start_ms=at_ms, item_id=self._speech_item)
         open_replies = self._open_replies()
-        if open_replies and self.config.interrupt_response:
-            self.barge_ins += 1
+        taking = self._taking is not None and not self._taking.done()  # the last utterance's turn is being made
+        if (open_replies or taking) and self.config.interrupt_response:
+            # Nothing of the answer was heard yet and the pause was short: the clinician had not finished the
+            # question. Its first part's reply is cancelled and the new utterance carries the whole question.
+            continued = all(r.sent_s == 0 for r in open_replies) and self.audio.continue_previous(
+                self.settings.live_continuation_ms
+            )
+            if continued and taking and self._last_committed:
+                self._superseded.add(self._last_committed)
+            if not continued:
+                self.barge_ins += 1
             for reply in open_replies:
-                await self._cancel(reply, "turn_detected")
+                await self._cancel(reply, "turn_detected", continued=continued)
 
     async def partial(self, delta: str, _text: str) -> None:
         if self._speech_item:
@@ -564,7 +575,10 @@ class RealtimeSession(Listener):
             previous,
         )
         if self.config.create_response:
-            await self._respond(user, send_stages=False)
+            reply = await self._respond(user, send_stages=False)
+            if item_id in self._superseded:  # the clinician went on speaking: the whole question comes next
+                self._superseded.discard(item_id)
+                await self._cancel(reply, "turn_detected", continued=True)
         else:
             self._spawn(self._transcript_only(user))
 
@@ -649,31 +663,20 @@ class RealtimeSession(Listener):
             error={"type": "transcription_error", "code": data.get("code"), "message": data.get("message")},
         )
 
-    async def _respond(self, user: UserItem, send_stages: bool) -> None:
+    async def _respond(self, user: UserItem, send_stages: bool) -> Reply:
         user.answered = True
         previous = next(reversed(self._replies.values()), None)
         reply = Reply(new_id("resp"), new_id("item"), user, self.config.audio_out)
         self._replies[reply.item_id] = reply
         reply.task = self._spawn(self._run_reply(reply, previous, send_stages))
+        return reply
 
     async def _run_reply(self, reply: Reply, previous: Reply | None, send_stages: bool) -> None:
         if previous is not None and previous.task is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(previous.task)  # replies are heard in order
         user = reply.user
-        metadata = {"turn_id": user.turn_id, "consultation_id": self.consultation_id}
-        await self.send(
-            "response.created",
-            response={
-                "id": reply.id,
-                "object": "realtime.response",
-                "status": "in_progress",
-                "status_details": None,
-                "output": [],
-                "metadata": metadata,
-                "usage": None,
-            },
-        )
+        await self._created(reply)
         item = self._assistant_item(reply, "in_progress")
         await self.send("response.output_item.added", response_id=reply.id, output_index=0, item=item)
         await self._item_added(item, user.id)
@@ -701,6 +704,23 @@ class RealtimeSession(Listener):
                 )
                 return
         await self._relay(reply, user.stream_after)
+
+    async def _created(self, reply: Reply) -> None:
+        if reply.created:
+            return
+        reply.created = True
+        await self.send(
+            "response.created",
+            response={
+                "id": reply.id,
+                "object": "realtime.response",
+                "status": "in_progress",
+                "status_details": None,
+                "output": [],
+                "metadata": {"turn_id": reply.user.turn_id, "consultation_id": self.consultation_id},
+                "usage": None,
+            },
+        )
 
     async def _relay(self, reply: Reply, after: str) -> None:
         user = reply.user
@@ -830,7 +850,7 @@ class RealtimeSession(Listener):
             "content": [part] if text or status == "completed" else [],
         }
 
-    async def _cancel(self, reply: Reply, reason: str) -> None:
+    async def _cancel(self, reply: Reply, reason: str, continued: bool = False) -> None:
         if reply.finished or reply.cancelling:
             return
         reply.cancelling = True  # from here on nothing more is sent for it but its end
@@ -840,14 +860,20 @@ class RealtimeSession(Listener):
             reply.task.cancel()
             with contextlib.suppress(BaseException):
                 await reply.task
-        await self._finish(reply, "cancelled", reason=reason)
+        await self._finish(reply, "cancelled", reason=reason, continued=continued)
 
     async def _finish(
-        self, reply: Reply, status: str, reason: str | None = None, error: dict[str, Any] | None = None
+        self,
+        reply: Reply,
+        status: str,
+        reason: str | None = None,
+        error: dict[str, Any] | None = None,
+        continued: bool = False,
     ) -> None:
         if reply.finished:
             return
         reply.finished = True
+        await self._created(reply)  # a reply cancelled before it began still opens before it closes
         text = "".join(reply.text)
         item_status = "completed" if status == "completed" else "incomplete"
         if status == "completed":
@@ -924,6 +950,7 @@ class RealtimeSession(Listener):
             sentences_sent=len(reply.text),
             first_text_s=reply.first_text_s,
             first_audio_s=reply.first_audio_s,
+            **({"continued_by_next_utterance": True} if continued else {}),
         )
 
     def _extras(self, reply: Reply) -> dict[str, Any]:

@@ -122,6 +122,7 @@ class Endpointer:
     _start_ms: int = 0
     _last_voice_ms: int = 0
     _tail: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    _previous: tuple[np.ndarray, int] | None = None  # the last utterance's audio and where it ended (samples)
 
     def __post_init__(self) -> None:
         self.vad = self.vad or VadStream()
@@ -146,6 +147,7 @@ class Endpointer:
     def reset(self) -> None:
         """Forget the utterance in progress (the client cleared its buffer)."""
         self.speaking = False
+        self._previous = None
         self._utterance, self._candidate = [], []
         self._pre.clear()
         self._voiced_ms = self._silent_ms = 0
@@ -198,6 +200,20 @@ class Endpointer:
             return [self._stop("max_length", keep_ms=self._silent_ms)]
         return []
 
+    def join_previous(self, max_gap_ms: int) -> bool:
+        """The speech just started goes on the utterance that ended less than max_gap_ms before it (a pause
+        that was not the end of the question): the utterance in progress starts with that one's audio."""
+        if not self.speaking or self._previous is None:
+            return False
+        audio, end = self._previous
+        first = self.samples_seen - sum(w.shape[0] for w in self._utterance)
+        gap = first - end
+        if gap < 0 or gap * 1000 // RATE > max_gap_ms:
+            return False
+        self._previous = None
+        self._utterance = [audio, np.zeros(gap, dtype=np.int16), *self._utterance]
+        return True
+
     def _stop(self, reason: str, keep_ms: int) -> Speech:
         # Keep a little of the trailing silence (Whisper ends words better with it), drop the rest.
         drop = max(0, (self._silent_ms - keep_ms) // WINDOW_MS)
@@ -207,5 +223,7 @@ class Endpointer:
         self._utterance = []
         self._silent_ms = 0
         # The audio ends where its last kept window ends: the current window is already counted in samples_seen.
-        start_ms = (self.samples_seen - drop * WINDOW - audio.shape[0]) * 1000 // RATE
+        end = self.samples_seen - drop * WINDOW
+        self._previous = (audio, end) if reason == "silence" else None
+        start_ms = (end - audio.shape[0]) * 1000 // RATE
         return Speech("stopped", self._last_voice_ms, audio, reason, start_ms=max(0, start_ms))

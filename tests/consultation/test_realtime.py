@@ -460,3 +460,31 @@ def test_the_command_line_live_session(live_server, key, speech, knowledge, tmp_
     assert "[1]" in result.output and "cited" in result.output
     info = sf.info(str(out))
     assert info.samplerate == RATE and info.duration > 1.0
+
+
+def test_a_pause_mid_question_does_not_split_it(live_server, key, pcm, settings) -> None:
+    """The clinician pauses (longer than the endpoint silence) before the end of the question: the reply to its
+    first half is dropped before anything of it was heard, and the turn answers the whole question."""
+    first, rest = "How should an adult with a middle ear infection be treated", "and for how many days?"
+
+    async def main() -> Collector:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(
+                session={"input_audio_transcription": {"language": "en"}, "turn_detection": {"type": "server_vad"}}
+            )
+            await stream(conn, pcm(first) + silence(0.8) + pcm(rest) + silence(1.5))
+            await got.until("input_audio_buffer.committed", 2, timeout_s=120)
+            while not any(e["response"]["status"] == "completed" for e in got.of("response.done")):
+                await got.until("response.done", len(got.of("response.done")) + 1, timeout_s=300)
+            return got
+
+    got = asyncio.run(main())
+    dones = [e["response"] for e in got.of("response.done")]
+    assert [d["status"] for d in dones] == ["cancelled", "completed"], dones
+    assert dones[0]["status_details"]["reason"] == "turn_detected"
+    assert not [e for e in got.of("response.audio.delta") if e["response_id"] == dones[0]["id"]]
+    whole = turn_row(settings, dones[1]["metadata"]["turn_id"])
+    assert {"infection", "days"} <= words(whole.transcript or ""), whole.transcript
+    assert "amoxicillin" in (whole.answer or "").lower()
+    assert turn_row(settings, dones[0]["metadata"]["turn_id"]).live.get("continued_by_next_utterance") is True

@@ -211,6 +211,9 @@ class Settings(BaseSettings):
     live_partial_interval_s: float = Field(default=0.7, gt=0.1)  # new audio between partial transcripts
     live_partial_expire_s: float = Field(default=2.0, gt=0)  # a partial not started by then is dropped
     live_audio_lead_s: float = Field(default=1.0, ge=0.1)  # reply audio is sent at most this far ahead of playback
+    # Speech resuming this soon after an endpoint, before any of the reply was sent, continues the question: the
+    # reply to its first part is cancelled and the turn takes the whole utterance (a pause mid-question).
+    live_continuation_ms: int = Field(default=1500, ge=0, le=5000)
     live_reply_idle_s: float = Field(default=30.0, gt=0)  # no stage event this long: the pools are down, say so
     live_max_session_s: float = Field(default=3600.0, gt=0)
     live_max_sessions: int = Field(default=50, ge=1)  # open live sessions on this API process
