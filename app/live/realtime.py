@@ -500,9 +500,12 @@ class RealtimeSession(Listener):
         open_replies = self._open_replies()
         taking = self._taking is not None and not self._taking.done()  # the last utterance's turn is being made
         if (open_replies or taking) and self.config.interrupt_response:
-            # Nothing of the answer was heard yet and the pause was short: the clinician had not finished the
+            # Nothing of the answer could be heard yet and the pause was short: the clinician had not finished the
             # question. Its first part's reply is cancelled and the new utterance carries the whole question.
-            continued = all(r.sent_s == 0 for r in open_replies) and self.audio.continue_previous(
+            # Speech is only detected after min_speech_ms of it: speech that began before the reply's first audio
+            # (or just as it began) cannot be a reaction to the answer.
+            onset_s = self.settings.live_min_speech_ms / 1000 + 0.3
+            continued = all(r.heard_s() <= onset_s for r in open_replies) and self.audio.continue_previous(
                 self.settings.live_continuation_ms
             )
             if continued and taking and self._last_committed:
