@@ -20,6 +20,7 @@ from rich.markup import escape
 RATE = 24000
 FRAME_S = 0.1
 
+
 @dataclass
 class LiveRun:
     transcript: str = ""
