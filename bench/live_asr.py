@@ -15,6 +15,8 @@ deployed) and one `medvoice worker --pool live` (--concurrency, default 1). Each
 - CER (Chinese) / WER (English) of the finals (the `2pass-offline` texts joined) against the references, and
   against raw faster-whisper on the same whole file (same model, options and language, `vad_filter=False`),
   which this script runs in-process after the sessions; "= raw" counts the files whose final equals it;
+- after the levels, each file once in offline mode (sent as fast as possible: one transcription of the whole
+  file), which must equal raw faster-whisper exactly;
 - CPU (percent of one core, averaged over the level) and peak RSS of the API process and of the worker's pool.
 
 Text is compared lower-cased, without punctuation, Chinese in Simplified characters.
@@ -165,6 +167,17 @@ async def one_session(uri: str, clip: dict[str, Any], name: str) -> dict[str, An
     }
 
 
+async def offline_pass(uri: str, files: list[dict[str, Any]]) -> dict[str, str]:
+    """Each whole file in offline mode, sent as fast as the client can: one live.transcribe of the same audio."""
+    out = {}
+    for clip in files:
+        frames = fc.pcm_frames(fc.as_pcm(clip["samples"]), clip["rate"], FRAME_MS)
+        first = fc.config("offline", rate=clip["rate"], svs_lang=clip["lang"])
+        res = await fc.run(uri, first, frames, timeout_s=600)
+        out[clip["file"]] = res.printed("offline")
+    return out
+
+
 async def level(uri: str, files: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     clips = [files[i % len(files)] for i in range(n)]
     return await asyncio.gather(*(one_session(uri, c, f"s{i}") for i, c in enumerate(clips)))
@@ -260,15 +273,17 @@ def run() -> None:
             sampler = Sampler(pids)
             sessions = asyncio.run(level(uri, files, n))
             results[n] = {"sessions": sessions, "resources": sampler.stop()}
+        offline = asyncio.run(offline_pass(uri, files))
         stack.close()  # the raw baseline gets the machine to itself
         log("raw faster-whisper on the same files")
         settings = Settings(models_dir=models, data_dir=tmp / "data")
         from workers.modelfiles import resolve_asr
 
         raw = raw_whisper(files, resolve_asr(settings), settings)
-        report(results, files, raw, args.concurrency)
+        report(results, files, raw, offline, args.concurrency)
         if args.json:
-            args.json.write_text(json.dumps({"levels": results, "raw": raw}, ensure_ascii=False, indent=1, default=str))
+            dump = {"levels": results, "raw": raw, "offline": offline}
+            args.json.write_text(json.dumps(dump, ensure_ascii=False, indent=1, default=str))
     except BaseException:
         from consultation import show_worker_logs
 
@@ -278,7 +293,13 @@ def run() -> None:
         tear_down(stack, tmp, args.keep)
 
 
-def report(results: dict[int, dict[str, Any]], files: list[dict[str, Any]], raw: dict[str, str], conc: int) -> None:
+def report(
+    results: dict[int, dict[str, Any]],
+    files: list[dict[str, Any]],
+    raw: dict[str, str],
+    offline: dict[str, str],
+    conc: int,
+) -> None:
     refs = {f["file"]: f for f in files}
     print(f"\nlive dictation, FunASR 2pass, real-time pace, {len(files)} recordings, 1 live worker x{conc}")
     header = (
@@ -312,6 +333,8 @@ def report(results: dict[int, dict[str, Any]], files: list[dict[str, Any]], raw:
         f"(over {len(cer)} files), WER en {fmt(statistics.mean(wer), 3)} (over {len(wer)} files); the levels"
         " average over their sessions (files cycled)"
     )
+    same = sum(norm(raw[f["file"]], f["lang"]) == norm(offline[f["file"]], f["lang"]) for f in files)
+    print(f"offline mode (each whole file, sent fast) equals raw faster-whisper on {same}/{len(files)} files")
     for f in files:
         print(f"  {f['file']}: {f['lang']}, {len(f['samples']) / f['rate']:.1f}s")
 
