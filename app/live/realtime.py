@@ -358,8 +358,14 @@ class RealtimeSession(Listener):
         return task
 
     # ---- client events ---------------------------------------------------------------------------------------
+    def _session(self) -> dict[str, Any]:
+        # Which consultation the session writes to, in a field clients ignore (a client that let the server open
+        # the consultation learns its id here).
+        obj = session_object(self.config, self.dialect, self.id, self.settings)
+        return {**obj, "medvoice": {"consultation_id": self.consultation_id}}
+
     async def start(self) -> None:
-        await self.send("session.created", session=session_object(self.config, self.dialect, self.id, self.settings))
+        await self.send("session.created", session=self._session())
 
     async def handle(self, event: dict[str, Any]) -> None:
         type_ = event.get("type")
@@ -391,7 +397,7 @@ class RealtimeSession(Listener):
             self.dialect = Dialect.beta  # a beta-shaped client that did not send the beta header
         self.config = apply_update(session, self.config, self.settings)
         self.audio.configure(self.config.vad)
-        await self.send("session.updated", session=session_object(self.config, self.dialect, self.id, self.settings))
+        await self.send("session.updated", session=self._session())
 
     async def _append(self, event: dict[str, Any]) -> None:
         if "audio" not in event:

@@ -492,3 +492,135 @@ def test_a_pause_mid_question_does_not_split_it(live_server, key, pcm, settings)
     assert {"infection", "days"} <= words(whole.transcript or ""), whole.transcript
     assert "amoxicillin" in (whole.answer or "").lower()
     assert turn_row(settings, dones[0]["metadata"]["turn_id"]).live.get("continued_by_next_utterance") is True
+
+
+# ---- languages, real recordings, limits ---------------------------------------------------------------------------
+def test_a_chinese_question_is_heard_and_answered_in_chinese(live_server, key, knowledge, settings) -> None:
+    """Spoken by the Mandarin voice with no language set: the transcript is Chinese (Simplified script), and so
+    are the answer and the voice that speaks it (Whisper base mishears the drug and disease names here, so the
+    answer may be the knowledge base's no-answer reply, in Chinese)."""
+    import io
+
+    from workers.celery_app import celery_app
+
+    out = celery_app.send_task(
+        "tts.synthesize", kwargs={"text": "成人急性中耳炎用什么抗生素？", "language": "zh", "speed": 1.0}
+    ).get(timeout=120)
+    samples, rate = sf.read(io.BytesIO((settings.data_dir / out["audio_ref"]).read_bytes()), dtype="int16")
+    audio = soxr.resample(samples, rate, RATE).astype("<i2").tobytes()
+
+    async def main() -> Collector:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await stream(conn, silence(0.3) + audio + silence(1.5))
+            await got.until("response.done", timeout_s=300)
+            return got
+
+    got = asyncio.run(main())
+    completed = got.of("conversation.item.input_audio_transcription.completed")[0]
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    assert completed["language"] == "zh" and len(cjk.findall(completed["transcript"])) >= 6, completed
+    assert "抗生素" in completed["transcript"]
+    done = got.of("response.done")[0]["response"]
+    assert done["status"] == "completed"
+    answer = got.of("response.audio_transcript.done")[0]["transcript"]
+    assert len(cjk.findall(answer)) >= 5, answer
+    reply = audio_of(got.of("response.audio.delta"))
+    assert reply.shape[0] > RATE // 2
+    from workers.celery_app import celery_app as app
+
+    pcm16k = soxr.resample(reply, RATE, 16000).astype("<i2").tobytes()
+    heard = app.send_task("live.transcribe", kwargs={"pcm": base64.b64encode(pcm16k).decode(), "language": "zh"}).get(
+        timeout=120
+    )["text"]
+    assert len(cjk.findall(heard)) >= 4, heard  # Chinese speech, not an English voice reading Chinese
+
+
+def test_a_real_recording_is_transcribed_like_whisper_hears_it_offline(live_server, key, settings) -> None:
+    """A real recording (not our own voice), streamed at real-time pace: its final transcript has the words of
+    the reference, and it is answered (here: the knowledge base has nothing on it)."""
+    from tests.conftest import eval_data
+
+    path = eval_data("speech", "en_jfk_16k_mono.wav")
+    samples, rate = sf.read(str(path), dtype="int16")
+    audio = soxr.resample(samples, rate, RATE).astype("<i2").tobytes()
+
+    async def main() -> Collector:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(session={"input_audio_transcription": {"language": "en"}})
+            await stream(conn, audio + silence(1.5))
+            while not got.of("response.done") or len(got.of("response.done")) < len(
+                got.of("input_audio_buffer.committed")
+            ):
+                await got.until("response.done", len(got.of("response.done")) + 1, timeout_s=300)
+            return got
+
+    got = asyncio.run(main())
+    heard = " ".join(e["transcript"] for e in got.of("conversation.item.input_audio_transcription.completed"))
+    reference = words("And so my fellow Americans ask not what your country can do for you, ask what you can do")
+    assert len(reference & words(heard)) >= len(reference) - 2, heard
+    assert got.of("conversation.item.input_audio_transcription.delta"), "no partial transcript of an 11 s recording"
+    assert got.of("response.done")[-1]["response"]["status"] == "completed"
+
+
+def test_session_limits_close_with_reasons(live_server, key, api, tokens, settings) -> None:
+    async def main() -> tuple[int, str, str]:
+        opened = []
+        try:
+            for _ in range(settings.live_max_sessions_per_user):
+                ws = await websockets.connect(
+                    f"ws://{live_server}/v1/realtime", additional_headers={"Authorization": f"Bearer {key}"}
+                )
+                created = json.loads(await ws.recv())
+                assert created["type"] == "session.created" and created["session"]["medvoice"]["consultation_id"]
+                opened.append(ws)
+            extra = await websockets.connect(
+                f"ws://{live_server}/v1/realtime", additional_headers={"Authorization": f"Bearer {key}"}
+            )
+            try:
+                await asyncio.wait_for(extra.recv(), 10)
+                raise AssertionError("the session over the limit was not closed")
+            except websockets.exceptions.ConnectionClosed as exc:
+                code, reason = exc.rcvd.code, exc.rcvd.reason
+            # Another user is not held back by ann's sessions.
+            other = await websockets.connect(
+                f"ws://{live_server}/v1/realtime", additional_headers={"Authorization": tokens["ben"]["Authorization"]}
+            )
+            kind = json.loads(await other.recv())["type"]
+            await other.close()
+            return code, reason, kind
+        finally:
+            for ws in opened:
+                await ws.close()
+
+    code, reason, kind = asyncio.run(main())
+    assert code == 4429 and "live sessions" in reason
+    assert kind == "session.created"
+
+
+def test_a_disabled_user_is_closed_mid_session(live_server, settings, api, monkeypatch) -> None:
+    from app import users as svc
+    from app.routes import realtime as realtime_routes
+
+    monkeypatch.setattr(realtime_routes, "AUTH_RECHECK_S", 0.5)
+    with session_scope(settings.resolved_database_url) as db:
+        svc.create_user(db, "cora", "password-1234", svc.Role.clinician)
+    token = api.post("/v1/auth/token", data={"username": "cora", "password": "password-1234"}).json()["access_token"]
+
+    async def main() -> tuple[int, str, list[str]]:
+        async with websockets.connect(
+            f"ws://{live_server}/v1/realtime", additional_headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            with session_scope(settings.resolved_database_url) as db:
+                svc.set_active(db, "cora", False)
+            seen = []
+            try:
+                while True:
+                    seen.append(json.loads(await asyncio.wait_for(ws.recv(), 30))["type"])
+            except websockets.exceptions.ConnectionClosed as exc:
+                return exc.rcvd.code, exc.rcvd.reason, seen
+
+    code, reason, seen = asyncio.run(main())
+    assert code == 4401 and "disabled" in reason and "error" in seen

@@ -77,6 +77,10 @@ def transcribe(
     options: dict[str, Any] = {"vad_filter": False}  # the session's VAD already cut the speech out
     if words:
         options["word_timestamps"] = True
+    if not language and not partial and s.asr_kb_vocabulary and kb_terms(s):
+        # As for uploads: the vocabulary must be in the speech's script, so a final transcript settles the
+        # language first (partials skip it: they are many and only a preview).
+        language, _p = engine.detect_language(audio)
     result = engine.transcribe(
         audio,
         language=language,
