@@ -95,12 +95,16 @@ def allowed(address: str | None, spec: str) -> bool:
     return any(ip.version == net.version and ip in net for net in _networks(spec))
 
 
-async def _refuse(ws: WebSocket, reason: str, code: int = funasr.CLOSE_POLICY, subprotocol: str | None = None) -> None:
+async def _refuse(
+    ws: WebSocket, why: str, reason: str, code: int = funasr.CLOSE_POLICY, subprotocol: str | None = None
+) -> None:
     """Accept, say why in FunASR's reply shape, and close with the reason (a refusal before the handshake would
     reach the client as a bare HTTP 403)."""
     await ws.accept(subprotocol=subprotocol)
     with contextlib.suppress(Exception):
-        await ws.send_json({"mode": "offline", "wav_name": "", "text": "", "is_final": True, "error": reason})
+        await ws.send_json(
+            {"mode": "offline", "wav_name": "", "text": "", "is_final": True, "error": reason, "code": why}
+        )
         await ws.close(code=code, reason=reason[:120])
 
 
@@ -126,17 +130,19 @@ async def handle(ws: WebSocket, settings: Settings, port: str, require_token: bo
         try:
             user_id, _role = await run_in_threadpool(_user, settings, token)
         except AuthError as exc:
-            return await _refuse(ws, f"not authenticated: {exc}", subprotocol=subprotocol)
+            return await _refuse(ws, "not_authenticated", f"not authenticated: {exc}", subprotocol=subprotocol)
     elif require_token:
-        return await _refuse(
-            ws, "not authenticated: send a bearer JWT (Authorization header or ?token=)", subprotocol=subprotocol
-        )
+        reason = "not authenticated: send a bearer JWT (Authorization header or ?token=)"
+        return await _refuse(ws, "not_authenticated", reason, subprotocol=subprotocol)
     elif not allowed(address, settings.funasr_allow):
-        return await _refuse(ws, "this address may not connect without a JWT", subprotocol=subprotocol)
+        reason = "this address may not connect without a JWT"
+        return await _refuse(ws, "address_not_allowed", reason, subprotocol=subprotocol)
     if _open["*"] >= settings.live_max_sessions:
-        return await _refuse(ws, "too many live sessions; try again later", code=1013, subprotocol=subprotocol)
+        reason = "too many live sessions; try again later"
+        return await _refuse(ws, "too_many_sessions", reason, code=1013, subprotocol=subprotocol)
     if user_id and _open[user_id] >= settings.live_max_sessions_per_user:
-        return await _refuse(ws, "too many live sessions for this user", code=1013, subprotocol=subprotocol)
+        reason = "too many live sessions for this user"
+        return await _refuse(ws, "too_many_sessions", reason, code=1013, subprotocol=subprotocol)
 
     session_id = str(uuid.uuid4())
     started = datetime.now(UTC)

@@ -348,7 +348,7 @@ def test_four_concurrent_sessions_do_not_mix(servers, token, pcm) -> None:
 def _refused(res: fc.Result, words_in_reason: str) -> None:
     assert res.close_code == 1008, (res.close_code, res.messages)
     assert words_in_reason in res.close_reason
-    assert res.messages and "text" in res.messages[0] and "mode" in res.messages[0]
+    assert res.messages and "text" in res.messages[0] and "mode" in res.messages[0] and res.messages[0]["code"]
 
 
 def test_the_api_port_needs_a_valid_jwt(servers, token) -> None:
