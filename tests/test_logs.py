@@ -85,9 +85,14 @@ def test_ids_do_not_leak_between_threads(captured):
     assert got == {"work of a": "a", "work of b": "b"}
 
 
-def test_tickets_in_query_strings_are_redacted(captured):
+def test_tickets_in_query_strings_are_redacted(captured, monkeypatch):
     buf = captured("text")
-    logging.getLogger("uvicorn.access").info(
+    access = logging.getLogger("uvicorn.access")
+    # An in-process uvicorn started by an earlier test leaves its own config on this logger: reach the root.
+    monkeypatch.setattr(access, "propagate", True)
+    monkeypatch.setattr(access, "disabled", False)
+    monkeypatch.setattr(access, "level", logging.NOTSET)
+    access.info(
         '%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET", "/v1/turns/x/events?ticket=mvt_secret&after=0-0", "1.1", 200
     )
     line = buf.getvalue()

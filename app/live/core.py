@@ -35,6 +35,7 @@ log = logging.getLogger("medvoice.live")
 _VAD_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vad")
 FLOOD_SPEED = 4.0  # sustained audio faster than this many times real time is refused...
 FLOOD_BURST_S = 15.0  # ...after a burst of this much (a client sending a file fast, then pacing)
+PARTIAL_PRIORITY = 9  # Redis: 0 first, 9 last
 SPECULATE_MS = KEEP_SILENCE_MS  # a pause this long starts the final transcript
 
 
@@ -258,6 +259,9 @@ class LiveAudio:
                 },
                 timeout_s=self.settings.live_partial_expire_s + 10,
                 expires_s=self.settings.live_partial_expire_s,
+                # Partials go after every other waiting task (a final transcript, a turn's stages): a busy
+                # machine thins them out first.
+                priority=PARTIAL_PRIORITY if partial else None,
             )
         except MedvoiceError as exc:
             log.info("%s transcript skipped: %s", "partial" if partial else "speculative", exc.code)

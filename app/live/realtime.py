@@ -305,13 +305,11 @@ class RealtimeSession(Listener):
         )
         self._send_lock = asyncio.Lock()
         self._items: list[UserItem] = []
-        self._by_turn: dict[str, UserItem] = {}
         self._replies: dict[str, Reply] = {}  # by assistant item id
         self._speech_item: str | None = None
         self._last_committed: str | None = None  # the newest user item's id (previous_item_id of the next)
         self._taking: asyncio.Task | None = None  # the newest utterance's turn being made
         self._superseded: set[str] = set()  # user items whose question went on in the next utterance
-        self._speech_started_ms: int | None = None
         self._background: set[asyncio.Task] = set()
         self.closed = False
         self.turns = 0
@@ -501,7 +499,6 @@ class RealtimeSession(Listener):
     # ---- the core's events (server VAD) ----------------------------------------------------------------------
     async def speech_started(self, at_ms: int) -> None:
         self._speech_item = new_id("item")
-        self._speech_started_ms = at_ms
         await self.send("input_audio_buffer.speech_started", audio_start_ms=at_ms, item_id=self._speech_item)
         open_replies = self._open_replies()
         taking = self._taking is not None and not self._taking.done()  # the last utterance's turn is being made
@@ -597,7 +594,6 @@ class RealtimeSession(Listener):
 
     def _remember(self, user: UserItem) -> None:
         self._items.append(user)
-        self._by_turn[user.turn_id] = user
         del self._items[:-50]  # a long session keeps only what a response or truncate can still name
 
     async def _add_turn(
@@ -677,6 +673,8 @@ class RealtimeSession(Listener):
         previous = next(reversed(self._replies.values()), None)
         reply = Reply(new_id("resp"), new_id("item"), user, self.config.audio_out)
         self._replies[reply.item_id] = reply
+        for old in [k for k, r in self._replies.items() if r.finished][:-50]:
+            del self._replies[old]  # a long session keeps the replies a truncate can still name
         reply.task = self._spawn(self._run_reply(reply, previous, send_stages))
         return reply
 

@@ -39,7 +39,7 @@ from app.live.realtime import (
     new_id,
     session_object,
 )
-from workers.core import events
+from workers.core import events, logs
 from workers.core.db import session_scope
 from workers.core.settings import Settings
 
@@ -129,6 +129,7 @@ async def realtime(ws: WebSocket) -> None:
     started = time.monotonic()
     log.info("live session=%s open consultation=%s dialect=%s", session_id, consultation_id, dialect.value)
     watchdog = asyncio.create_task(_watch(session, settings, user_id))
+    bound = logs.bind_token(session_id=session_id)  # every line of this session carries its id
     try:
         await session.start()
         await _receive(ws, session, settings)
@@ -148,6 +149,7 @@ async def realtime(ws: WebSocket) -> None:
                 barge_ins=session.barge_ins,
             )
         log.info("live session=%s closed after %.1fs, %d turns", session_id, time.monotonic() - started, session.turns)
+        logs.unbind(bound)
 
 
 async def _receive(ws: WebSocket, session: RealtimeSession, settings: Settings) -> None:
