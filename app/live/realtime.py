@@ -241,6 +241,17 @@ def session_object(config: Config, dialect: Dialect, session_id: str, settings: 
     }
 
 
+def _user_item(item_id: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [content],
+    }
+
+
 # ---- conversation state --------------------------------------------------------------------------------------
 @dataclass
 class UserItem:
@@ -342,6 +353,10 @@ class RealtimeSession(Listener):
                 "event_id": event_id,
             },
         )
+
+    async def _content(self, type_: str, reply: Reply, **fields: Any) -> None:
+        """An event about the reply's one content part (output 0, content 0)."""
+        await self.send(type_, response_id=reply.id, item_id=reply.item_id, output_index=0, content_index=0, **fields)
 
     async def _item_added(self, item: dict[str, Any], previous: str | None) -> None:
         if self.dialect is Dialect.beta:
@@ -449,17 +464,7 @@ class RealtimeSession(Listener):
         user = UserItem(item_id, turn_id, "text", transcript=text)
         user.transcribed.set()
         self._remember(user)
-        await self._item_added(
-            {
-                "id": item_id,
-                "object": "realtime.item",
-                "type": "message",
-                "role": "user",
-                "status": "completed",
-                "content": [{"type": "input_text", "text": text}],
-            },
-            previous,
-        )
+        await self._item_added(_user_item(item_id, {"type": "input_text", "text": text}), previous)
 
     async def _response_create(self, _event: dict[str, Any]) -> None:
         if self._taking is not None:
@@ -569,17 +574,7 @@ class RealtimeSession(Listener):
             return
         user = UserItem(item_id, turn_id, "audio", utterance=utterance)
         self._remember(user)
-        await self._item_added(
-            {
-                "id": item_id,
-                "object": "realtime.item",
-                "type": "message",
-                "role": "user",
-                "status": "completed",
-                "content": [{"type": "input_audio", "transcript": None}],
-            },
-            previous,
-        )
+        await self._item_added(_user_item(item_id, {"type": "input_audio", "transcript": None}), previous)
         if self.config.create_response:
             reply = await self._respond(user, send_stages=False)
             if item_id in self._superseded:  # the clinician went on speaking: the whole question comes next
@@ -688,14 +683,7 @@ class RealtimeSession(Listener):
         await self.send("response.output_item.added", response_id=reply.id, output_index=0, item=item)
         await self._item_added(item, user.id)
         part = {"type": "audio", "transcript": ""} if reply.audio_out else {"type": "text", "text": ""}
-        await self.send(
-            "response.content_part.added",
-            response_id=reply.id,
-            item_id=reply.item_id,
-            output_index=0,
-            content_index=0,
-            part=part,
-        )
+        await self._content("response.content_part.added", reply, part=part)
         if send_stages:
             await user.transcribed.wait()
             if user.transcript is None:  # the transcript failed (and was reported): nothing to answer
@@ -800,7 +788,7 @@ class RealtimeSession(Listener):
         if reply.first_text_s is None:
             reply.first_text_s = self._since_endpoint(reply)
         kind = "response.output_audio_transcript.delta" if reply.audio_out else "response.output_text.delta"
-        await self.send(kind, response_id=reply.id, item_id=reply.item_id, output_index=0, content_index=0, delta=delta)
+        await self._content(kind, reply, delta=delta)
 
     async def _play(self, reply: Reply, flush: bool) -> None:
         """Send the clips that are next in order (all that remain, at the end), paced against playback."""
@@ -831,12 +819,9 @@ class RealtimeSession(Listener):
             ahead = reply.sent_s - (time.perf_counter() - reply.play_start)
             if ahead > self.settings.live_audio_lead_s:
                 await asyncio.sleep(ahead - self.settings.live_audio_lead_s)
-            await self.send(
+            await self._content(
                 "response.output_audio.delta",
-                response_id=reply.id,
-                item_id=reply.item_id,
-                output_index=0,
-                content_index=0,
+                reply,
                 delta=base64.b64encode(chunk.astype("<i2").tobytes()).decode("ascii"),
             )
             reply.sent_s += chunk.shape[0] / OUT_RATE
@@ -885,39 +870,12 @@ class RealtimeSession(Listener):
         item_status = "completed" if status == "completed" else "incomplete"
         if status == "completed":
             if reply.audio_out:
-                await self.send(
-                    "response.output_audio.done",
-                    response_id=reply.id,
-                    item_id=reply.item_id,
-                    output_index=0,
-                    content_index=0,
-                )
-                await self.send(
-                    "response.output_audio_transcript.done",
-                    response_id=reply.id,
-                    item_id=reply.item_id,
-                    output_index=0,
-                    content_index=0,
-                    transcript=text,
-                )
+                await self._content("response.output_audio.done", reply)
+                await self._content("response.output_audio_transcript.done", reply, transcript=text)
             else:
-                await self.send(
-                    "response.output_text.done",
-                    response_id=reply.id,
-                    item_id=reply.item_id,
-                    output_index=0,
-                    content_index=0,
-                    text=text,
-                )
+                await self._content("response.output_text.done", reply, text=text)
             part = {"type": "audio", "transcript": text} if reply.audio_out else {"type": "text", "text": text}
-            await self.send(
-                "response.content_part.done",
-                response_id=reply.id,
-                item_id=reply.item_id,
-                output_index=0,
-                content_index=0,
-                part=part,
-            )
+            await self._content("response.content_part.done", reply, part=part)
         item = self._assistant_item(reply, item_status)
         await self.send("response.output_item.done", response_id=reply.id, output_index=0, item=item)
         if self.dialect is Dialect.ga:

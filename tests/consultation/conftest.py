@@ -65,23 +65,10 @@ def tokens(api, settings: Settings) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def live_server(settings: Settings) -> Iterator[str]:
     """host:port of a real uvicorn (in a thread) serving the app: WebSocket clients need a real server."""
-    import threading
+    from tests.consultation.openai_server import serve
 
-    import uvicorn
-
-    from app.main import create_app
-    from tests.conftest import free_port
-
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, 30, "uvicorn")
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(15)
+    with serve(settings) as base:
+        yield base.removeprefix("http://").removesuffix("/v1")
 
 
 @pytest.fixture(scope="module")
