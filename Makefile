@@ -60,7 +60,7 @@ redis: system-deps
 	else \
 	  mkdir -p "$$MEDVOICE_DATA_DIR/redis"; \
 	  port=$$($(BIN)/python -c "from urllib.parse import urlparse; import os; print(urlparse(os.environ['MEDVOICE_REDIS_URL']).port or 6379)"); \
-	  redis-server --daemonize yes --bind 127.0.0.1 --port $$port --dir "$$MEDVOICE_DATA_DIR/redis" \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port $$port --dir "$$MEDVOICE_DATA_DIR/redis" --appendonly yes \
 	    --logfile "$$MEDVOICE_DATA_DIR/redis/redis.log" --pidfile "$$MEDVOICE_DATA_DIR/redis/redis.pid"; \
 	  for i in $$(seq 50); do redis-cli -p $$port ping >/dev/null 2>&1 && break; sleep 0.1; done; \
 	  echo "started redis-server on 127.0.0.1:$$port"; \

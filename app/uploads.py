@@ -3,11 +3,12 @@
 `body_limited` counts the request body as it arrives (a chunked upload with no Content-Length that goes
 past the limit stops with InputTooLarge instead of being spooled to disk whole); `read_upload` reads one
 multipart file part up to a limit. Both raise the typed InputTooLarge (413) of workers/core/errors.py.
-`store_upload` writes an accepted upload where the workers will read it.
+`store_upload` writes an accepted upload where the workers will read it; a full disk is StorageFull (507).
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from fastapi import Request
@@ -15,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from knowledge.files import write_atomic
-from workers.core.errors import InputTooLarge
+from workers.core.errors import InputTooLarge, MedvoiceError
 
 # Room for the multipart framing and the small form fields beside the file part.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -52,6 +53,19 @@ def body_limited(request: Request, limit: int) -> Request:
     return Request(request.scope, receive)
 
 
+class StorageFull(MedvoiceError):
+    """The data directory has no room for the upload: nothing was kept, the request can be sent again later."""
+
+    code = "insufficient_storage"
+    http_status = 507
+
+
 def store_upload(path: Path, data: bytes) -> Path:
-    """Write atomically (a temporary file, then a rename): a worker never reads a half-written upload."""
-    return write_atomic(path, data)
+    """Write atomically (a temporary file, then a rename): a worker never reads a half-written upload, and a
+    write the disk cannot hold leaves nothing behind (the temporary file goes with the failure)."""
+    try:
+        return write_atomic(path, data)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StorageFull("the data directory is full: the upload was not stored", {"bytes": len(data)}) from None

@@ -364,7 +364,21 @@ async def _event_stream(
         yield "retry: 2000\n\n"
         seen_any = False
         while time.monotonic() < deadline:
-            got = await r.xread({key: after}, count=100, block=heartbeat_ms)
+            try:
+                got = await r.xread({key: after}, count=100, block=heartbeat_ms)
+            except redis.RedisError:
+                # Redis gone: say so rather than cut the response off; the turn's record is in SQL and its
+                # stream resumes from Last-Event-ID once Redis is back.
+                yield _sse_event(
+                    None,
+                    Failed(
+                        code=BrokerUnavailable.code,
+                        message="the event stream (Redis) is unavailable: reconnect with Last-Event-ID",
+                        http_status=BrokerUnavailable.http_status,
+                        source="stream",
+                    ),
+                )
+                return
             entries = [entry for _key, batch in got or [] for entry in batch]
             if not entries:
                 if final is not None and not seen_any:

@@ -102,9 +102,15 @@ def begin(turn_id: str, status: TurnStatus) -> Turn:
         return turn
 
 
-def announce_rerun(turn_id: str, stage: str, types: tuple[EventType, ...]) -> bool:
-    """A re-delivered stage streams its events again: a `restart` event tells clients to drop the earlier ones."""
-    rerun = any(e.get("type") in types for e in events.read_all(turn_id))
+def announce_rerun(turn_id: str, stage: str, types: tuple[EventType, ...], status: TurnStatus) -> bool:
+    """A re-delivered stage streams its events again: a `restart` event tells clients to drop the earlier ones.
+
+    It ran before if the stream holds one of its result events, or its own `status` event: a worker killed
+    mid-stage (before its results) leaves only that, and the stream still says the stage started over."""
+    rerun = any(
+        e.get("type") in types or (e.get("type") == EventType.status and e.get("status") == status.value)
+        for e in events.read_all(turn_id)
+    )
     if rerun:
         events.emit(turn_id, Restart(stage=stage))
     return rerun
@@ -162,7 +168,7 @@ def run(
         turn = None
         if status is not None:
             turn = begin(turn_id, status)
-            ctx.rerun = announce_rerun(turn_id, stage, rerun_types)
+            ctx.rerun = announce_rerun(turn_id, stage, rerun_types, status)
             events.emit(turn_id, Status(status=status.value))
         out = work(turn, contract, ctx)
         if isinstance(out, FanOut):
