@@ -40,10 +40,11 @@ models: install
 	$(BIN)/medvoice models prepare
 
 # Debian packages the services and tests need: Redis, espeak-ng + sox to synthesize test speech, and
-# chromium + its driver for the browser console's test (tests/browser). Elsewhere install them yourself
-# (macOS: `brew install redis espeak-ng sox chromium chromedriver`; Redis in a container:
+# chromium + its driver for the browser console's test (tests/browser), and Prometheus for the metrics test
+# (tests/consultation/test_metrics.py). Elsewhere install them yourself
+# (macOS: `brew install redis espeak-ng sox chromium chromedriver prometheus`; Redis in a container:
 # `docker run -p 6379:6379 redis:7`).
-SYSTEM_TOOLS := redis-server:redis-server espeak-ng:espeak-ng sox:sox chromium:chromium chromedriver:chromium-driver
+SYSTEM_TOOLS := redis-server:redis-server espeak-ng:espeak-ng sox:sox chromium:chromium chromedriver:chromium-driver prometheus:prometheus
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app import http_security
+from app import metrics as app_metrics
 from app.routes import admin, auth, console, consultations, health, knowledge, realtime, turns
 from app.routes import funasr as funasr_routes
 from app.routes.openai import chat as openai_chat
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(MedvoiceError, typed_error)
     http_security.install(app, settings)  # request ids, security headers, CORS allow-list
+    app.add_middleware(app_metrics.MetricsMiddleware)  # outermost: sees every response's final status
+    app.state.metrics = app_metrics.ScrapeCollector(settings)  # queue depths and KB figures for /metrics
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(consultations.router)

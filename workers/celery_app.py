@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.app import trace
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from kombu import Queue
 
+from workers import metrics
 from workers.core import logs
 from workers.core.settings import POOLS, get_settings
 
@@ -93,6 +104,7 @@ def _load_engines(**_: object) -> None:
     from workers import engines
 
     engines.load_for_pools(engines.served_pools())
+    metrics.models_loaded(engines.loaded())
     node = os.environ.get("MEDVOICE_WORKER_NAME")
     if node:
         key = ENGINES_READY_PREFIX + node
@@ -131,10 +143,31 @@ _bound: dict[str, object] = {}  # task id → its logging context token (prerun 
 @task_prerun.connect
 def _bind_task_ids(task_id=None, args=None, kwargs=None, **_: object) -> None:  # noqa: ANN001
     _bound[task_id] = logs.bind_token(task_id=task_id, turn_id=_turn_of(args, kwargs))
+    metrics.task_started(task_id)
 
 
 @task_postrun.connect
-def _unbind_task_ids(task_id=None, **_: object) -> None:  # noqa: ANN001
+def _unbind_task_ids(task_id=None, task=None, state=None, **_: object) -> None:  # noqa: ANN001
+    metrics.task_finished(task, task_id, state)
     token = _bound.pop(task_id, None)
     if token is not None:
         logs.unbind(token)
+
+
+# Per-task metrics (workers/metrics.py): failures and retries; a child that exits is marked dead so its live
+# figures leave the node's sum (its counters stay).
+@task_failure.connect
+def _count_failure(sender=None, exception=None, **_: object) -> None:  # noqa: ANN001
+    metrics.task_failed(sender, exception)
+
+
+@task_retry.connect
+def _count_retry(sender=None, **_: object) -> None:  # noqa: ANN001
+    metrics.task_retried(sender)
+
+
+@worker_process_shutdown.connect
+def _child_exited(pid=None, **_: object) -> None:  # noqa: ANN001
+    import os
+
+    metrics.child_exited(pid or os.getpid())

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from workers import metrics
 from workers.core import events
 from workers.core.db import session_scope
 from workers.core.event_schema import Failed
@@ -46,6 +47,7 @@ def reap(settings: Settings) -> list[str]:
             turn.status, turn.error = TurnStatus.error, reason
             reaped.append((turn.id, reason))
     for turn_id, reason in reaped:
+        metrics.turn_ended("stalled", "turn_stalled")
         try:
             events.emit(turn_id, Failed(stage="reaper", code="turn_stalled", message=reason, http_status=504))
         except Exception as exc:  # noqa: BLE001 - the record says it; the stream may follow later

@@ -91,12 +91,28 @@ def serve(
     )
 
 
+def _metrics_dir(settings, node: str) -> None:  # noqa: ANN001
+    """The node's own multiprocess folder, emptied: its children's figures, never an earlier run's."""
+    import re
+    import shutil
+    import socket
+
+    base = settings.metrics_dir or settings.data_dir / "metrics"
+    path = base / re.sub(r"[^A-Za-z0-9._@-]", "_", node.replace("%h", socket.gethostname()))
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
 @cli.command()
 def worker(
     pool: Pool = typer.Option(..., help="Which queue(s) this worker consumes; `all` runs every stage."),
     concurrency: int = typer.Option(0, help="Worker processes; 0 takes MEDVOICE_<POOL>_CONCURRENCY."),
     name: str = typer.Option("", help="Celery node name (default <pool>@<host>)."),
     loglevel: str = typer.Option("INFO"),
+    metrics_port: int = typer.Option(
+        -1, help="This node's Prometheus metrics on MEDVOICE_WORKER_METRICS_HOST:PORT (0: none; -1: the setting)."
+    ),
 ) -> None:
     """Run one Celery worker pool (its model engine loads once per child process)."""
     _offline_env()
@@ -105,8 +121,17 @@ def worker(
     if concurrency <= 0:
         concurrency = max(settings.pool_concurrency(q) for q in queues)
     os.environ["MEDVOICE_WORKER_POOLS"] = ",".join(queues)
+    node = name or f"{pool.value}@%h"
+    port = settings.worker_metrics_port if metrics_port < 0 else metrics_port
+    if port:
+        _metrics_dir(settings, node)  # before prometheus_client is imported (by the task modules)
     _logging(loglevel, settings.log_format)  # already for Celery's start-up checks (its setup_logging hook: the same)
     from workers.celery_app import celery_app
+
+    if port:
+        from workers.metrics import serve_node
+
+        serve_node(settings.worker_metrics_host, port)
 
     celery_app.worker_main(
         [
@@ -115,7 +140,7 @@ def worker(
             "--queues",
             ",".join(queues),
             "--hostname",
-            name or f"{pool.value}@%h",
+            node,
             "--concurrency",
             str(concurrency),
             "--pool",

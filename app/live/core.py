@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app import metrics as app_metrics
 from app import task_client
 from app.live.agreement import LocalAgreement
 from app.live.audio import ASR_RATE, Resampler, pcm16
@@ -115,6 +116,8 @@ class LiveAudio:
         self.partial_latency_s: list[float] = []
         self.endpointer: Endpointer | None = None
         self.configure(vad)
+        self._open = True
+        app_metrics.LIVE_SESSIONS.inc()
 
     # ---- configuration ---------------------------------------------------------------------------------------
     def configure(self, vad: VadConfig | None) -> None:
@@ -212,6 +215,9 @@ class LiveAudio:
 
     async def close(self) -> None:
         self._cancel_partial()
+        if self._open:
+            self._open = False
+            app_metrics.LIVE_SESSIONS.dec()
 
     # ---- utterances and partials -----------------------------------------------------------------------------
     async def _endpoint(self, utterance: Utterance) -> None:
@@ -291,6 +297,7 @@ class LiveAudio:
         if out is None or generation != self._generation:
             return  # failed (finals matter, a missed partial does not), or the utterance ended meanwhile
         self.partial_latency_s.append(time.perf_counter() - t0)
+        app_metrics.PARTIAL_SECONDS.observe(self.partial_latency_s[-1])
         delta = self._agreement.update(out.get("text") or "")
         if delta:
             with contextlib.suppress(Exception):

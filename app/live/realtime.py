@@ -38,6 +38,7 @@ from fastapi import WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app import metrics as app_metrics
 from app.live import records
 from app.live.audio import from_base64, read_wav, to_rate, wav_bytes
 from app.live.core import Listener, LiveAudio, Utterance, VadConfig
@@ -520,6 +521,7 @@ class RealtimeSession(Listener):
                 self._superseded.add(self._last_committed)
             if not continued:
                 self.barge_ins += 1
+                app_metrics.BARGE_INS.inc()
             for reply in open_replies:
                 await self._cancel(reply, "turn_detected", continued=continued)
 
@@ -865,6 +867,8 @@ class RealtimeSession(Listener):
         if reply.finished:
             return
         reply.finished = True
+        if reply.first_audio_s is not None:
+            app_metrics.LIVE_FIRST_AUDIO_SECONDS.observe(reply.first_audio_s)
         await self._created(reply)  # a reply cancelled before it began still opens before it closes
         text = "".join(reply.text)
         item_status = "completed" if status == "completed" else "incomplete"

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     flower_port: int = 5555
     flower_basic_auth: str | None = None  # "user:password"; required when Flower binds beyond loopback
 
+    # Prometheus metrics (app/metrics.py, workers/metrics.py)
+    metrics_public: bool = False  # False: the API's /metrics answers loopback clients and admin JWTs only
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)  # a worker node's /metrics; 0: none
+    worker_metrics_host: str = "127.0.0.1"
+    metrics_dir: Path | None = None  # default: data_dir/metrics (one multiprocess folder per worker node)
+    metrics_kb_cache_s: float = Field(default=30.0, ge=0)  # how long a scrape reuses the last rag.stats
+
     # ---- Knowledge base (knowledge/) ----------------------------------------------------------------------------
     kb_dir: Path | None = None  # default: data_dir/knowledge (embedded Chroma under <kb_dir>/chroma)
     # Chroma server (`medvoice kb server`): required when several processes (rag workers + the admin CLI)

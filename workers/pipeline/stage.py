@@ -26,13 +26,14 @@ import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 
+from workers import metrics
 from workers.core import events
 from workers.core.db import session_scope
 from workers.core.errors import EngineFailure, InputError, TurnCancelled, from_exception
 from workers.core.event_schema import Cancelled, EventType, Failed, Restart, Status, Timings
 from workers.core.records import Turn, TurnStatus
 from workers.core.settings import get_settings
-from workers.pipeline.contracts import Skipped, State
+from workers.pipeline.contracts import Skipped, Spoken, State
 
 log = logging.getLogger("medvoice.tasks.turns")
 
@@ -125,6 +126,7 @@ def record(turn_id: str, stage: str, timing: Timings, **fields: Any) -> None:
         for name, value in fields.items():
             setattr(turn, name, value)
         turn.timings = {**(turn.timings or {}), stage: timing}  # a new dict: JSON columns track assignment
+    metrics.stage_recorded(stage, timing, fields)
 
 
 def fail(turn_id: str, stage: str, exc: BaseException) -> None:
@@ -141,6 +143,7 @@ def fail(turn_id: str, stage: str, exc: BaseException) -> None:
     try:
         # A client's stop ends the stream with `cancelled`; anything else with `error`.
         kind = Cancelled if isinstance(err, TurnCancelled) else Failed
+        metrics.turn_ended("cancelled" if kind is Cancelled else "error", "" if kind is Cancelled else err.code)
         events.emit(turn_id, kind(stage=stage, code=err.code, message=err.message, http_status=err.http_status))
     except Exception:
         log.exception("turn=%s could not publish the %s failure", turn_id, stage)
@@ -161,6 +164,10 @@ def run(
     if isinstance(state, dict) and state.get("skipped"):
         return state
     turn_id = events.check_turn_id(state.get("turn_id") or "") if isinstance(state, dict) else ""
+    # The stage's duration and outcome: the stage tasks proper (not a long recording's pieces and join).
+    timed = status is not None or stage == "finish"
+    started = time.perf_counter()
+    outcome = "error"
     try:
         contract = read(state)
         turn_id = contract.turn_id  # type: ignore[attr-defined]
@@ -172,11 +179,18 @@ def run(
             events.emit(turn_id, Status(status=status.value))
         out = work(turn, contract, ctx)
         if isinstance(out, FanOut):
+            timed = False
             raise task.replace(out.canvas)
+        outcome = "ok"
+        if isinstance(out, Spoken):  # the last stage: tts, or finish for a turn that is read
+            metrics.turn_ended("done")
+            if turn is not None:
+                metrics.first_audio(turn_id, turn.created_at, turn.input_kind)
         return out.to_state()
     except celery.exceptions.Ignore:
         raise  # the task replaced itself (a long recording's pieces): not a failure
     except StageSkipped as exc:
+        outcome = "skipped"
         log.info("turn=%s stage=%s skipped: turn already %s", turn_id, stage, exc)
         return Skipped(turn_id).to_state()
     except TRANSIENT as exc:
@@ -187,6 +201,7 @@ def run(
         if task.request.called_directly or task.request.retries >= retries:
             fail(turn_id, stage, EngineFailure(f"{type(exc).__name__} after {retries} retries"))
             raise plain from None
+        outcome = "retry"
         log.warning(
             "turn=%s stage=%s transient %s, retry %d/%d",
             turn_id,
@@ -197,6 +212,11 @@ def run(
         )
         raise task.retry(exc=plain, countdown=min(2**task.request.retries, 10)) from None
     except BaseException as exc:
+        if isinstance(exc, TurnCancelled):
+            outcome = "cancelled"
         if turn_id:
             fail(turn_id, stage, exc)
         raise
+    finally:
+        if timed:
+            metrics.stage_ran(stage, outcome, time.perf_counter() - started)
