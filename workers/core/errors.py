@@ -134,6 +134,13 @@ class BrokerUnavailable(MedvoiceError):
     http_status = 503
 
 
+class KnowledgeBaseUnavailable(MedvoiceError):
+    """The knowledge base's store (a Chroma server) is not answering: retrieval cannot run now."""
+
+    code = "kb_unavailable"
+    http_status = 503
+
+
 class WorkerTimeout(MedvoiceError):
     """No reply within the caller's wait (no worker of the pool took it, or it ran too long)."""
 

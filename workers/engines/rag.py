@@ -5,9 +5,12 @@ Importing this module imports no model library; `knowledge` loads torch/chromadb
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workers import engines
+from workers.core.errors import KnowledgeBaseUnavailable, MedvoiceError
 from workers.core.settings import Settings
 
 
@@ -44,3 +47,23 @@ def load_rag(settings: Settings):  # noqa: ANN201 - knowledge.base.KnowledgeBase
     from knowledge.base import KnowledgeBase
 
     return KnowledgeBase.open(kb_config(settings))
+
+
+@contextmanager
+def store_errors(settings: Settings) -> Iterator[None]:
+    """A Chroma server that stopped answering is KnowledgeBaseUnavailable (503) naming it, not a bare
+    connection error: the turn then says why retrieval failed."""
+    try:
+        yield
+    except MedvoiceError:
+        raise
+    except Exception as exc:
+        import httpx
+
+        url = settings.kb_chroma_url
+        lost = isinstance(exc, httpx.TransportError | ConnectionError) or "could not connect" in str(exc).lower()
+        if not url or not lost:
+            raise
+        raise KnowledgeBaseUnavailable(
+            f"the knowledge base server at {url} is not answering", {"chroma_url": url, "type": type(exc).__name__}
+        ) from None

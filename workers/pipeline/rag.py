@@ -22,7 +22,7 @@ from workers.core.event_schema import Retrieved as RetrievedEvent
 from workers.core.event_schema import RetrievedCitation
 from workers.core.records import Citation, Turn
 from workers.core.settings import get_settings
-from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
+from workers.engines import rag as _rag_engine  # registers the "rag" engine loader
 from workers.grounding import answer_language, passages_from_hits
 from workers.pipeline.contracts import Retrieved, TurnRef
 from workers.pipeline.stage import Context, db_url
@@ -39,7 +39,8 @@ def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
     language = turn.language or detect_language(question)
     t0 = time.perf_counter()
     kb = engines.get("rag")
-    res = kb.search(question, k=s.consult_top_k, language=answer_language(language))
+    with _rag_engine.store_errors(s):
+        res = kb.search(question, k=s.consult_top_k, language=answer_language(language))
     hits = [] if res.nothing_relevant else [h.as_dict() for h in res.hits]
     # The question's clinical words in the other language find a page written in it (a Chinese question about
     # an English guideline): a lexical search for them, merged by score.

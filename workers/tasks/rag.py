@@ -18,7 +18,9 @@ from typing import Any
 from workers import engines
 from workers.celery_app import celery_app
 from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
+from workers.core.settings import get_settings
 from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
+from workers.engines.rag import store_errors
 
 log = logging.getLogger("medvoice.tasks.rag")
 
@@ -47,7 +49,8 @@ def search(query: str, k: int = 5, language: str | None = None, filters: dict | 
         k = max(1, min(int(k), MAX_K))
     except (TypeError, ValueError):
         raise InputError(f"k must be an integer from 1 to {MAX_K}", {"field": "k"}) from None
-    res = _kb().search(query, k=k, language=language or None, filters=filters or None)
+    with store_errors(get_settings()):
+        res = _kb().search(query, k=k, language=language or None, filters=filters or None)
     log.info(
         "rag.search: %d hits, nothing_relevant=%s, %.1f ms",
         len(res.hits),
