@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -46,14 +47,66 @@ class Redis:
             self.proc.wait(20)
 
 
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def pg_tool(name: str) -> str | None:
+    """A PostgreSQL server binary: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(PG_BIN.glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return str(versions[-1]) if versions else None
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster of the test's own (run as the `postgres` user: the server refuses root),
+    so the test may restart it without touching a server anyone else uses."""
+
+    def __init__(self) -> None:
+        # Not under pytest's tmp_path: that is private to root, and the server runs as `postgres`.
+        self.dir, self.port = Path(tempfile.mkdtemp(prefix="medvoice-pg-")), free_port()
+        self.data = self.dir / "pgdata"
+        self.url = f"postgresql+psycopg://medvoice@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *cmd: str) -> None:
+        r = subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, cwd="/")
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def init(self) -> None:
+        shutil.chown(self.dir, "postgres")
+        self._as_postgres(pg_tool("initdb"), "-D", str(self.data), "-U", "medvoice", "--auth=trust", "-E", "UTF8")
+
+    def pg_ctl(self, action: str) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._as_postgres(
+            pg_tool("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.dir / "pg.log"),
+            "-m",
+            "fast",
+            "-w",
+            action,
+        )
+
+
 class Stack:
     """API + worker processes on one database, data dir and Redis."""
 
-    def __init__(self, root: Path, redis_url: str, **env: str) -> None:
+    def __init__(self, root: Path, redis_url: str, db_url: str | None = None, **env: str) -> None:
         from app.migrate import upgrade
 
         self.root = root
-        self.db_url = f"sqlite:///{root / 'medvoice.db'}"
+        root.mkdir(parents=True, exist_ok=True)
+        self.db_url = db_url or f"sqlite:///{root / 'medvoice.db'}"
         upgrade(self.db_url)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
