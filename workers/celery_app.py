@@ -57,6 +57,9 @@ def make_celery() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A child loads its models (worker_process_init) before it reports up: Celery's 4 s default killed every
+        # replacement child of a killed one in a loop.
+        worker_proc_alive_timeout=max(60.0, s.task_soft_time_limit_s / 2),
         task_time_limit=s.task_time_limit_s,
         task_soft_time_limit=s.task_soft_time_limit_s,
         task_track_started=True,

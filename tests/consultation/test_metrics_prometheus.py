@@ -185,3 +185,34 @@ def test_prometheus_scrapes_the_api_and_the_worker_node(prometheus, consulted):
     labels = json.dumps(query(prometheus, '{__name__=~"medvoice_.+"}'))
     for text in ('"ann"', "middle ear", "orbital", "Saturn", "amoxicillin"):
         assert text not in labels, text
+
+
+def node_samples(port: int, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name)
+
+
+def test_the_node_figures_survive_a_child_restart(pipeline_worker, consulted, worker_metrics_port):
+    import os
+    import signal
+
+    import redis
+
+    from workers.celery_app import ENGINES_READY_PREFIX
+
+    done = node_samples(worker_metrics_port, "medvoice_turns_total")
+    loads = node_samples(worker_metrics_port, "medvoice_model_load_seconds_count")
+    assert done >= 2 and loads >= 1
+    ready = redis.Redis.from_url(os.environ["MEDVOICE_REDIS_URL"])
+    key = ENGINES_READY_PREFIX + pipeline_worker.name
+    (child,) = [int(p) for p in ready.smembers(key)]
+    os.kill(child, signal.SIGKILL)  # the prefork parent starts a new child, which loads its models again
+    wait_for(
+        lambda: node_samples(worker_metrics_port, "medvoice_model_load_seconds_count") > loads,
+        240,
+        "a new child to load its models",
+    )
+    assert node_samples(worker_metrics_port, "medvoice_turns_total") == done  # the killed child's counts stay
