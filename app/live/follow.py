@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from workers.core import events
+from workers.core.errors import BrokerUnavailable
 from workers.core.event_schema import TERMINAL, Event, decode
 
 
@@ -40,7 +43,13 @@ async def follow(
             if idle_s is not None and time.monotonic() - last > idle_s:
                 yield Seen(after, STALLED, {"idle_s": idle_s}, None)
                 return
-            got = await r.xread({key: after}, count=100, block=1000 if idle_s else 5000)
+            try:
+                got = await r.xread({key: after}, count=100, block=1000 if idle_s else 5000)
+            except redis.RedisError:
+                # Redis gone: the session is told (an `error`), rather than its relay dying with the exception.
+                data = {"code": BrokerUnavailable.code, "message": "the turn's event stream (Redis) is unavailable"}
+                yield Seen(after, "error", data, None)
+                return
             if got:
                 last = time.monotonic()
             for _key, batch in got or []:

@@ -44,7 +44,7 @@ from app.live.audio import from_base64, read_wav, to_rate, wav_bytes
 from app.live.core import Listener, LiveAudio, Utterance, VadConfig
 from app.live.follow import STALLED, follow
 from workers.core import events
-from workers.core.errors import InputError, MedvoiceError
+from workers.core.errors import BrokerUnavailable, InputError, MedvoiceError
 from workers.core.refs import resolve_ref
 from workers.core.settings import Settings
 from workers.pipeline import STAGES
@@ -749,6 +749,8 @@ class RealtimeSession(Listener):
             elif t == "cancelled":  # stopped by this session, or by the turn's owner over REST
                 outcome = {"status": "cancelled", "reason": "client_cancelled"}
             elif t == "error":
+                if data.get("code") == BrokerUnavailable.code:  # not the turn's failure: the session's broker
+                    await self.error(BrokerUnavailable.code, str(data.get("message")))
                 await self._transcription_failed(user, data)
                 outcome = {
                     "status": "failed",

@@ -96,3 +96,39 @@ def test_redis_stopped_and_back(stack):
     assert turns[refused]["status"] == "error" and turns[refused]["error"].startswith("enqueue: broker_unavailable")
     assert not [t for t in turns.values() if t["status"] not in ("done", "error")]
     assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+
+
+def test_redis_stopped_during_a_live_session(stack):
+    """A live (Realtime) session waiting on its answer when Redis goes is told: an `error` event
+    broker_unavailable and the response failed; the session's turn stays on the record."""
+    import asyncio
+
+    pytest.importorskip("openai")
+    from tests.consultation.realtime_client import Collector, client
+    from workers.core.db import session_scope
+    from workers.core.records import Turn
+
+    h = stack.user()
+    key = h["Authorization"].removeprefix("Bearer ")
+    os.killpg(stack.worker.pid, signal.SIGSTOP)  # the answer cannot come: the session waits on its stream
+
+    async def main() -> Collector:
+        server = stack.base.removeprefix("http://")
+        async with client(server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Ear pain?"}]}
+            )
+            await conn.response.create()
+            await got.until("response.created", 1, timeout_s=60)
+            await asyncio.to_thread(stack.redis.stop)
+            await got.until("response.done", 1, timeout_s=60)
+            return got
+
+    got = asyncio.run(main())
+    errors = [e["error"]["code"] for e in got.of("error")]
+    assert "broker_unavailable" in errors, [t for _, t, _ in got.events]
+    done = got.of("response.done")[-1]["response"]
+    assert done["status"] == "failed" and done["status_details"]["error"]["code"] == "broker_unavailable", done
+    with session_scope(stack.db_url) as db:
+        assert db.get(Turn, done["metadata"]["turn_id"]) is not None
