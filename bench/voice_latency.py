@@ -6,8 +6,9 @@ questions, same run. Prints figures; asserts none.
 
 The stack is bench/consultation.py's, private to the run: Redis, a Chroma server, the API, and one worker
 process per pool (asr, live, rag, llm, tts) on this machine's cores, the sample knowledge base ingested through
-the API. The questions are the sample-KB questions of bench/answer_safety_questions.yaml, spoken at bench time
-by the product's own voices (English: Piper; Chinese: the Mandarin voice) at natural speed.
+the API. The questions are the sample-KB questions of bench/answer_safety_questions.yaml (answerable ones
+first), spoken at bench time by the product's own voices (English: Piper; Chinese: the Mandarin voice) at
+natural speed.
 
 Live: each question is streamed at real-time pace in 100 ms frames (0.5 s of silence before it, 1.5 s after)
 over `/v1/realtime` with server VAD and the session's language set. Times run from the **last voiced sample**
@@ -246,7 +247,8 @@ def run(args: argparse.Namespace) -> None:
         stack.start_workers("pools")
         admin, clinician = token(base, "bench-admin"), token(base, "bench-clinician")
         log(f"ingesting the sample knowledge base: {answer_safety.ingest(base, admin, None)}")
-        questions = [q for q in answer_safety.load_sample_questions() if q["kind"] == "answerable"]
+        # Answerable questions first, then the others (a no-answer reply is spoken too): a wait is a wait.
+        questions = sorted(answer_safety.load_sample_questions(), key=lambda q: q["kind"] != "answerable")
         chosen = [q for q in questions if q["language"] == "en"][: args.en] + [
             q for q in questions if q["language"] == "zh"
         ][: args.zh]
