@@ -557,7 +557,11 @@ class RealtimeSession(Listener):
         }
         # The transcript made at the speaker's first pause is of this very audio: the turn records it (asr.turn_heard)
         # instead of transcribing again, which is most of the wait after an endpoint.
-        heard = await utterance.heard()
+        try:
+            # Not longer than a partial may wait: a transcript stuck behind other work is made by asr.turn instead.
+            heard = await asyncio.wait_for(utterance.heard(), self.settings.live_partial_expire_s)
+        except TimeoutError:
+            heard = None
         first = "asr.turn_heard" if heard else STAGES[0]
         stages = (first, *STAGES[1:]) if self.config.create_response else (first,)
         state = {"heard": {**heard, "timings": {**heard["timings"], "speculative": True}}} if heard else None
