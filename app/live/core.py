@@ -37,6 +37,7 @@ _VAD_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vad")
 FLOOD_SPEED = 4.0  # sustained audio faster than this many times real time is refused...
 FLOOD_BURST_S = 15.0  # ...after a burst of this much (a client sending a file fast, then pacing)
 PARTIAL_PRIORITY = 9  # Redis: 0 first, 9 last
+MIN_PARTIAL_MS = 1000  # shorter (pre-roll included) is mostly not speech yet: Whisper guesses
 SPECULATE_MS = KEEP_SILENCE_MS  # a pause this long starts the final transcript
 
 
@@ -281,7 +282,7 @@ class LiveAudio:
     def _maybe_partial(self) -> None:
         assert self.endpointer is not None
         grown = self.endpointer.utterance_ms - self._partial_from_ms
-        if grown < self.settings.live_partial_interval_s * 1000:
+        if grown < self.settings.live_partial_interval_s * 1000 or self.endpointer.utterance_ms < MIN_PARTIAL_MS:
             return
         if self._partial_task is not None and not self._partial_task.done():
             return  # one in flight per session: a slow machine gets fewer partials, never a queue of them

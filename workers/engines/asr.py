@@ -26,6 +26,9 @@ from workers.core.settings import Settings
 log = logging.getLogger("medvoice.engines.asr")
 SAMPLE_RATE = 16000
 WIDE_LANGUAGES = ("zh", "ja", "yue")  # CJK scripts: written without spaces between words
+# A live preview of speech still being spoken: one greedy pass, no timestamps, and a token budget. On a second
+# of audio Whisper may otherwise loop, retrying at each fallback temperature (measured: 12 s for 0.77 s).
+QUICK = {"temperature": 0.0, "without_timestamps": True, "max_new_tokens": 96}
 TASKS = ("transcribe", "translate")  # Whisper's own: write what was said, or say it in English
 
 
@@ -129,6 +132,7 @@ class AsrEngine:
         word_timestamps: bool = False,
         task: str = "transcribe",
         on_segment: Callable[[dict[str, Any], str | None], None] | None = None,
+        quick: bool = False,
     ) -> dict[str, Any]:
         if task not in TASKS:
             raise InputError(f"task must be one of {', '.join(TASKS)}", {"field": "task"})
@@ -148,6 +152,7 @@ class AsrEngine:
             condition_on_previous_text=False,
             word_timestamps=word_timestamps,
             task=task,
+            **(QUICK if quick else {}),
         )
         segments = []
         # A translation is English whatever was spoken: no script conversion, words joined by spaces.

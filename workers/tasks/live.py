@@ -86,6 +86,7 @@ def transcribe(
         language=language,
         hotwords=merged_hotwords(hotwords, language),
         beam_size=1 if partial else None,
+        quick=partial,
         **options,
     )
     log.info(
