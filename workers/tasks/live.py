@@ -23,6 +23,7 @@ from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceE
 from workers.core.settings import get_settings
 from workers.engines import asr as _asr_engine  # registers the "asr" engine loader
 from workers.engines.vocabulary import bounded, in_language, kb_terms
+from workers.tasks.asr import check_options
 
 log = logging.getLogger("medvoice.tasks.live")
 MAX_HOTWORDS = 100
@@ -70,8 +71,7 @@ def transcribe(
     partial: bool = False,
 ) -> dict[str, Any]:
     s = get_settings()
-    if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 8):
-        raise InputError("language must be a language code such as 'en' or 'zh'", {"field": "language"})
+    check_options(language, None, None, words)
     audio = pcm_audio(pcm, sample_rate, s.live_max_utterance_s + 5)
     engine = engines.get("asr")
     options: dict[str, Any] = {"vad_filter": False}  # the session's VAD already cut the speech out
