@@ -41,10 +41,28 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import answer_safety  # bench/answer_safety.py: the questions and the sample-KB ingest
-from consultation import Api, Stack, fmt, log, make_users, pct, tear_down, token
+from consultation import Api, Stack, fmt, free_port, log, make_users, pct, tear_down, token
+from live_asr import error_rate  # bench/live_asr.py: WER (English) / CER (Chinese) against the question asked
 
 RATE = 24000
 CHUNK_S = 0.1
+# The naive live configuration, measured in the same run: the final transcript starts at the endpoint, and
+# Whisper's encoder pays for its whole 30 s window (the API's settings; the workers are shared).
+NAIVE = {"MEDVOICE_LIVE_SPECULATE": "false", "MEDVOICE_LIVE_ASR_FIT_WINDOW": "false"}
+
+
+def wait_http(url: str, timeout_s: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -156,6 +174,8 @@ async def live_turn(ws_url: str, key: str, clip: dict[str, Any], language: str) 
                     out["utterances"] = commits
                     if dones >= commits:
                         answered.set()
+                if kind == "conversation.item.input_audio_transcription.completed":
+                    out["transcript"] = ev.get("transcript") or ""
                 if kind == "error":
                     out.setdefault("errors", []).append(ev["error"].get("code"))
 
@@ -187,6 +207,7 @@ async def live_turn(ws_url: str, key: str, clip: dict[str, Any], language: str) 
         "partials": len(partial_at),
         "utterances": out.get("utterances", 1),
         "partial_gaps": [b - a for a, b in zip(partial_at, partial_at[1:])],
+        "transcript": out.get("transcript", ""),
         "turn_id": ((out.get("response") or {}).get("metadata") or {}).get("turn_id"),
         "status": (out.get("response") or {}).get("status"),
         "errors": out.get("errors", []),
@@ -200,12 +221,17 @@ def waterfall(api: Api, turn_id: str) -> dict[str, float | None]:
     def total(stage: str) -> float | None:
         return (tm.get(stage) or {}).get("total_s")
 
+    live = t.get("live") or {}
     return {
         "asr": total("asr"),
         "rag": total("rag"),
         "answer": total("llm"),
-        "gateway_first_audio": (t.get("live") or {}).get("first_audio_s"),
-        "speculative": bool((t.get("live") or {}).get("speculative_transcript")),
+        "heard_wait": live.get("heard_wait_s"),
+        "turn_made": live.get("turn_made_s"),
+        "gateway_first_text": live.get("first_text_s"),
+        "gateway_first_audio": live.get("first_audio_s"),
+        "speculative": bool(live.get("speculative_transcript")),
+        "discarded": int(live.get("speculations_discarded") or 0),
     }
 
 
@@ -243,6 +269,16 @@ def run(args: argparse.Namespace) -> None:
         upgrade(env["MEDVOICE_DATABASE_URL"])
         make_users(env["MEDVOICE_DATABASE_URL"])
         base = stack.start_api()
+        # The naive live configuration: its own API process (the live levers are the API's settings) on the same
+        # Redis, database and workers, so both are measured on the same machine state, question by question.
+        naive_port = free_port()
+        stack.spawn(
+            "api-naive",
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(naive_port)],
+            env={**env, **NAIVE},
+        )
+        naive = f"http://127.0.0.1:{naive_port}"
+        wait_http(naive + "/healthz", 60)
         log("starting one worker per pool")
         stack.start_workers("pools")
         admin, clinician = token(base, "bench-admin"), token(base, "bench-clinician")
@@ -255,18 +291,22 @@ def run(args: argparse.Namespace) -> None:
         log(f"speaking {len(chosen)} questions with the product's voices")
         clips = [{**q, **speak(data, q["question"], q["language"])} for q in chosen]
         api = Api(base, clinician)
-        ws_url = base.replace("http://", "ws://") + "/v1/realtime"
+        ws = {
+            name: url.replace("http://", "ws://") + "/v1/realtime" for name, url in (("fast", base), ("naive", naive))
+        }
         procs = [p for p in stack.procs.values()]
-        cpu0, wall0 = sum(cpu_seconds(p.pid) for p in procs), time.perf_counter()
         # A warm-up of each path first: model first calls are not what a clinician meets mid-session.
-        asyncio.run(live_turn(ws_url, clinician, clips[0], clips[0]["language"]))
+        for url in ws.values():
+            asyncio.run(live_turn(url, clinician, clips[0], clips[0]["language"]))
+        cpu0, wall0 = sum(cpu_seconds(p.pid) for p in procs), time.perf_counter()
         rows: list[dict[str, Any]] = []
+        paths = [("live", "fast"), ("live", "naive"), ("rest", "fast")]
         for i, clip in enumerate(clips):
             lang = clip["language"]
-            order = ("live", "rest") if i % 2 == 0 else ("rest", "live")
-            for path in order:
+            for path, config in paths[i % 3 :] + paths[: i % 3]:  # each path goes first as often as the others
                 if path == "live":
-                    rec = asyncio.run(live_turn(ws_url, clinician, clip, lang))
+                    rec = asyncio.run(live_turn(ws[config], clinician, clip, lang))
+                    rec["transcript_error"] = error_rate(clip["question"], rec.get("transcript") or "", lang)
                     if rec["turn_id"]:
                         rec["waterfall"] = waterfall(api, rec["turn_id"])
                 else:
@@ -280,9 +320,16 @@ def run(args: argparse.Namespace) -> None:
                         "first_text_s": r.get("client_first_sentence_s"),
                     }
                 rows.append(
-                    {"path": path, "lang": lang, "id": clip["id"], "speech_s": round(clip["voiced_s"], 2), **rec}
+                    {
+                        "path": path,
+                        "config": config,
+                        "lang": lang,
+                        "id": clip["id"],
+                        "speech_s": round(clip["voiced_s"], 2),
+                        **rec,
+                    }
                 )
-                log(f"{path:4} {lang} {clip['id']}: first audio {fmt(rec.get('first_audio_s'))}s")
+                log(f"{path:4} {config:5} {lang} {clip['id']}: first audio {fmt(rec.get('first_audio_s'))}s")
         cpu = (sum(cpu_seconds(p.pid) for p in procs) - cpu0) / (time.perf_counter() - wall0)
         report(rows, cpu, args)
         if args.json:
@@ -295,47 +342,58 @@ def report(rows: list[dict[str, Any]], cpu: float, args: argparse.Namespace) -> 
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=200)  # a log file or pipe too gets whole table rows
     table = Table(title="end of speech (last voiced sample) → …, seconds, p50 / p95 (n)")
-    for col in ("path", "lang", "speech_stopped", "final transcript", "first text", "first audio"):
+    for col in ("path", "lang", "speech_stopped", "final transcript", "first text", "first audio", "WER/CER"):
         table.add_column(col)
-    for path in ("live", "rest"):
+    names = {
+        ("live", "fast"): "live WebSocket",
+        ("live", "naive"): "live, naive",
+        ("rest", "fast"): "REST upload → first audio",
+    }
+    for (path, config), name in names.items():
         for lang in ("en", "zh"):
-            sel = [r for r in rows if r["path"] == path and r["lang"] == lang]
+            sel = [r for r in rows if r["path"] == path and r["config"] == config and r["lang"] == lang]
             if not sel:
                 continue
             cells = []
             for key in ("speech_stopped_s", "transcript_s", "first_text_s", "first_audio_s"):
                 p50, p95, n = stats([r.get(key) for r in sel])
                 cells.append("-" if n == 0 else f"{fmt(p50)} / {fmt(p95)} ({n})")
+            errs = [r["transcript_error"] for r in sel if r.get("transcript_error") is not None]
+            cells.append(f"{statistics.mean(errs):.3f}" if errs else "-")
             if path == "rest":
                 cells[0] = cells[1] = "(upload)"
-            table.add_row("live WebSocket" if path == "live" else "REST upload → first audio", lang, *cells)
+            table.add_row(name, lang, *cells)
     console.print(table)
-    live = [r for r in rows if r["path"] == "live"]
-    gaps = [g for r in live for g in r.get("partial_gaps") or []]
-    ended = sum(r.get("status") in ("completed", "cancelled") for r in live)
-    split = sum(r.get("utterances", 1) > 1 for r in live)
-    reused = sum(bool((r.get("waterfall") or {}).get("speculative")) for r in live)
-    console.print(
-        f"partial transcripts: {statistics.mean([r['partials'] for r in live]):.1f} per utterance, "
-        f"median gap {fmt(statistics.median(gaps) if gaps else None)} s; "
-        f"live replies ended (completed, or cancelled after the first audio): {ended}/{len(live)}; "
-        f"errors: {sum(len(r.get('errors') or []) for r in live)}; "
-        f"questions heard as more than one utterance (a pause ended one early): {split}; "
-        f"final transcript made at the first pause and used: {reused}/{len(live)}"
-    )
-    with_audio = sorted((r for r in live if r.get("first_audio_s") is not None), key=lambda r: r["first_audio_s"])
-    if with_audio:
-        mid = with_audio[len(with_audio) // 2]
-        w = mid.get("waterfall") or {}
+    for config in ("fast", "naive"):
+        live = [r for r in rows if r["path"] == "live" and r["config"] == config]
+        if not live:
+            continue
+        gaps = [g for r in live for g in r.get("partial_gaps") or []]
+        ended = sum(r.get("status") in ("completed", "cancelled") for r in live)
+        split = sum(r.get("utterances", 1) > 1 for r in live)
+        falls = [r.get("waterfall") or {} for r in live]
         console.print(
-            f"median live turn ({mid['id']}, {mid['lang']}, {mid['speech_s']} s of speech): first audio "
-            f"{fmt(mid['first_audio_s'])} s after the last voiced sample = endpoint silence + VAD "
-            f"(speech_stopped {fmt(mid['speech_stopped_s'])}) → final transcript {fmt(mid['transcript_s'])} "
-            f"(asr stage {fmt(w.get('asr'))}) → rag {fmt(w.get('rag'))} → answer {fmt(w.get('answer'))} "
-            f"→ first clip and relay; gateway endpoint → first audio {fmt(w.get('gateway_first_audio'))}"
+            f"[{config}] partial transcripts: {statistics.mean([r['partials'] for r in live]):.1f} per utterance, "
+            f"median gap {fmt(statistics.median(gaps) if gaps else None)} s; replies ended: {ended}/{len(live)}; "
+            f"errors: {sum(len(r.get('errors') or []) for r in live)}; questions split at a pause: {split}; "
+            f"transcript made at the first pause used: {sum(bool(w.get('speculative')) for w in falls)}/{len(live)}, "
+            f"thrown away as speech resumed: {sum(w.get('discarded', 0) for w in falls)}"
         )
+        with_audio = sorted((r for r in live if r.get("first_audio_s") is not None), key=lambda r: r["first_audio_s"])
+        if with_audio:
+            mid = with_audio[len(with_audio) // 2]
+            w = mid.get("waterfall") or {}
+            console.print(
+                f"[{config}] median turn ({mid['id']}, {mid['lang']}, {mid['speech_s']} s of speech), seconds from "
+                f"the last voiced sample: speech_stopped {fmt(mid['speech_stopped_s'])} (endpoint silence + VAD) | "
+                f"then from the endpoint: transcript in hand {fmt(w.get('heard_wait'))} (asr stage "
+                f"{fmt(w.get('asr'))}, started at the pause: {w.get('speculative')}) | turn recorded + sent "
+                f"{fmt(w.get('turn_made'))} | rag {fmt(w.get('rag'))} | answer {fmt(w.get('answer'))} | "
+                f"first text {fmt(w.get('gateway_first_text'))} | first clip + relay → first audio "
+                f"{fmt(w.get('gateway_first_audio'))}; client saw first audio at {fmt(mid['first_audio_s'])}"
+            )
     console.print(f"CPU: {cpu:.2f} cores busy on average over the measured turns (all stack processes)")
 
 

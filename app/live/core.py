@@ -51,6 +51,7 @@ class Utterance:
     partial_text: str = ""  # what was released as partial transcript
     # The final transcript of this very audio, started at the speaker's first pause (None: there was none to use).
     speculation: asyncio.Task | None = None
+    discarded: int = 0  # transcripts started at earlier pauses of this utterance, thrown away as speech resumed
 
     async def heard(self) -> dict | None:
         """The speculative final transcript, once it is done; None when there is none or it failed or is empty."""
@@ -104,6 +105,7 @@ class LiveAudio:
         self.flood_check = flood_check
         self.speculate = speculate
         self._speculation: tuple[int, asyncio.Task] | None = None  # (last voiced ms it covers, its transcript)
+        self._discarded = 0  # in the current utterance
         self._resample = Resampler(rate)
         self.rate = rate
         self._buffer: list[np.ndarray] = []  # push-to-talk audio, or everything when VAD is off
@@ -171,6 +173,7 @@ class LiveAudio:
         events = await asyncio.get_running_loop().run_in_executor(_VAD_THREADS, self.endpointer.feed, samples)
         for ev in events:
             if ev.kind == "started":
+                self._discarded = 0
                 self._agreement.reset()
                 self._partial_from_ms = 0
                 await self.listener.speech_started(ev.at_ms)
@@ -225,6 +228,7 @@ class LiveAudio:
         self._generation += 1
         self._cancel_partial()
         utterance.speculation = self._take_speculation(utterance)
+        utterance.discarded, self._discarded = self._discarded, 0
         utterance.partial_text = self._agreement.text
         self._agreement.reset()
         await self.listener.utterance(utterance)
@@ -240,6 +244,7 @@ class LiveAudio:
         if self._speculation is not None and self._speculation[0] != e.last_voice_ms:
             self._speculation[1].cancel()  # speech resumed: a new pause will make a new one
             self._speculation = None
+            self._discarded += 1
         if self._speculation is None and e.silent_ms >= SPECULATE_MS and e.silent_ms < e.silence_ms:
             task = asyncio.create_task(self._transcribe(e.current(), partial=False))
             self._speculation = (e.last_voice_ms, task)
@@ -251,6 +256,7 @@ class LiveAudio:
         voice_ms, task = spec
         if voice_ms != utterance.end_ms or utterance.reason != "silence":
             task.cancel()  # speech went on after the pause it was made at: it is not this utterance's audio
+            self._discarded += 1
             return None
         return task
 
@@ -263,6 +269,7 @@ class LiveAudio:
                     "language": self.language(),
                     "hotwords": self.hotwords,
                     "partial": partial,
+                    "fit_window": self.settings.live_asr_fit_window,
                 },
                 timeout_s=self.settings.live_partial_expire_s + 10,
                 expires_s=self.settings.live_partial_expire_s,

@@ -545,6 +545,7 @@ class Stream(Listener):
                 "language": self.cfg.language or self.detected,
                 "hotwords": self.cfg.hotwords or None,
                 "words": words,
+                "fit_window": self.settings.live_asr_fit_window,
             },
             timeout_s=FINAL_TIMEOUT_S,
         )

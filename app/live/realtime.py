@@ -264,6 +264,7 @@ class UserItem:
     transcript: str | None = None
     transcribed: asyncio.Event = field(default_factory=asyncio.Event)
     stream_after: str = "0-0"  # the turn's events already relayed (a transcript-only follower's)
+    made_s: float | None = None  # endpoint → its turn recorded and sent to the pools
 
 
 @dataclass
@@ -313,7 +314,12 @@ class RealtimeSession(Listener):
         self.dialect = dialect
         self.config = config or default_config(settings)
         self.audio = LiveAudio(
-            settings, self, rate=OUT_RATE, vad=self.config.vad, language=lambda: self.config.language, speculate=True
+            settings,
+            self,
+            rate=OUT_RATE,
+            vad=self.config.vad,
+            language=lambda: self.config.language,
+            speculate=settings.live_speculate,
         )
         self._send_lock = asyncio.Lock()
         self._items: list[UserItem] = []
@@ -574,11 +580,14 @@ class RealtimeSession(Listener):
             "utterance_s": round(utterance.duration_s, 3),
             "partial_chars": len(utterance.partial_text),
             "speculative_transcript": heard is not None,
+            "speculations_discarded": utterance.discarded,
+            "heard_wait_s": round(time.perf_counter() - utterance.stopped_at, 3) if heard else None,
         }
         turn_id = await self._add_turn(body, stages, item_id, live, state)
         if turn_id is None:
             return
         user = UserItem(item_id, turn_id, "audio", utterance=utterance)
+        user.made_s = round(time.perf_counter() - utterance.stopped_at, 3)
         self._remember(user)
         await self._item_added(_user_item(item_id, {"type": "input_audio", "transcript": None}), previous)
         if self.config.create_response:
@@ -925,6 +934,7 @@ class RealtimeSession(Listener):
             sentences_sent=len(reply.text),
             first_text_s=reply.first_text_s,
             first_audio_s=reply.first_audio_s,
+            turn_made_s=reply.user.made_s,
             **({"continued_by_next_utterance": True} if continued else {}),
         )
 

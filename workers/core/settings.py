@@ -217,6 +217,12 @@ class Settings(BaseSettings):
     live_max_utterance_s: float = Field(default=30.0, ge=2, le=120)  # an utterance is cut here (Whisper's window)
     live_partial_interval_s: float = Field(default=0.7, gt=0.1)  # new audio between partial transcripts
     live_partial_expire_s: float = Field(default=2.0, gt=0)  # a partial not started by then is dropped
+    # The final transcript starts at the speaker's first pause (KEEP_SILENCE_MS), not after the whole endpoint
+    # silence; speech that resumes discards it. False: it starts at the endpoint.
+    live_speculate: bool = True
+    # Whisper's encoder sees the utterance plus a margin instead of its whole 30 s window (~2.5x faster on a
+    # short question; workers/engines/asr.py). False: the full window, as uploads are transcribed.
+    live_asr_fit_window: bool = True
     live_audio_lead_s: float = Field(default=1.0, ge=0.1)  # reply audio is sent at most this far ahead of playback
     # Speech resuming this soon after an endpoint, before any of the reply was sent, continues the question: the
     # reply to its first part is cancelled and the turn takes the whole utterance (a pause mid-question).

@@ -7,13 +7,20 @@ Decoding goes through faster-whisper's own PyAV decoder (any container/codec FFm
 `word_timestamps=True` adds each word's start, end and probability (per segment and as one flat list);
 `task="translate"` has Whisper write English, whatever language is spoken. `on_segment(segment, language)` is
 called with each segment as soon as it is decoded, so a caller can stream it on.
+
+`fit_window=True` (live speech) lets the encoder see only the audio plus a margin instead of Whisper's whole
+30 s window, which faster-whisper fills with zero frames and the encoder pays for in full: on 2 cores the
+encoder is ~0.35 s of the ~0.55 s a 4 s question costs, and a 10 s window ~0.04 s (bench/voice_latency.py
+measures both, with their transcripts' error rates).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,36 @@ WIDE_LANGUAGES = ("zh", "ja", "yue")  # CJK scripts: written without spaces betw
 # of audio Whisper may otherwise loop, retrying at each fallback temperature (measured: 12 s for 0.77 s).
 QUICK = {"temperature": 0.0, "without_timestamps": True, "max_new_tokens": 96}
 TASKS = ("transcribe", "translate")  # Whisper's own: write what was said, or say it in English
+# A fitted window: the audio plus this margin, never shorter than FIT_MIN_FRAMES (100 frames a second). Shorter
+# contexts than ~10 s cost Chinese accuracy on the eval speech; longer ones buy nothing measurable.
+FIT_PAD_FRAMES = 300
+FIT_MIN_FRAMES = 1000
+
+
+def fitted(features: np.ndarray) -> np.ndarray:
+    """The encoder's input cut to the frames that hold audio, plus the margin (padding frames are all zero)."""
+    batch = features if features.ndim == 3 else features[None]
+    held = np.flatnonzero(np.abs(batch[0]).max(axis=0) > 0)
+    n = (int(held[-1]) + 1 if held.size else 0) + FIT_PAD_FRAMES
+    n = min(batch.shape[-1], max(FIT_MIN_FRAMES, n))
+    n += n % 2  # the encoder's convolution strides by two frames
+    return np.ascontiguousarray(batch[..., :n])
+
+
+def _whisper_class() -> type:
+    from faster_whisper import WhisperModel
+
+    class FittingWhisper(WhisperModel):
+        """faster-whisper's model, whose encoder is given a fitted window while the calling thread asks for it
+        (faster-whisper pads every window to 30 s just before encoding, for transcription and language
+        detection alike; CTranslate2's encoder takes any length up to that)."""
+
+        fit = threading.local()
+
+        def encode(self, features: np.ndarray) -> Any:
+            return super().encode(fitted(features) if getattr(self.fit, "on", False) else features)
+
+    return FittingWhisper
 
 
 def separator(language: str | None, task: str = "transcribe") -> str:
@@ -40,7 +77,7 @@ def separator(language: str | None, task: str = "transcribe") -> str:
 class AsrEngine:
     def __init__(self, settings: Settings, model_dir: Path) -> None:
         try:
-            from faster_whisper import WhisperModel
+            WhisperModel = _whisper_class()
         except ImportError as exc:  # pragma: no cover
             raise EngineUnavailable(f"faster-whisper is not installed: {exc}") from exc
         self.settings = settings
@@ -91,10 +128,21 @@ class AsrEngine:
                 pieces.append((r["start"], r["end"]))
         return pieces
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+    def detect_language(self, audio: np.ndarray, fit_window: bool = False) -> tuple[str, float]:
         """One language for every piece of a long recording, from its first 30 s of speech."""
-        language, probability, _all = self.model.detect_language(audio[: 30 * SAMPLE_RATE], vad_filter=True)
+        with self._window(fit_window):
+            language, probability, _all = self.model.detect_language(audio[: 30 * SAMPLE_RATE], vad_filter=True)
         return language, round(float(probability), 4)
+
+    @contextlib.contextmanager
+    def _window(self, fit: bool) -> Iterator[None]:
+        holder = type(self.model).fit
+        before = getattr(holder, "on", False)
+        holder.on = fit
+        try:
+            yield
+        finally:
+            holder.on = before
 
     def check_audio(self, audio: np.ndarray) -> float:
         """The audio's duration, or the typed error for audio that is empty, too long or not finite."""
@@ -133,6 +181,7 @@ class AsrEngine:
         task: str = "transcribe",
         on_segment: Callable[[dict[str, Any], str | None], None] | None = None,
         quick: bool = False,
+        fit_window: bool = False,
     ) -> dict[str, Any]:
         if task not in TASKS:
             raise InputError(f"task must be one of {', '.join(TASKS)}", {"field": "task"})
@@ -142,43 +191,44 @@ class AsrEngine:
             audio = self.decode(Path(audio))
         t_decoded = time.perf_counter()
         duration = self.check_audio(audio)
-        segments_iter, info = self.model.transcribe(
-            audio,
-            language=language or s.asr_language or None,
-            beam_size=beam_size or s.asr_beam_size,
-            vad_filter=s.asr_vad_filter if vad_filter is None else vad_filter,
-            initial_prompt=initial_prompt if initial_prompt is not None else s.asr_initial_prompt,
-            hotwords=hotwords if hotwords is not None else s.asr_hotwords,
-            condition_on_previous_text=False,
-            word_timestamps=word_timestamps,
-            task=task,
-            **(QUICK if quick else {}),
-        )
-        segments = []
-        # A translation is English whatever was spoken: no script conversion, words joined by spaces.
-        script = self._script(info.language if task == "transcribe" else None)
-        for seg in segments_iter:  # the generator does the decoding work
-            out: dict[str, Any] = {
-                "start": round(seg.start, 3),
-                "end": round(seg.end, 3),
-                "text": script(seg.text.strip()),
-                "avg_logprob": round(seg.avg_logprob, 4),
-                "no_speech_prob": round(seg.no_speech_prob, 4),
-            }
-            if word_timestamps:
-                out["words"] = [
-                    {
-                        "word": script(w.word.strip()),
-                        "start": round(float(w.start), 3),
-                        "end": round(float(w.end), 3),
-                        "probability": round(float(w.probability), 4),
-                    }
-                    for w in seg.words or []
-                    if w.word.strip()
-                ]
-            segments.append(out)
-            if on_segment is not None:
-                on_segment(out, info.language)
+        with self._window(fit_window):  # language detection and decoding both happen in here
+            segments_iter, info = self.model.transcribe(
+                audio,
+                language=language or s.asr_language or None,
+                beam_size=beam_size or s.asr_beam_size,
+                vad_filter=s.asr_vad_filter if vad_filter is None else vad_filter,
+                initial_prompt=initial_prompt if initial_prompt is not None else s.asr_initial_prompt,
+                hotwords=hotwords if hotwords is not None else s.asr_hotwords,
+                condition_on_previous_text=False,
+                word_timestamps=word_timestamps,
+                task=task,
+                **(QUICK if quick else {}),
+            )
+            segments = []
+            # A translation is English whatever was spoken: no script conversion, words joined by spaces.
+            script = self._script(info.language if task == "transcribe" else None)
+            for seg in segments_iter:  # the generator does the decoding work
+                out: dict[str, Any] = {
+                    "start": round(seg.start, 3),
+                    "end": round(seg.end, 3),
+                    "text": script(seg.text.strip()),
+                    "avg_logprob": round(seg.avg_logprob, 4),
+                    "no_speech_prob": round(seg.no_speech_prob, 4),
+                }
+                if word_timestamps:
+                    out["words"] = [
+                        {
+                            "word": script(w.word.strip()),
+                            "start": round(float(w.start), 3),
+                            "end": round(float(w.end), 3),
+                            "probability": round(float(w.probability), 4),
+                        }
+                        for w in seg.words or []
+                        if w.word.strip()
+                    ]
+                segments.append(out)
+                if on_segment is not None:
+                    on_segment(out, info.language)
         t_done = time.perf_counter()
         sep = separator(info.language, task)
         text = sep.join(seg["text"] for seg in segments if seg["text"]).strip()

@@ -5,7 +5,8 @@ dictation session (the FunASR protocol) sends each finished utterance for its fi
 live pool runs the asr pool's Whisper engine in processes of its own, so a long uploaded recording on the asr
 queue never delays them. The caller's hotwords (ranked) come first, then the knowledge base's vocabulary in the
 speech's language, bounded as for uploads. Partials skip language detection: a session names its language, or
-the partial is transcribed without the vocabulary.
+the partial is transcribed without the vocabulary. `fit_window` (the API's `MEDVOICE_LIVE_ASR_FIT_WINDOW`) gives
+Whisper's encoder the utterance plus a margin instead of a 30 s window (workers/engines/asr.py).
 """
 
 from __future__ import annotations
@@ -69,18 +70,20 @@ def transcribe(
     hotwords: list[str] | None = None,
     words: bool = False,
     partial: bool = False,
+    fit_window: bool = False,
 ) -> dict[str, Any]:
     s = get_settings()
     check_options(language, None, None, words)
     audio = pcm_audio(pcm, sample_rate, s.live_max_utterance_s + 5)
     engine = engines.get("asr")
-    options: dict[str, Any] = {"vad_filter": False}  # the session's VAD already cut the speech out
+    # The session's VAD already cut the speech out; a fitted window is what a short utterance needs.
+    options: dict[str, Any] = {"vad_filter": False, "fit_window": bool(fit_window)}
     if words:
         options["word_timestamps"] = True
     if not language and not partial and s.asr_kb_vocabulary and kb_terms(s):
         # As for uploads: the vocabulary must be in the speech's script, so a final transcript settles the
         # language first (partials skip it: they are many and only a preview).
-        language, _p = engine.detect_language(audio)
+        language, _p = engine.detect_language(audio, fit_window=bool(fit_window))
     result = engine.transcribe(
         audio,
         language=language,
