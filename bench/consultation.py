@@ -245,6 +245,24 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children, their children...), from /proc."""
+    kids = children(pid)
+    return kids + [d for k in kids for d in descendants(k)]
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size (MB): shared pages split between the processes that map them, so PSS adds up
+    across a Celery parent and its forked children where RSS counts the shared pages in each."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -489,6 +507,14 @@ class Stack:
 # ---------------------------------------------------------------------------------------------------
 # one turn through REST (Celery pipeline) and one in-process
 # ---------------------------------------------------------------------------------------------------
+class UploadError(RuntimeError):
+    """An upload the API refused: its HTTP status and error code (the body's detail.code), for tallies."""
+
+    def __init__(self, message: str, status: int, code: str | None) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 class Api:
     def __init__(self, base: str, token: str) -> None:
         import httpx
@@ -520,7 +546,10 @@ class Api:
         )
         posted = time.perf_counter() - t0
         if r.status_code != 202:
-            raise RuntimeError(f"upload of {clip['file']}: HTTP {r.status_code} {r.text[:300]}")
+            code = None
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                code = r.json()["detail"]["code"]
+            raise UploadError(f"upload of {clip['file']}: HTTP {r.status_code} {r.text[:300]}", r.status_code, code)
         tid = r.json()["turn_id"]
         first: dict[str, float] = {}
         end_type = None
