@@ -43,11 +43,13 @@ def test_compose_refuses_missing_secret():
 def test_compose_shape():
     spec = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
-    for name in ("redis", "api", "worker-asr", "worker-rag", "worker-llm", "worker-tts", "flower", "postgres"):
+    from workers.core.settings import POOLS
+
+    for name in ("redis", "api", *(f"worker-{p}" for p in POOLS), "flower", "postgres"):
         assert name in services, name
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
     assert services["postgres"]["profiles"] == ["postgres"]
-    for pool in ("asr", "rag", "llm", "tts"):
+    for pool in POOLS:  # /readyz waits for a consumer on every queue
         svc = services[f"worker-{pool}"]
         assert f"--pool {pool}" in " ".join(svc["command"])
         assert "medvoice-data:/data" in svc["volumes"]
