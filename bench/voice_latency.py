@@ -46,9 +46,9 @@ from live_asr import error_rate  # bench/live_asr.py: WER (English) / CER (Chine
 
 RATE = 24000
 CHUNK_S = 0.1
-# The naive live configuration, measured in the same run: the final transcript starts at the endpoint, and
-# Whisper's encoder pays for its whole 30 s window (the API's settings; the workers are shared).
-NAIVE = {"MEDVOICE_LIVE_SPECULATE": "false", "MEDVOICE_LIVE_ASR_FIT_WINDOW": "false"}
+# The naive live configuration, measured in the same run: the final transcript starts at the endpoint, Whisper's
+# encoder pays for its whole 30 s window, and no prompt is prefilled (the API's settings; the workers are shared).
+NAIVE = {"MEDVOICE_LIVE_SPECULATE": "false", "MEDVOICE_LIVE_ASR_FIT_WINDOW": "false", "MEDVOICE_LIVE_PREFILL": "false"}
 
 
 def wait_http(url: str, timeout_s: float) -> None:
@@ -232,6 +232,10 @@ def waterfall(api: Api, turn_id: str) -> dict[str, float | None]:
         "gateway_first_audio": live.get("first_audio_s"),
         "speculative": bool(live.get("speculative_transcript")),
         "discarded": int(live.get("speculations_discarded") or 0),
+        "prefills_sent": int(live.get("prefills_sent") or 0),
+        "prefill": (tm.get("llm") or {}).get("prefill"),  # held / moved / none: only for an LLM-written answer
+        "cached_tokens": (tm.get("llm") or {}).get("cached_tokens"),
+        "prompt_tokens": (tm.get("llm") or {}).get("prompt_tokens"),
     }
 
 
@@ -381,6 +385,17 @@ def report(rows: list[dict[str, Any]], cpu: float, args: argparse.Namespace) -> 
             f"transcript made at the first pause used: {sum(bool(w.get('speculative')) for w in falls)}/{len(live)}, "
             f"thrown away as speech resumed: {sum(w.get('discarded', 0) for w in falls)}"
         )
+        written = [w for w in falls if w.get("prefill")]
+        if written:
+            took = {k: sum(w["prefill"] == k for w in written) for k in ("held", "moved", "none")}
+            console.print(
+                f"[{config}] answers the LLM wrote: {len(written)}; llm prefills sent: "
+                f"{sum(w.get('prefills_sent', 0) for w in falls)} (all turns); the stage found its prompt prefilled "
+                f"in place {took['held']}, moved from Redis {took['moved']}, not at all {took['none']}; prompt "
+                f"tokens already evaluated, median: "
+                f"{statistics.median([w.get('cached_tokens') or 0 for w in written]):.0f} of "
+                f"{statistics.median([w.get('prompt_tokens') or 0 for w in written]):.0f}"
+            )
         with_audio = sorted((r for r in live if r.get("first_audio_s") is not None), key=lambda r: r["first_audio_s"])
         if with_audio:
             mid = with_audio[len(with_audio) // 2]

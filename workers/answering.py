@@ -120,18 +120,16 @@ def answer(
     """Answer `question` from `passages` (already selected), calling emit(sentence) as each sentence is final."""
     speaker = _Speaker(question, answer_language(language), list(passages), settings, emit)
     out = speaker.out
-    if not passages:
+    route = speaker.route()
+    if route == "no_answer":
         out.mode = "no_answer"
         speaker.say(no_answer(speaker.lang, missing))
-    elif (
-        settings.consult_answer_mode == "extractive"
-        and speaker.picks
-        and (speaker.support.question.factual or speaker.support.plainly_answers(speaker.picks[0]))
-    ):
+    elif route == "extractive":
         out.mode = "extractive"
         speaker.quote_lines()
-    elif settings.consult_answer_mode == "extractive" and speaker.no_fact():
+    elif route == "no_fact":
         out.mode = "no_answer"
+        speaker.say(speaker.no_fact())
     elif generate is None:
         out.mode = "unverified"
     else:
@@ -143,6 +141,11 @@ def answer(
             else:
                 out.mode = "unverified"
     return out
+
+
+def will_generate(question: str, language: str | None, passages: list[Mapping[str, Any]], settings: Any) -> bool:
+    """Whether `answer` would ask the LLM (no quote or "the knowledge base has no ..." answers first)."""
+    return _Speaker(question, answer_language(language), list(passages), settings, lambda _t: None).route() == "llm"
 
 
 class _Speaker:
@@ -180,15 +183,26 @@ class _Speaker:
         for pick in self.picks:
             self.quote(pick)
 
-    def no_fact(self) -> bool:
-        """Say that no line gives the fact a factual question asks for; False when it is not that case."""
+    def route(self) -> str:
+        """What answers: no_answer (no passages), extractive (a quote), no_fact (no line states it), or llm."""
+        if not self.passages:
+            return "no_answer"
+        if self.settings.consult_answer_mode == "extractive":
+            if self.picks and (self.support.question.factual or self.support.plainly_answers(self.picks[0])):
+                return "extractive"
+            if self.no_fact():
+                return "no_fact"
+        return "llm"
+
+    def no_fact(self) -> str | None:
+        """That no line gives the fact a factual question asks for; None when it is not that case."""
         q = self.support.question
         kinds = [w.split(":", 1)[0] for w in q.wants]
         if self.picks or not kinds or not all(k in FACTS for k in kinds):
-            return False
+            return None
         named = [t.surface for t in q.terms if t.required] or [t.surface for t in q.terms]
         if not named:
-            return False
+            return None
         zh = self.lang == "zh"
         fact = (
             "、".join(dict.fromkeys(FACTS[k][1] for k in kinds))
@@ -196,8 +210,7 @@ class _Speaker:
             else " or ".join(dict.fromkeys(FACTS[k][0] for k in kinds))
         )
         topic = ("、" if zh else " and ").join(named)
-        self.say(NO_FACT[self.lang].format(fact=fact, topic=topic))
-        return True
+        return NO_FACT[self.lang].format(fact=fact, topic=topic)
 
     def on_sentence(self, raw: str) -> bool:
         """One streamed sentence: cleaned, checked, then spoken, replaced by the line that answers, or dropped."""

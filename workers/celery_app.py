@@ -39,6 +39,7 @@ TASK_MODULES = [
     "workers.tasks.tts",
     "workers.tasks.turns",
     "workers.tasks.chat",
+    "workers.tasks.prefill",
 ]
 
 

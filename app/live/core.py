@@ -81,6 +81,9 @@ class Listener:
 
     async def partial(self, delta: str, text: str) -> None: ...
 
+    async def paused(self, text: str) -> None:
+        """The transcript made at the speaker's first pause (the final one, if the pause becomes the endpoint)."""
+
     async def utterance(self, utterance: Utterance) -> None: ...
 
 
@@ -246,7 +249,7 @@ class LiveAudio:
             self._speculation = None
             self._discarded += 1
         if self._speculation is None and e.silent_ms >= SPECULATE_MS and e.silent_ms < e.silence_ms:
-            task = asyncio.create_task(self._transcribe(e.current(), partial=False))
+            task = asyncio.create_task(self._speculate(e.current()))
             self._speculation = (e.last_voice_ms, task)
 
     def _take_speculation(self, utterance: Utterance) -> asyncio.Task | None:
@@ -259,6 +262,14 @@ class LiveAudio:
             self._discarded += 1
             return None
         return task
+
+    async def _speculate(self, audio: np.ndarray) -> dict | None:
+        out = await self._transcribe(audio, partial=False)
+        text = ((out or {}).get("text") or "").strip()
+        if text:
+            with contextlib.suppress(Exception):  # the listener's use of it must not lose the transcript
+                await self.listener.paused(text)
+        return out
 
     async def _transcribe(self, audio: np.ndarray, partial: bool) -> dict | None:
         try:

@@ -43,6 +43,7 @@ from app.live import records
 from app.live.audio import from_base64, read_wav, to_rate, wav_bytes
 from app.live.core import Listener, LiveAudio, Utterance, VadConfig
 from app.live.follow import STALLED, follow
+from app.live.prefill import Prefiller
 from workers.core import events
 from workers.core.errors import BrokerUnavailable, InputError, MedvoiceError
 from workers.core.refs import resolve_ref
@@ -329,6 +330,7 @@ class RealtimeSession(Listener):
         self._taking: asyncio.Task | None = None  # the newest utterance's turn being made
         self._superseded: set[str] = set()  # user items whose question went on in the next utterance
         self._background: set[asyncio.Task] = set()
+        self.prefiller = Prefiller(settings, consultation_id, lambda: self.config.language)
         self.closed = False
         self.turns = 0
         self.barge_ins = 0
@@ -531,7 +533,13 @@ class RealtimeSession(Listener):
             for reply in open_replies:
                 await self._cancel(reply, "turn_detected", continued=continued)
 
-    async def partial(self, delta: str, _text: str) -> None:
+    async def paused(self, text: str) -> None:
+        if self.config.create_response:
+            self.prefiller.offer(text)
+
+    async def partial(self, delta: str, text: str) -> None:
+        if self.config.create_response:
+            self.prefiller.offer(text)
         if self._speech_item:
             await self.send(
                 "conversation.item.input_audio_transcription.delta",
@@ -568,6 +576,7 @@ class RealtimeSession(Listener):
             heard = await asyncio.wait_for(utterance.heard(), self.settings.live_partial_expire_s)
         except TimeoutError:
             heard = None
+        prefills = self.prefiller.endpoint(heard["text"] if heard else None)
         first = "asr.turn_heard" if heard else STAGES[0]
         stages = (first, *STAGES[1:]) if self.config.create_response else (first,)
         state = {"heard": {**heard, "timings": {**heard["timings"], "speculative": True}}} if heard else None
@@ -581,6 +590,7 @@ class RealtimeSession(Listener):
             "partial_chars": len(utterance.partial_text),
             "speculative_transcript": heard is not None,
             "speculations_discarded": utterance.discarded,
+            "prefills_sent": prefills,
             "heard_wait_s": round(time.perf_counter() - utterance.stopped_at, 3) if heard else None,
         }
         turn_id = await self._add_turn(body, stages, item_id, live, state)
@@ -959,6 +969,7 @@ class RealtimeSession(Listener):
         """The client went away: stop sending; turns already queued finish in the workers and are recorded."""
         self.closed = True
         await self.audio.close()
+        await self.prefiller.close()
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):

@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     # The final transcript starts at the speaker's first pause (KEEP_SILENCE_MS), not after the whole endpoint
     # silence; speech that resumes discards it. False: it starts at the endpoint.
     live_speculate: bool = True
+    # While the clinician speaks, an answer the LLM will write has its prompt evaluated up to the question
+    # (app/live/prefill.py); the llm stage uses it only if its own prompt starts with exactly those tokens.
+    live_prefill: bool = True
     # Whisper's encoder sees the utterance plus a margin instead of its whole 30 s window (~2.5x faster on a
     # short question; workers/engines/asr.py). False: the full window, as uploads are transcribed.
     live_asr_fit_window: bool = True

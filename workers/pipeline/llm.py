@@ -36,6 +36,7 @@ from workers.grounding import (
     no_answer,
     unverified,
 )
+from workers.pipeline import prefill
 from workers.pipeline.contracts import Answered, Passage, Retrieved, State
 from workers.pipeline.stage import Context, db_url, record
 from workers.tasks import llm as llm_tasks
@@ -165,7 +166,7 @@ def bounded_history(
     return kept
 
 
-def _prompt(
+def prompt_for(
     turn: Turn, question: str, language: str | None, passages: list[Passage], chat: list[dict[str, str]] | None
 ) -> tuple[Any, list, list, list[str]]:
     """The engine, the chat for this turn (history, focused passages), the history and the passage texts used.
@@ -204,8 +205,8 @@ def _checked(
     prompt: dict[str, Any] = {}
 
     def generate(on_sentence: Callable[[str], bool], stop: Callable[[], bool]) -> State:
-        engine, msgs, history, texts = _prompt(turn, question, language, passages, retrieved.history)
-        prompt.update(history=history, texts=texts)
+        engine, msgs, history, texts = prompt_for(turn, question, language, passages, retrieved.history)
+        prompt.update(history=history, texts=texts, prefill=prefill.take(engine, msgs))
         cancel = events.CancelCheck(turn.id, r=r)
         result = engine.generate(
             msgs,
@@ -231,6 +232,7 @@ def _checked(
     if out.generation is not None:
         timing = {
             **_generation_timing(out.generation, prompt.get("history", []), prompt.get("texts", []), passages),
+            "prefill": prompt.get("prefill"),
             **timing,
         }
     elif not passages:
@@ -253,7 +255,8 @@ def _unchecked(
         return False, {"mode": "no_answer"}, {"skipped": "nothing relevant in the knowledge base"}
     guard = NumbersGuard(list(passages))
     counts = {"generated": 0, "replaced": 0, "dropped": 0, "attributed": 0}
-    engine, msgs, history, texts = _prompt(turn, question, language, passages, retrieved.history)
+    engine, msgs, history, texts = prompt_for(turn, question, language, passages, retrieved.history)
+    taken = prefill.take(engine, msgs)
 
     def on_sentence(_index: int, text: str) -> None:
         counts["generated"] += 1
@@ -281,6 +284,7 @@ def _unchecked(
         raise TurnCancelled("the turn was cancelled during generation", {"turn_id": turn.id})
     timing = {
         **_generation_timing(result, history, texts, passages),
+        "prefill": taken,
         "mode": "generated",
         "attributed": counts["attributed"],
         "sentences_generated": counts["generated"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import delete
 
@@ -30,14 +31,9 @@ from workers.pipeline.stage import Context, db_url
 log = logging.getLogger("medvoice.tasks.turns")
 
 
-def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
+def find(question: str, language: str) -> tuple[answering.Selection, list[dict], Any]:
+    """The passages that cover `question`, selected and renumbered; the raw hits; the search result."""
     s = get_settings()
-    turn_id = ref.turn_id
-    question = (turn.transcript or turn.question_text or "").strip()
-    if not question:
-        raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
-    language = turn.language or detect_language(question)
-    t0 = time.perf_counter()
     kb = engines.get("rag")
     with _rag_engine.store_errors(s):
         res = kb.search(question, k=s.consult_top_k, language=answer_language(language))
@@ -52,7 +48,17 @@ def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
         hits.sort(key=lambda h: -float(h.get("score") or 0.0))
     # Only passages that cover what the question is about go on, renumbered; none: the reply names what is missing.
     # (A search in each language may each bring its top k.)
-    chosen = answering.select(question, passages_from_hits(hits, s.consult_top_k * (2 if other else 1)), s)
+    return answering.select(question, passages_from_hits(hits, s.consult_top_k * (2 if other else 1)), s), hits, res
+
+
+def retrieve(turn: Turn, ref: TurnRef, _ctx: Context) -> Retrieved:
+    turn_id = ref.turn_id
+    question = (turn.transcript or turn.question_text or "").strip()
+    if not question:
+        raise EmptyInput("the turn has no question text", {"turn_id": turn_id})
+    language = turn.language or detect_language(question)
+    t0 = time.perf_counter()
+    chosen, hits, res = find(question, language)
     passages = chosen.passages
     seconds = round(time.perf_counter() - t0, 4)
     with session_scope(db_url()) as db:
