@@ -542,7 +542,9 @@ class Stream(Listener):
             "live.transcribe",
             {
                 "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
-                "language": self.cfg.language or self.detected,
+                # Each final detects its own language (a clinician may switch mid-session); partials, a quick
+                # preview, follow the last one detected.
+                "language": self.cfg.language,
                 "hotwords": self.cfg.hotwords or None,
                 "words": words,
                 "fit_window": self.settings.live_asr_fit_window,

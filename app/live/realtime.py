@@ -522,8 +522,12 @@ class RealtimeSession(Listener):
             # Speech is only detected after min_speech_ms of it: speech that began before the reply's first audio
             # (or just as it began) cannot be a reaction to the answer.
             onset_s = self.settings.live_min_speech_ms / 1000 + 0.3
-            continued = all(r.heard_s() <= onset_s for r in open_replies) and self.audio.continue_previous(
-                self.settings.live_continuation_ms
+            # A transcript-only session (create_response off) has no reply to take back: joining the utterances
+            # would only repeat the first part's text in the next item's transcript.
+            continued = (
+                self.config.create_response
+                and all(r.heard_s() <= onset_s for r in open_replies)
+                and self.audio.continue_previous(self.settings.live_continuation_ms)
             )
             if continued and taking and self._last_committed:
                 self._superseded.add(self._last_committed)

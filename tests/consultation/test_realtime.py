@@ -463,6 +463,32 @@ def test_the_command_line_live_session(live_server, key, speech, knowledge, tmp_
     assert info.samplerate == RATE and info.duration > 1.0
 
 
+def test_a_transcript_only_session_does_not_repeat_an_utterance_after_a_short_pause(live_server, key, pcm) -> None:
+    """With create_response off there is no reply to take back: speech resuming soon after an endpoint is the next
+    item, not the previous one joined again (whose text would then be repeated)."""
+    first, rest = "How should an adult with a middle ear infection be treated", "and for how many days?"
+
+    async def main() -> Collector:
+        async with client(live_server, key).beta.realtime.connect(model="medvoice-realtime") as conn:
+            got = Collector(conn)
+            await conn.session.update(
+                session={
+                    "input_audio_transcription": {"language": "en"},
+                    "turn_detection": {"type": "server_vad", "create_response": False},
+                }
+            )
+            await stream(conn, pcm(first) + silence(0.8) + pcm(rest) + silence(1.5))
+            await got.until("conversation.item.input_audio_transcription.completed", 2, timeout_s=200)
+            return got
+
+    got = asyncio.run(main())
+    done = got.of("conversation.item.input_audio_transcription.completed")
+    assert len({e["item_id"] for e in done}) == 2, done
+    assert "infection" in words(done[0]["transcript"]) and "days" in words(done[1]["transcript"]), done
+    assert "infection" not in words(done[1]["transcript"]), done  # the first utterance is not heard twice
+    assert not got.of("response.created")
+
+
 def test_a_pause_mid_question_does_not_split_it(live_server, key, pcm, settings) -> None:
     """The clinician pauses (longer than the endpoint silence) before the end of the question: the reply to its
     first half is dropped before it could be heard, and the turn answers the whole question."""

@@ -129,17 +129,19 @@ def worker(start_module_worker, settings: Settings):
 
 @pytest.fixture(scope="module")
 def pcm(worker, settings: Settings):
-    """pcm(text, rate) → PCM16 mono of the worker's Piper voice saying it (tts.synthesize), at `rate`."""
+    """pcm(text, rate, language) → PCM16 mono of the worker's voice for the language saying it (tts.synthesize)."""
     from workers.celery_app import celery_app
 
-    cache: dict[tuple[str, int], np.ndarray] = {}
+    cache: dict[tuple[str, int, str], np.ndarray] = {}
 
-    def make(text: str, rate: int = 16000) -> np.ndarray:
-        if (text, rate) not in cache:
-            out = celery_app.send_task("tts.synthesize", kwargs={"text": text, "speed": 1.0}).get(timeout=120)
+    def make(text: str, rate: int = 16000, language: str = "en") -> np.ndarray:
+        if (text, rate, language) not in cache:
+            out = celery_app.send_task("tts.synthesize", kwargs={"text": text, "speed": 1.0, "language": language}).get(
+                timeout=120
+            )
             samples, sr = sf.read(io.BytesIO((Path(settings.data_dir) / out["audio_ref"]).read_bytes()), dtype="int16")
-            cache[(text, rate)] = soxr.resample(samples, sr, rate).astype(np.int16)
-        return cache[(text, rate)]
+            cache[(text, rate, language)] = soxr.resample(samples, sr, rate).astype(np.int16)
+        return cache[(text, rate, language)]
 
     return make
 
@@ -273,6 +275,17 @@ def test_chinese_recording_per_character_timestamps_in_simplified(servers) -> No
             pairs = check_timestamps(m, len(audio) * 1000 // rate)
             chars = re.findall("[\u4e00-\u9fff]|[A-Za-z0-9']+", m["text"])
             assert len(pairs) == len(chars), (m["text"], pairs)  # one pair per Chinese character
+
+
+def test_each_final_detects_its_own_language(servers, pcm) -> None:
+    """No svs_lang: a clinician who switches language mid-session gets each utterance in its own language."""
+    audio = dictation(pcm(DOSE), pcm("成人流感用奥司他韦的剂量是多少", language="zh"))
+    res = stream(servers["funasr"], "2pass", audio)
+    assert not res.errors, res.errors
+    finals = [m for m in res.of("2pass-offline") if m.get("text")]
+    assert len(finals) >= 2, res.messages
+    assert KEYS[DOSE] & words(finals[0]["text"]), finals[0]
+    assert re.search("[\u4e00-\u9fff]{4}", finals[-1]["text"]), finals[-1]  # not forced into English
 
 
 def test_hotwords_reach_the_asr(servers, pcm) -> None:

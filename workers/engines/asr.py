@@ -36,6 +36,16 @@ WIDE_LANGUAGES = ("zh", "ja", "yue")  # CJK scripts: written without spaces betw
 # A live preview of speech still being spoken: one greedy pass, no timestamps, and a token budget. On a second
 # of audio Whisper may otherwise loop, retrying at each fallback temperature (measured: 12 s for 0.77 s).
 QUICK = {"temperature": 0.0, "without_timestamps": True, "max_new_tokens": 96}
+# A live final is bounded too: a budget of tokens for its length, and fewer fallback temperatures (each retry
+# decodes again). Measured without it: one 5.6 s final looped for 14 s, and every session's finals waited.
+LIVE_TEMPERATURES = (0.0, 0.4, 0.8)
+
+
+def live_token_budget(duration_s: float) -> int:
+    """Whisper's new tokens for a live final of this length: ~3x the densest speech (Chinese, ~6 tokens/s)."""
+    return min(220, 32 + int(20 * duration_s))
+
+
 TASKS = ("transcribe", "translate")  # Whisper's own: write what was said, or say it in English
 # A fitted window: the audio plus this margin, never shorter than FIT_MIN_FRAMES (100 frames a second). Shorter
 # contexts than ~10 s cost Chinese accuracy on the eval speech; longer ones buy nothing measurable.
@@ -182,6 +192,7 @@ class AsrEngine:
         on_segment: Callable[[dict[str, Any], str | None], None] | None = None,
         quick: bool = False,
         fit_window: bool = False,
+        bounded: bool = False,
     ) -> dict[str, Any]:
         if task not in TASKS:
             raise InputError(f"task must be one of {', '.join(TASKS)}", {"field": "task"})
@@ -203,6 +214,11 @@ class AsrEngine:
                 word_timestamps=word_timestamps,
                 task=task,
                 **(QUICK if quick else {}),
+                **(
+                    {"temperature": LIVE_TEMPERATURES, "max_new_tokens": live_token_budget(duration)}
+                    if bounded and not quick
+                    else {}
+                ),
             )
             segments = []
             # A translation is English whatever was spoken: no script conversion, words joined by spaces.

@@ -77,7 +77,7 @@ def transcribe(
     audio = pcm_audio(pcm, sample_rate, s.live_max_utterance_s + 5)
     engine = engines.get("asr")
     # The session's VAD already cut the speech out; a fitted window is what a short utterance needs.
-    options: dict[str, Any] = {"vad_filter": False, "fit_window": bool(fit_window)}
+    options: dict[str, Any] = {"vad_filter": False, "fit_window": bool(fit_window), "bounded": True}
     if words:
         options["word_timestamps"] = True
     if not language and not partial and s.asr_kb_vocabulary and kb_terms(s):
