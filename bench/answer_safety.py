@@ -47,6 +47,9 @@ stays up; only the worker process restarts, with this environment):
 - off         MEDVOICE_CONSULT_SAFETY=false (the old behaviour)
 - generative  MEDVOICE_CONSULT_SAFETY=true MEDVOICE_CONSULT_ANSWER_MODE=generative
 - extractive  MEDVOICE_CONSULT_SAFETY=true MEDVOICE_CONSULT_ANSWER_MODE=extractive (the product default)
+- prefilled   extractive, and before each question the live path's speculative prefill of it (rag.prefill, then
+              llm.prefill when the LLM will write the answer), waited for: the answer must be the same
+              (run it beside `extractive`: `--conditions extractive,prefilled`)
 Settings ignores unknown MEDVOICE_ variables (extra="ignore"), so the variables are always passed; when
 workers.core.settings.Settings has no such field yet, the header says so (that condition then runs today's
 code). Every condition: MEDVOICE_LLM_SEED=--seed, the configured temperature, MEDVOICE_CONSULT_MAX_TOKENS
@@ -111,6 +114,7 @@ CONDITIONS: dict[str, dict[str, str]] = {
     "off": {"MEDVOICE_CONSULT_SAFETY": "false"},
     "generative": {"MEDVOICE_CONSULT_SAFETY": "true", "MEDVOICE_CONSULT_ANSWER_MODE": "generative"},
     "extractive": {"MEDVOICE_CONSULT_SAFETY": "true", "MEDVOICE_CONSULT_ANSWER_MODE": "extractive"},
+    "prefilled": {"MEDVOICE_CONSULT_SAFETY": "true", "MEDVOICE_CONSULT_ANSWER_MODE": "extractive"},
 }
 PRODUCT_DEFAULT = "extractive"
 MEDQUAD_QTYPES = ("information", "symptoms", "treatment", "causes")
@@ -680,6 +684,20 @@ class Client:
 # ---------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------
+def prefill(item: dict[str, Any]) -> str:
+    """The live path's speculative prefill of this question, done before the turn is asked: what it did."""
+    from workers.celery_app import celery_app
+
+    found = celery_app.send_task(
+        "rag.prefill", kwargs={"question": item["question"], "language": item["language"]}
+    ).get(timeout=120)
+    if not found.get("llm"):
+        return "not for the LLM"
+    kwargs = {"question": item["question"], "passages": found["passages"], "language": found["language"]}
+    out = celery_app.send_task("llm.prefill", kwargs=kwargs).get(timeout=300)
+    return f"{out.get('evaluated', 0)} tokens"
+
+
 def _frac(k: int, n: int) -> str:
     return f"{k}/{n} {100 * k / n:.0f} %" if n else "-"
 
@@ -820,6 +838,21 @@ def report(console: Any, header: list[str], by_cond: dict[str, list[dict[str, An
             cells.append(f"[{style.get(r['outcome'], '')}]{r['outcome']}[/]" if r else "")
         t.add_row(i, first["language"], first["kind"], *cells)
     console.print(t)
+    if "prefilled" in per and "extractive" in per:
+        both = [i for i in per["prefilled"] if i in per["extractive"]]
+        same = sum(
+            (per["prefilled"][i].get("answer") or "") == (per["extractive"][i].get("answer") or "") for i in both
+        )
+        written = [
+            per["prefilled"][i]
+            for i in both
+            if ((per["prefilled"][i].get("timings") or {}).get("llm") or {}).get("prefill")
+        ]
+        held = sum(r["timings"]["llm"]["prefill"] in ("held", "moved") for r in written)
+        console.print(
+            f"prefilled vs extractive: the same answer for {same}/{len(both)} questions; of the {len(written)} answers "
+            f"the LLM wrote, {held} found their prompt prefilled"
+        )
 
     cond = PRODUCT_DEFAULT if PRODUCT_DEFAULT in by_cond else list(by_cond)[-1]
     bad = [r for r in by_cond[cond] if not r["correct"]]
@@ -1018,7 +1051,10 @@ def run() -> None:
             t_cond = time.perf_counter()
             for qi, it in enumerate(items):
                 try:
+                    filled = prefill(it) if cond == "prefilled" else None
                     rec = client.ask(it, args.turn_timeout)
+                    if filled is not None:
+                        rec["prefilled"] = filled
                 except WorkerDied as exc:
                     log(f"  a worker died: {str(exc).splitlines()[0]}; restarting the workers")
                     rec = {"id": it["id"], "status": "error", "answer": None, "error": "worker died"}

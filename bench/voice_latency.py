@@ -1,27 +1,35 @@
-"""Voice latency: the silence after a spoken question, live (OpenAI Realtime WebSocket) vs REST upload, same
-questions, same run. Prints figures; asserts none.
+"""Voice latency: the silence after a spoken question, live (OpenAI Realtime WebSocket) in the product's fast
+configuration and in the naive one, and REST upload, same questions, same run. Prints figures; asserts none.
 
-    python bench/voice_latency.py                       # 20 English + 10 Chinese questions, live and REST
+    python bench/voice_latency.py                       # 20 English + 10 Chinese questions, three paths each
     python bench/voice_latency.py --en 6 --zh 4 --json /tmp/voice.json
 
-The stack is bench/consultation.py's, private to the run: Redis, a Chroma server, the API, and one worker
-process per pool (asr, live, rag, llm, tts) on this machine's cores, the sample knowledge base ingested through
-the API. The questions are the sample-KB questions of bench/answer_safety_questions.yaml (answerable ones
-first), spoken at bench time by the product's own voices (English: Piper; Chinese: the Mandarin voice) at
-natural speed.
+The stack is bench/consultation.py's, private to the run: Redis, a Chroma server, one worker process per pool
+(asr, live, rag, llm, tts) on this machine's cores, the sample knowledge base ingested through the API, and two
+API processes on the same Redis, database and workers: the default (fast) one, and a naive one with the live
+levers off (`NAIVE`: the final transcript starts at the endpoint, Whisper's full 30 s window, no prefill). The
+questions are the sample-KB questions of bench/answer_safety_questions.yaml (answerable ones first), spoken at
+bench time by the product's own voices (English: Piper; Chinese: the Mandarin voice) at natural speed. Each
+question goes through the three paths in a rotating order, and before each the llm process's KV cache and
+the prefills kept in Redis are emptied (the same question just answered on another path would otherwise find
+its prompt evaluated already).
 
 Live: each question is streamed at real-time pace in 100 ms frames (0.5 s of silence before it, 1.5 s after)
 over `/v1/realtime` with server VAD and the session's language set. Times run from the **last voiced sample**
 of the question (found in the clip by energy; the wall time at which the frame holding it was sent) to:
 `input_audio_buffer.speech_stopped`, the final transcript (`...input_audio_transcription.completed`), the first
 answer text delta, and the **first audio delta**. Once the first audio has arrived the bench cancels the reply
-(`response.cancel`) and goes on: the figure of interest is the wait, not the playback. Partial transcripts:
-how many per utterance and the time between them.
+(`response.cancel`) and goes on: the figure of interest is the wait, not the playback. Also per configuration:
+the final transcripts' error rate against the question asked (WER English, CER Chinese), partial transcripts
+per utterance and the time between them, how often the transcript made at the first pause was used and how
+many were thrown away as speech resumed, and for the answers the LLM wrote whether their prompt had been
+prefilled (in place, moved from Redis, or not).
 
 REST: the same clip (speech only) uploaded as a turn; upload start → the first `audio` event on its SSE stream.
 
-The waterfall of the median live turn splits the wait into: endpoint silence (VAD), ASR (the turn's asr stage),
-retrieval, answer, first clip synthesis, and the gateway's relay, from the turn's own stage timings.
+The waterfall of the median live turn splits the wait into: endpoint silence (VAD), then from the endpoint the
+transcript in hand (the pause transcript, or the asr stage), the turn recorded and sent, retrieval, answer,
+first text, and the first clip and relay, from the turn's own stage timings and the gateway's (`turns.live`).
 """
 
 from __future__ import annotations
@@ -49,6 +57,22 @@ CHUNK_S = 0.1
 # The naive live configuration, measured in the same run: the final transcript starts at the endpoint, Whisper's
 # encoder pays for its whole 30 s window, and no prompt is prefilled (the API's settings; the workers are shared).
 NAIVE = {"MEDVOICE_LIVE_SPECULATE": "false", "MEDVOICE_LIVE_ASR_FIT_WINDOW": "false", "MEDVOICE_LIVE_PREFILL": "false"}
+
+
+def cool_llm(redis_url: str) -> None:
+    """The llm process's KV cache and the prefills kept in Redis, emptied: the same question asked again on the
+    next path would otherwise find its prompt evaluated by the last one (in a clinic each question is new)."""
+    import redis
+
+    from workers.celery_app import celery_app
+
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter("medvoice:prefill:*"):
+        r.delete(key)
+    other = {"n": 1, "text": "Unrelated.", "chunk_id": "-", "doc_id": "-", "title": "", "source": "", "score": 0.0}
+    celery_app.send_task("llm.prefill", kwargs={"question": "-", "passages": [other]}).get(timeout=120)
+    for key in r.scan_iter("medvoice:prefill:*"):
+        r.delete(key)
 
 
 def wait_http(url: str, timeout_s: float) -> None:
@@ -308,6 +332,7 @@ def run(args: argparse.Namespace) -> None:
         for i, clip in enumerate(clips):
             lang = clip["language"]
             for path, config in paths[i % 3 :] + paths[: i % 3]:  # each path goes first as often as the others
+                cool_llm(env["MEDVOICE_REDIS_URL"])
                 if path == "live":
                     rec = asyncio.run(live_turn(ws[config], clinician, clip, lang))
                     rec["transcript_error"] = error_rate(clip["question"], rec.get("transcript") or "", lang)

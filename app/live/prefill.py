@@ -44,6 +44,7 @@ class Prefiller:
         self._next: str | None = None
         self._last: str | None = None
         self._running: tuple[str, str] | None = None  # (its text, its stop ticket) while llm.prefill runs
+        self._chunks: list[Any] = []  # the passages of the last llm.prefill sent (this utterance)
 
     def offer(self, text: str) -> None:
         text = text.strip()
@@ -63,6 +64,7 @@ class Prefiller:
         if self._running is not None and self._running[0] != final:
             self._stop(self._running[1])
         sent, self.sent = self.sent, 0
+        self._chunks = []
         return sent
 
     async def close(self) -> None:
@@ -89,6 +91,10 @@ class Prefiller:
         )
         if not found.get("llm"):
             return
+        chunks = [p.get("chunk_id") for p in found.get("passages") or []]
+        if chunks == self._chunks:
+            return  # the last prefill had these passages: its prompt is most likely in the cache still
+        self._chunks = chunks
         ticket = uuid.uuid4().hex
         self._running = (text, ticket)
         self.sent += 1
