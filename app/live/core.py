@@ -39,6 +39,7 @@ FLOOD_BURST_S = 15.0  # ...after a burst of this much (a client sending a file f
 PARTIAL_PRIORITY = 9  # Redis: 0 first, 9 last
 MIN_PARTIAL_MS = 1000  # shorter (pre-roll included) is mostly not speech yet: Whisper guesses
 SPECULATE_MS = KEEP_SILENCE_MS  # a pause this long starts the final transcript
+FINAL_EXPIRE_S = 30.0  # ...which a live worker must start within this (then the turn's asr stage makes it)
 
 
 @dataclass
@@ -264,32 +265,53 @@ class LiveAudio:
         return task
 
     async def _speculate(self, audio: np.ndarray) -> dict | None:
-        out = await self._transcribe(audio, partial=False)
+        """The final transcript started at a pause. Not dropped for waiting as a partial is (the endpoint needs
+        it, and making it again later is the same work); revoked when speech resumes, so a worker that has not
+        started it skips it."""
+        try:
+            sent = await asyncio.to_thread(
+                task_client.send, "live.transcribe", self._task_kwargs(audio, partial=False), expires_s=FINAL_EXPIRE_S
+            )
+        except MedvoiceError as exc:
+            log.info("speculative transcript not sent: %s", exc.code)
+            return None
+        try:
+            out = await asyncio.to_thread(task_client.wait, sent, FINAL_EXPIRE_S + 10)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                sent.result.revoke()
+            raise
+        except MedvoiceError as exc:
+            log.info("speculative transcript skipped: %s", exc.code)
+            return None
         text = ((out or {}).get("text") or "").strip()
         if text:
             with contextlib.suppress(Exception):  # the listener's use of it must not lose the transcript
                 await self.listener.paused(text)
         return out
 
-    async def _transcribe(self, audio: np.ndarray, partial: bool) -> dict | None:
+    def _task_kwargs(self, audio: np.ndarray, partial: bool) -> dict:
+        return {
+            "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
+            "language": self.language(),
+            "hotwords": self.hotwords,
+            "partial": partial,
+            "fit_window": self.settings.live_asr_fit_window,
+        }
+
+    async def _transcribe_partial(self, audio: np.ndarray) -> dict | None:
         try:
             return await task_client.call_async(
                 "live.transcribe",
-                {
-                    "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
-                    "language": self.language(),
-                    "hotwords": self.hotwords,
-                    "partial": partial,
-                    "fit_window": self.settings.live_asr_fit_window,
-                },
+                self._task_kwargs(audio, partial=True),
                 timeout_s=self.settings.live_partial_expire_s + 10,
                 expires_s=self.settings.live_partial_expire_s,
                 # Partials go after every other waiting task (a final transcript, a turn's stages): a busy
                 # machine thins them out first.
-                priority=PARTIAL_PRIORITY if partial else None,
+                priority=PARTIAL_PRIORITY,
             )
         except MedvoiceError as exc:
-            log.info("%s transcript skipped: %s", "partial" if partial else "speculative", exc.code)
+            log.info("partial transcript skipped: %s", exc.code)
             return None
 
     def _cancel_partial(self) -> None:
@@ -312,7 +334,7 @@ class LiveAudio:
 
     async def _partial(self, audio: np.ndarray, generation: int) -> None:
         t0 = time.perf_counter()
-        out = await self._transcribe(audio, partial=True)
+        out = await self._transcribe_partial(audio)
         if out is None or generation != self._generation:
             return  # failed (finals matter, a missed partial does not), or the utterance ended meanwhile
         self.partial_latency_s.append(time.perf_counter() - t0)

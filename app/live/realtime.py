@@ -575,9 +575,11 @@ class RealtimeSession(Listener):
         }
         # The transcript made at the speaker's first pause is of this very audio: the turn records it (asr.turn_heard)
         # instead of transcribing again, which is most of the wait after an endpoint.
+        # Waited for as long as a busy live pool may take (asr.turn would only queue the same work again behind
+        # it, in the full window: under load that doubled the backlog), but not past the wait that says the pools
+        # are down.
         try:
-            # Not longer than a partial may wait: a transcript stuck behind other work is made by asr.turn instead.
-            heard = await asyncio.wait_for(utterance.heard(), self.settings.live_partial_expire_s)
+            heard = await asyncio.wait_for(utterance.heard(), self.settings.live_reply_idle_s)
         except TimeoutError:
             heard = None
         prefills = self.prefiller.endpoint(heard["text"] if heard else None)

@@ -3,7 +3,7 @@
 - The chat template comes from the GGUF itself (`tokenizer.chat_template`), rendered with llama-cpp's
   Jinja2ChatFormatter; a GGUF without one falls back to ChatML.
 - The fixed system prompt is the same prefix of every prompt. With `llm_prefix_cache` it is evaluated
-  once per process at load and its llama.cpp state kept: before a turn whose prompt does not already
+  once per process at load and its KV cache kept: before a turn whose prompt does not already
   share that prefix with the context's KV cache, the state is restored, and llama.cpp's prefix match then
   evaluates only the rest (bench/engines.py measures the gain on time to first sentence).
 - A prompt's tokens up to its question (system prompt, history, context: `question_prefix`) can be evaluated
@@ -104,7 +104,7 @@ class LlmEngine:
         )
         self._add_bos = bos_id != -1 and bool(md.get("tokenizer.ggml.add_bos_token", "true") != "false")
         self.prefix_tokens: list[int] = []
-        self._prefix_state = None
+        self._prefix_state: bytes | None = None
         self.prefix_eval_s = 0.0
         if settings.llm_prefix_cache:
             self._evaluate_prefix(settings.llm_system_prompt)
@@ -142,7 +142,9 @@ class LlmEngine:
         t0 = time.perf_counter()
         self.llm.reset()
         self.llm.eval(prefix)
-        self._prefix_state = self.llm.save_state()
+        # Its KV cache only (~12 KB a token): llama-cpp-python's save_state would also copy, and load_state
+        # rewrite, a logits buffer of n_batch x n_vocab floats (~310 MB for this model's vocabulary).
+        self._prefix_state = self.export_kv(prefix)
         self.prefix_eval_s = time.perf_counter() - t0
         self.prefix_tokens = prefix
         log.info("llm system prefix: %d tokens evaluated in %.3fs", len(prefix), self.prefix_eval_s)
@@ -154,8 +156,7 @@ class LlmEngine:
         current = self.llm.input_ids[: self.llm.n_tokens].tolist()
         if current[: len(p)] == p:
             return False  # the KV cache already starts with the prefix: llama.cpp reuses it
-        self.llm.load_state(self._prefix_state)
-        return True
+        return self.import_kv(p, self._prefix_state)
 
     # -- prefill -----------------------------------------------------------------------------------
     def question_prefix(self, messages: list[dict[str, str]]) -> list[int]:
