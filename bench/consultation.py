@@ -418,14 +418,17 @@ class Stack:
         raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{self.tail(proc or '')}")
 
     # -- API + workers ----------------------------------------------------------------------------------
-    def start_api(self) -> str:
+    def start_api(self, name: str = "api", env: dict[str, str] | None = None) -> str:
+        """An API process (`name`, with `env` instead of the stack's); the first one is `self.api`."""
         import httpx
 
         port = free_port()
-        self.spawn("api", [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)])
-        self.api = f"http://127.0.0.1:{port}"
-        self._wait(lambda: httpx.get(self.api + "/healthz", timeout=2).status_code == 200, 60, "the API", "api")
-        return self.api
+        argv = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        self.spawn(name, argv, env)
+        url = f"http://127.0.0.1:{port}"
+        self._wait(lambda: httpx.get(url + "/healthz", timeout=2).status_code == 200, 60, f"the API ({name})", name)
+        self.api = self.api or url
+        return url
 
     def start_workers(self, topology: str, concurrency: int = 1) -> list[str]:
         from workers.core.settings import POOLS

@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import answer_safety  # bench/answer_safety.py: the questions and the sample-KB ingest
-from consultation import Api, Stack, fmt, free_port, log, make_users, pct, tear_down, token
+from consultation import Api, Stack, fmt, log, make_users, pct, tear_down, token
 from live_asr import error_rate  # bench/live_asr.py: WER (English) / CER (Chinese) against the question asked
 
 RATE = 24000
@@ -70,23 +70,8 @@ def cool_llm(redis_url: str) -> None:
     for key in r.scan_iter("medvoice:prefill:*"):
         r.delete(key)
     other = {"n": 1, "text": "Unrelated.", "chunk_id": "-", "doc_id": "-", "title": "", "source": "", "score": 0.0}
+    # (The throwaway prompt's own Redis copy matches no real prompt: it may stay.)
     celery_app.send_task("llm.prefill", kwargs={"question": "-", "passages": [other]}).get(timeout=120)
-    for key in r.scan_iter("medvoice:prefill:*"):
-        r.delete(key)
-
-
-def wait_http(url: str, timeout_s: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -299,14 +284,7 @@ def run(args: argparse.Namespace) -> None:
         base = stack.start_api()
         # The naive live configuration: its own API process (the live levers are the API's settings) on the same
         # Redis, database and workers, so both are measured on the same machine state, question by question.
-        naive_port = free_port()
-        stack.spawn(
-            "api-naive",
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(naive_port)],
-            env={**env, **NAIVE},
-        )
-        naive = f"http://127.0.0.1:{naive_port}"
-        wait_http(naive + "/healthz", 60)
+        naive = stack.start_api("api-naive", env={**env, **NAIVE})
         log("starting one worker per pool")
         stack.start_workers("pools")
         admin, clinician = token(base, "bench-admin"), token(base, "bench-clinician")

@@ -45,6 +45,16 @@ QUESTION_LABEL = "Question:"  # the last words of a prompt before the question (
 PREFILL_BATCH = 64  # tokens a prefill evaluates between asking whether to stop (~0.2 s on 2 cores)
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens two token lists share from the start."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def build_messages(
     system_prompt: str,
     question: str,
@@ -131,12 +141,7 @@ class LlmEngine:
         prefix = self._tokenize(rendered)
         # Keep only the part that really is a prefix of a full prompt (templates may differ at the end).
         probe = self.tokens_for([{"role": "system", "content": system_prompt}, {"role": "user", "content": "x"}])
-        n = 0
-        for a, b in zip(prefix, probe):
-            if a != b:
-                break
-            n += 1
-        prefix = prefix[:n]
+        prefix = prefix[: common_prefix(prefix, probe)]
         if len(prefix) < 2:
             return
         t0 = time.perf_counter()
@@ -153,8 +158,7 @@ class LlmEngine:
         p = self.prefix_tokens
         if not p or self._prefix_state is None or tokens[: len(p)] != p:
             return False
-        current = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        if current[: len(p)] == p:
+        if self.held(p) == len(p):
             return False  # the KV cache already starts with the prefix: llama.cpp reuses it
         return self.import_kv(p, self._prefix_state)
 
@@ -172,13 +176,7 @@ class LlmEngine:
 
     def held(self, tokens: list[int]) -> int:
         """How many of `tokens` the KV cache holds already, from the start."""
-        current = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        n = 0
-        for a, b in zip(current, tokens):
-            if a != b:
-                break
-            n += 1
-        return n
+        return common_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
 
     def prefill(
         self, tokens: list[int], stop: Callable[[], bool] | None = None, batch: int = PREFILL_BATCH
