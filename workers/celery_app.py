@@ -22,7 +22,7 @@ from celery.signals import (
 from kombu import Queue
 
 from workers import metrics
-from workers.core import logs
+from workers.core import logs, memory
 from workers.core.settings import POOLS, get_settings
 
 # House rule: no transcript, answer or document text at INFO. Celery logs each task's return value on
@@ -108,6 +108,7 @@ def _load_engines(**_: object) -> None:
     from workers import engines
 
     engines.load_for_pools(engines.served_pools())
+    memory.trim()  # what loading read and threw away
     metrics.models_loaded(engines.loaded())
     node = os.environ.get("MEDVOICE_WORKER_NAME")
     if node:
@@ -156,6 +157,7 @@ def _unbind_task_ids(task_id=None, task=None, state=None, **_: object) -> None: 
     token = _bound.pop(task_id, None)
     if token is not None:
         logs.unbind(token)
+    memory.trim()
 
 
 # Per-task metrics (workers/metrics.py): failures and retries; a child that exits is marked dead so its live

@@ -196,6 +196,33 @@ def test_each_sentence_gets_the_voice_of_its_language_at_one_rate(tts) -> None:
     assert np.array_equal(zh.wav, tts.speak("成人剂量：奥司他韦 75 mg，每日两次 [1]。").wav)
 
 
+def test_a_long_clause_is_vocoded_in_windows_to_the_same_samples(tts) -> None:
+    from workers.engines.voices import baker
+
+    voice = tts.voices["baker"]
+    ids = voice.frontend.ids("对乙酰氨基酚每次每公斤十五毫克每六小时一次每天不超过四次如果发热超过三天请就医")
+    mel = voice.mel(ids, 1.0)
+    assert mel.shape[1] > 2 * baker.VOCODER_WINDOW + 2 * baker.VOCODER_CONTEXT  # three windows at least
+    windowed = voice.vocode(mel)
+    whole = voice._vocode(mel)  # the one-shot run the windows must reproduce
+    assert windowed.shape == whole.shape
+    np.testing.assert_allclose(windowed, whole, atol=1e-5)
+    # and the windows' edges matter: without the context the seams would differ
+    cut = np.concatenate(
+        [
+            voice._vocode(np.ascontiguousarray(mel[:, i : i + baker.VOCODER_WINDOW]))
+            for i in range(0, mel.shape[1], baker.VOCODER_WINDOW)
+        ]
+    )
+    assert np.abs(cut - whole).max() > 1e-3
+
+
+def test_the_english_voice_gives_its_arena_back_after_each_sentence(tts) -> None:
+    session = tts.voices["joe"].voice.session
+    assert session.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert not session.session.get_session_options().enable_mem_pattern
+
+
 def test_a_voice_or_language_nobody_here_has_is_a_typed_error(tts) -> None:
     with pytest.raises(UnknownVoice) as unknown:
         tts.speak("Take it with food.", voice="alloy")

