@@ -6,6 +6,8 @@ never loads a model: engines are loaded per worker process at `worker_process_in
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from celery import Celery
 from celery.app import trace
 from celery.signals import (
@@ -28,6 +30,9 @@ from workers.core.settings import POOLS, get_settings
 # House rule: no transcript, answer or document text at INFO. Celery logs each task's return value on
 # success by default; keep the id and runtime only (read at call time, so once per process suffices).
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
+# A pool's stage (workers/pipeline/), which its tasks import inside their bodies: the parent stays small.
+STAGE_MODULES = {pool: f"workers.pipeline.{pool}" for pool in ("asr", "rag", "llm", "tts")}
 
 TASK_MODULES = [
     "workers.tasks.ping",
@@ -107,7 +112,11 @@ def _load_engines(**_: object) -> None:
 
     from workers import engines
 
-    engines.load_for_pools(engines.served_pools())
+    pools = engines.served_pools()
+    engines.load_for_pools(pools)
+    for pool in pools:  # what the pool's tasks import on first use, imported before the child reports ready
+        if pool in STAGE_MODULES:
+            import_module(STAGE_MODULES[pool])
     memory.trim()  # what loading read and threw away
     metrics.models_loaded(engines.loaded())
     node = os.environ.get("MEDVOICE_WORKER_NAME")

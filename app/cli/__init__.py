@@ -4,6 +4,7 @@ backup, restore, purge-audio."""
 from __future__ import annotations
 
 import os
+import sys
 from enum import Enum
 
 import typer
@@ -91,19 +92,6 @@ def serve(
     )
 
 
-def _metrics_dir(settings, node: str) -> None:  # noqa: ANN001
-    """The node's own multiprocess folder, emptied: its children's figures, never an earlier run's."""
-    import re
-    import shutil
-    import socket
-
-    base = settings.metrics_dir or settings.data_dir / "metrics"
-    path = base / re.sub(r"[^A-Za-z0-9._@-]", "_", node.replace("%h", socket.gethostname()))
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-
-
 @cli.command()
 def worker(
     pool: Pool = typer.Option(..., help="Which queue(s) this worker consumes; `all` runs every stage."),
@@ -115,41 +103,16 @@ def worker(
     ),
 ) -> None:
     """Run one Celery worker pool (its model engine loads once per child process)."""
-    _offline_env()
     settings = get_settings()
     queues = list(POOLS) if pool is Pool.all else [pool.value]
     if concurrency <= 0:
         concurrency = max(settings.pool_concurrency(q) for q in queues)
-    os.environ["MEDVOICE_WORKER_POOLS"] = ",".join(queues)
-    node = name or f"{pool.value}@%h"
     port = settings.worker_metrics_port if metrics_port < 0 else metrics_port
-    if port:
-        _metrics_dir(settings, node)  # before prometheus_client is imported (by the task modules)
-    _logging(loglevel, settings.log_format)  # already for Celery's start-up checks (its setup_logging hook: the same)
-    from workers.celery_app import celery_app
-
-    if port:
-        from workers.metrics import serve_node
-
-        serve_node(settings.worker_metrics_host, port)
-
-    celery_app.worker_main(
-        [
-            *(["--quiet"] if settings.log_format == "json" else []),  # no start-up banner amid JSON lines
-            "worker",
-            "--queues",
-            ",".join(queues),
-            "--hostname",
-            node,
-            "--concurrency",
-            str(concurrency),
-            "--pool",
-            "prefork",
-            "--loglevel",
-            loglevel,
-            "--task-events",
-        ]
-    )
+    argv = ["--queues", ",".join(queues), "--concurrency", str(concurrency), "--hostname", name or f"{pool.value}@%h"]
+    argv += ["--loglevel", loglevel, "--metrics-port", str(port or 0)]
+    # The same process becomes the node (workers/node.py): its pool children are forked from a parent that holds
+    # Celery and the task registry, not this CLI's imports.
+    os.execv(sys.executable, [sys.executable, "-m", "workers.node", *argv])
 
 
 @cli.command()

@@ -41,3 +41,42 @@ def test_api_cli_and_task_modules_import_no_model_library() -> None:
     assert result["loaded"] == [], f"model libraries imported by the API/task modules: {result['loaded']}"
     for name in ("asr.transcribe", "rag.embed", "llm.generate", "tts.synthesize"):
         assert name in result["tasks"]
+
+
+def test_a_worker_parent_imports_only_the_task_registry() -> None:
+    """A prefork parent forks its children from what it holds: the stages' SQL, numeric and knowledge code is
+    imported by each child (worker_process_init), not by the parent, which would hold it once more."""
+    code = (
+        "import json, sys\n"
+        "from workers.celery_app import TASK_MODULES, celery_app\n"
+        "celery_app.loader.import_default_modules()\n"
+        "print(json.dumps({'loaded': sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'sqlalchemy',"
+        " 'soundfile', 'av', 'jieba', 'wordfreq'}), 'tasks': len([t for t in celery_app.tasks"
+        " if not t.startswith('celery.')])}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []
+    assert result["tasks"] >= 20
+
+
+def test_a_pool_child_loads_its_engines_and_stage_by_name() -> None:
+    """What the parent no longer imports, a child of the pool imports when it starts: the engine modules are
+    found by name (workers.engines.MODULES), in loading order, for the pools it serves."""
+    code = (
+        "import json, os, sys\n"
+        "from workers import engines\n"
+        "register = engines.register\n"
+        # each engine module registers a stand-in loader (its name): the modules are found, no model is loaded
+        "engines.register = lambda name, pool: lambda loader: register(name, pool)(lambda s: name)\n"
+        "import workers.celery_app as c\n"
+        "os.environ['MEDVOICE_WORKER_POOLS'] = 'rag'; os.environ.pop('MEDVOICE_WORKER_NAME', None)\n"
+        "c._load_engines()\n"
+        "print(json.dumps({'loaded': list(engines.loaded()), 'stage': 'workers.pipeline.rag' in sys.modules,"
+        " 'other': 'workers.engines.tts' in sys.modules or 'workers.pipeline.tts' in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"loaded": ["rag", "embed"], "stage": True, "other": False}

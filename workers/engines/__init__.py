@@ -3,6 +3,10 @@
 An engine module registers a loader for its pool; importing it must not import the model library
 (loaders import it lazily). A prefork worker's parent never loads a model: only its children do,
 and only for the pools this worker serves (MEDVOICE_WORKER_POOLS, set by `medvoice worker`).
+
+The engine modules themselves are imported here, on demand (MODULES), not by the task modules: a worker's
+parent imports every task module and forks its children from that state, so what it imports is resident in
+the parent and again in each child.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 from workers.core.settings import Settings, get_settings
@@ -19,6 +24,15 @@ from workers.core.settings import Settings, get_settings
 log = logging.getLogger("medvoice.engines")
 
 Loader = Callable[[Settings], Any]
+# Engine name -> the module that registers its loader, in loading order (rag before embed: embed shares the
+# rag engine's embedder when that is loaded), with the pool it serves.
+MODULES: dict[str, tuple[str, str]] = {
+    "asr": ("asr", "workers.engines.asr"),
+    "rag": ("rag", "workers.engines.rag"),
+    "embed": ("rag", "workers.engines.embed"),
+    "llm": ("llm", "workers.engines.llm"),
+    "tts": ("tts", "workers.engines.tts"),
+}
 _loaders: dict[str, tuple[str, Loader]] = {}  # engine name -> (pool, loader)
 _engines: dict[str, Any] = {}
 _load_seconds: dict[str, float] = {}
@@ -40,6 +54,8 @@ def get(name: str) -> Any:
         with _lock:
             engine = _engines.get(name)
             if engine is None:
+                if name not in _loaders and name in MODULES:
+                    import_module(MODULES[name][1])
                 _, loader = _loaders[name]
                 t0 = time.perf_counter()
                 engine = loader(get_settings())
@@ -64,7 +80,7 @@ SHARES = {"live": "asr"}
 
 def load_for_pools(pools: list[str]) -> None:
     wanted = {*pools, *(SHARES[p] for p in pools if p in SHARES)}
-    for name, (pool, _) in list(_loaders.items()):
+    for name, (pool, _module) in MODULES.items():
         if pool in wanted:
             get(name)
 

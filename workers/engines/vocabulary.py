@@ -9,7 +9,6 @@ import threading
 from knowledge import vocabulary
 from knowledge.text import is_cjk
 from workers.core.settings import Settings
-from workers.engines.asr import WIDE_LANGUAGES
 
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, list[str]]] = {}
@@ -46,6 +45,8 @@ def bounded(terms: list[str], chars: int, fixed: str | None = None) -> str | Non
 def in_language(terms: list[str], language: str | None) -> list[str]:
     """The terms written in the audio's script: English terms in the prompt of Chinese speech pull Whisper
     towards English and raise its character error rate (bench/asr_vocabulary.py measured 0.16 → 0.42)."""
+    from workers.engines.asr import WIDE_LANGUAGES  # with numpy: not for a worker's parent, which imports this
+
     wide = (language or "") in WIDE_LANGUAGES
     return [t for t in terms if any(is_cjk(ch) for ch in t) == wide]
 

@@ -33,7 +33,6 @@ from workers.core.errors import InputError, MedvoiceError
 from workers.core.event_schema import TranscriptSegment
 from workers.core.refs import resolve_ref, to_ref
 from workers.core.settings import get_settings
-from workers.engines import asr as _asr_engine  # registers the "asr" engine loader
 from workers.engines.vocabulary import hotwords as kb_hotwords
 from workers.engines.vocabulary import kb_terms
 
@@ -44,9 +43,11 @@ OnSegment = Callable[[dict[str, Any], str | None], None]  # a segment as it is d
 def check_options(
     language: Any, initial_prompt: Any, hotwords: Any, word_timestamps: Any = False, task: Any = "transcribe"
 ) -> None:
+    from workers.engines.asr import TASKS
+
     if not isinstance(word_timestamps, bool):
         raise InputError("word_timestamps must be true or false", {"field": "word_timestamps"})
-    if task not in _asr_engine.TASKS:
+    if task not in TASKS:
         raise InputError("task must be 'transcribe' or 'translate'", {"field": "task"})
     if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 8):
         raise InputError("language must be a language code such as 'en' or 'zh'", {"field": "language"})
@@ -69,6 +70,8 @@ def start(
     ({"pieces": [piece kwargs...], "meta": ...}) for asr.piece tasks and a join."""
     import numpy as np
     import soundfile as sf
+
+    from workers.engines.asr import SAMPLE_RATE
 
     s = get_settings()
     check_options(language, initial_prompt, hotwords, word_timestamps, task)
@@ -108,12 +111,12 @@ def start(
     pieces = []
     for index, (a, b) in enumerate(engine.plan_pieces(audio, s.asr_piece_max_s)):
         path = folder / f"{index:04d}.wav"
-        sf.write(str(path), np.clip(audio[a:b], -1.0, 1.0), _asr_engine.SAMPLE_RATE, subtype="PCM_16")
+        sf.write(str(path), np.clip(audio[a:b], -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
         pieces.append(
             {
                 "audio_ref": to_ref(s, path),
                 "index": index,
-                "offset_s": round(a / _asr_engine.SAMPLE_RATE, 3),
+                "offset_s": round(a / SAMPLE_RATE, 3),
                 "language": language,
                 **options,
             }
@@ -173,10 +176,12 @@ def transcribe_piece(
 
 def join_pieces(pieces: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """The pieces, in order, as one transcription result (the shape asr.transcribe returns)."""
+    from workers.engines.asr import separator
+
     s = get_settings()
     pieces = sorted(pieces, key=lambda p: p["index"])
     language = meta.get("language") or (max(pieces, key=lambda p: p["duration_s"])["language"] if pieces else None)
-    sep = _asr_engine.separator(language, meta.get("task") or "transcribe")
+    sep = separator(language, meta.get("task") or "transcribe")
     segments = [seg for p in pieces for seg in p["segments"]]
     transcribe_s = sum(p["timings"]["transcribe_s"] for p in pieces)
     duration = float(meta["duration_s"])

@@ -17,27 +17,23 @@ from celery import Task
 from workers.celery_app import celery_app
 from workers.core.errors import MedvoiceError
 from workers.core.event_schema import EventType
-from workers.core.records import TurnStatus
-from workers.pipeline import finish, llm
 from workers.pipeline.contracts import Answered, Retrieved, State
-from workers.pipeline.stage import run
+from workers.tasks.turns import run
 
 
 @celery_app.task(name="llm.chat_turn", bind=True, throws=(MedvoiceError,), acks_late=True)
 def chat_turn(self: Task, state: State, history: list[dict[str, Any]] | None = None) -> State:
+    from workers.pipeline import llm
+
     if isinstance(state, dict) and not state.get("skipped"):
         state = {**state, "speak": False, "history": list(history or [])}
     return run(
-        self,
-        "llm",
-        state,
-        Retrieved.from_state,
-        llm.answer,
-        TurnStatus.generating,
-        (EventType.sentence, EventType.answered),
+        self, "llm", state, Retrieved.from_state, llm.answer, "generating", EventType.sentence, EventType.answered
     )
 
 
 @celery_app.task(name="llm.chat_done", bind=True, throws=(MedvoiceError,), acks_late=True)
 def chat_done(self: Task, state: State) -> State:
+    from workers.pipeline import finish
+
     return run(self, "finish", state, Answered.from_state, finish.finish)

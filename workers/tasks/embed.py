@@ -9,7 +9,6 @@ from workers import engines
 from workers.celery_app import celery_app
 from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
 from workers.core.settings import get_settings
-from workers.engines import embed as _embed_engine  # noqa: F401 - registers the "embed" engine loader
 
 log = logging.getLogger("medvoice.tasks.embed")
 MAX_CHARS = 8000

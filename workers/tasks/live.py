@@ -22,7 +22,6 @@ from workers import engines
 from workers.celery_app import celery_app
 from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
 from workers.core.settings import get_settings
-from workers.engines import asr as _asr_engine  # registers the "asr" engine loader
 from workers.engines.vocabulary import bounded, in_language, kb_terms
 from workers.tasks.asr import check_options
 
@@ -34,11 +33,13 @@ def pcm_audio(pcm: Any, sample_rate: Any, max_s: float) -> Any:
     """base64 PCM16 mono at 16 kHz → float32 samples; typed errors for anything else."""
     import numpy as np
 
-    if sample_rate != _asr_engine.SAMPLE_RATE:
-        raise InputError(f"live audio must be {_asr_engine.SAMPLE_RATE} Hz", {"field": "sample_rate"})
+    from workers.engines.asr import SAMPLE_RATE
+
+    if sample_rate != SAMPLE_RATE:
+        raise InputError(f"live audio must be {SAMPLE_RATE} Hz", {"field": "sample_rate"})
     if not isinstance(pcm, str):
         raise InputError("pcm must be base64 text", {"field": "pcm"})
-    if len(pcm) * 3 // 4 > int(max_s * _asr_engine.SAMPLE_RATE * 2) + 4:
+    if len(pcm) * 3 // 4 > int(max_s * SAMPLE_RATE * 2) + 4:
         raise InputTooLarge(f"live audio longer than {max_s:.0f}s", {"max_s": max_s})
     try:
         raw = base64.b64decode(pcm, validate=True)

@@ -13,14 +13,10 @@ import logging
 from typing import Any
 
 from knowledge.text import detect_language
-from workers import answering, engines
+from workers import engines
 from workers.celery_app import celery_app
 from workers.core.errors import EmptyInput, InputError, MedvoiceError
 from workers.core.settings import get_settings
-from workers.engines import llm as _llm_engine  # noqa: F401 - registers the "llm" engine loader
-from workers.pipeline import prefill
-from workers.pipeline.llm import prompt_for
-from workers.pipeline.rag import find
 
 log = logging.getLogger("medvoice.tasks.prefill")
 MAX_QUESTION_CHARS = 2000
@@ -36,6 +32,10 @@ def _question(question: Any) -> str:
 
 @celery_app.task(name="rag.prefill", throws=(MedvoiceError,))
 def rag_prefill(question: str, language: str | None = None) -> dict[str, Any]:
+    # The stages' modules are imported by the task (in a pool child), not by a worker's parent.
+    from workers import answering
+    from workers.pipeline.rag import find
+
     question = _question(question)
     language = language or detect_language(question)
     chosen, _hits, _res = find(question, language)
@@ -52,6 +52,9 @@ def llm_prefill(
     consultation_id: str | None = None,
     ticket: str | None = None,
 ) -> dict[str, Any]:
+    from workers.pipeline import prefill
+    from workers.pipeline.llm import prompt_for
+
     question = _question(question)
     if not isinstance(passages, list) or not passages or not all(isinstance(p, dict) for p in passages):
         raise InputError("passages must be the list rag.prefill returned", {"field": "passages"})

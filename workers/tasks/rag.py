@@ -19,7 +19,6 @@ from workers import engines
 from workers.celery_app import celery_app
 from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceError
 from workers.core.settings import get_settings
-from workers.engines import rag as _rag_engine  # noqa: F401 - registers the "rag" engine loader
 from workers.engines.rag import store_errors
 
 log = logging.getLogger("medvoice.tasks.rag")

@@ -25,7 +25,6 @@ from workers.core.errors import EmptyInput, InputError, InputTooLarge, MedvoiceE
 from workers.core.event_schema import Audio
 from workers.core.refs import to_ref
 from workers.core.settings import get_settings
-from workers.engines import tts as _tts_engine  # noqa: F401 - registers the "tts" engine loader
 
 log = logging.getLogger("medvoice.tasks.tts")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
