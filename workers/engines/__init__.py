@@ -27,8 +27,8 @@ Loader = Callable[[Settings], Any]
 # Engine name -> the module that registers its loader, in loading order (rag before embed: embed shares the
 # rag engine's embedder when that is loaded), with the pool it serves.
 MODULES: dict[str, tuple[str, str]] = {
-    "asr": ("asr", "workers.engines.asr"),
     "rag": ("rag", "workers.engines.rag"),
+    "asr": ("asr", "workers.engines.asr"),
     "embed": ("rag", "workers.engines.embed"),
     "llm": ("llm", "workers.engines.llm"),
     "tts": ("tts", "workers.engines.tts"),

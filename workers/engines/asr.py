@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +108,20 @@ class AsrEngine:
         self.load_s = time.perf_counter() - t0
         self.device, self.compute_type = device, compute_type
         self._opencc: Any = None
+        self._not_english: list[int] | None = None
+
+    def not_english(self) -> list[int]:
+        """Token ids a translation into English never needs: those with a Chinese character, or a lone byte of
+        a multi-byte character. When Whisper base is unsure of a translation its temperature fallback samples, and
+        a sample could carry on in the source language; suppressed, the output stays English."""
+        if self._not_english is None:
+            from knowledge.text import CJK
+
+            tokenizer = self.model.hf_tokenizer
+            texts = tokenizer.decode_batch([[i] for i in range(tokenizer.get_vocab_size())])
+            pattern = re.compile(f"[{CJK}\ufffd]")
+            self._not_english = [i for i, text in enumerate(texts) if pattern.search(text)]
+        return self._not_english
 
     @staticmethod
     def decode(path: Path) -> np.ndarray:
@@ -213,6 +228,7 @@ class AsrEngine:
                 condition_on_previous_text=False,
                 word_timestamps=word_timestamps,
                 task=task,
+                **({"suppress_tokens": [-1, *self.not_english()]} if task == "translate" else {}),
                 **(QUICK if quick else {}),
                 **(
                     {"temperature": LIVE_TEMPERATURES, "max_new_tokens": live_token_budget(duration)}
