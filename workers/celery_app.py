@@ -117,7 +117,7 @@ def _load_engines(**_: object) -> None:
     for pool in pools:  # what the pool's tasks import on first use, imported before the child reports ready
         if pool in STAGE_MODULES:
             import_module(STAGE_MODULES[pool])
-    memory.trim()  # what loading read and threw away
+    memory.trim(force=True)  # what loading read and threw away
     metrics.models_loaded(engines.loaded())
     node = os.environ.get("MEDVOICE_WORKER_NAME")
     if node:
