@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,18 @@ STALLED = "stalled"
 
 
 async def follow(
-    redis_url: str, turn_id: str, after: str = "0-0", timeout_s: float = 600.0, idle_s: float | None = None
+    redis_url: str,
+    turn_id: str,
+    after: str = "0-0",
+    timeout_s: float = 600.0,
+    idle_s: float | None = None,
+    alive: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[Seen]:
     """Every event of the turn after `after`, in order, until a terminal one (done, error, cancelled) or the
     timeout. With `idle_s`, a stretch that long without any event ends it with a `stalled` marker: no worker
-    took the turn's next stage (its pool is down or swamped)."""
+    took the turn's next stage. `alive()`, asked at each such stretch, tells a pool that is down from one that is
+    up and busy with the queue ahead of the turn: while it says True the following goes on (the timeout still
+    bounds it), since the turn will be served."""
     import redis.asyncio as aioredis
 
     r = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
@@ -41,6 +48,9 @@ async def follow(
     try:
         while time.monotonic() < deadline:
             if idle_s is not None and time.monotonic() - last > idle_s:
+                if alive is not None and await alive():
+                    last = time.monotonic()
+                    continue
                 yield Seen(after, STALLED, {"idle_s": idle_s}, None)
                 return
             try:

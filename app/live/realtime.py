@@ -655,6 +655,7 @@ class RealtimeSession(Listener):
             user.turn_id,
             timeout_s=self.settings.consult_sse_timeout_s,
             idle_s=self.settings.live_reply_idle_s,
+            alive=self._pools_alive,
         ):
             user.stream_after = seen.id
             if seen.type == STALLED:
@@ -757,6 +758,7 @@ class RealtimeSession(Listener):
             after,
             timeout_s=self.settings.consult_sse_timeout_s,
             idle_s=self.settings.live_reply_idle_s,
+            alive=self._pools_alive,
         ):
             t, data = seen.type, seen.data
             if t == STALLED:
@@ -799,10 +801,20 @@ class RealtimeSession(Listener):
             self._finish(reply, outcome["status"], reason=outcome.get("reason"), error=outcome.get("error"))
         )
 
+    async def _pools_alive(self) -> bool:
+        """Whether every pool has a worker up with its models loaded (the /readyz check): a turn with no event
+        for live_reply_idle_s is then waiting in a busy queue, not lost, and is followed on."""
+        from app.readiness import check_pools
+
+        try:
+            return bool((await run_in_threadpool(check_pools, self.settings))["ok"])
+        except Exception:  # noqa: BLE001 - unknown is not alive: the session is told
+            return False
+
     async def _stalled(self, reply: Reply) -> dict[str, Any]:
         """No worker moved the turn on: tell the client why, and drop the turn so a pool that comes back later
         does not answer a question nobody waits for."""
-        message = f"no worker took the turn within {self.settings.live_reply_idle_s:g}s: the worker pools may be down"
+        message = f"no worker took the turn within {self.settings.live_reply_idle_s:g}s: a worker pool is down"
         with contextlib.suppress(Exception):
             await run_in_threadpool(events.cancel, reply.user.turn_id)
             await run_in_threadpool(
