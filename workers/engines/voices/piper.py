@@ -3,7 +3,7 @@
 The ONNX session is built here rather than by `PiperVoice.load`: each sentence is a new input length, and with
 onnxruntime's defaults the CPU arena grows to the longest sentence's activations and keeps them (and the memory
 pattern plans a buffer set per length). Without the pattern and with the arena shrunk after each run the voice
-holds ~140 MB less (measured on the shipped voice: +150 MB after ten sentences instead of +290 MB) for ~20 % of
+holds ~140 MB less (measured on the shipped voice after ten sentences: 184 MB instead of 325 MB) for ~20 % of
 its speed (RTF 0.029 instead of 0.024); without any arena it would be 50 % slower.
 """
 
