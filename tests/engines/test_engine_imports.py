@@ -22,6 +22,13 @@ HEAVY = [
 ]
 
 
+def fresh_interpreter(code: str) -> dict:
+    """What `code` prints last, as JSON, run in a fresh interpreter (nothing imported by the test suite)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_api_cli_and_task_modules_import_no_model_library() -> None:
     code = (
         "import json, sys\n"
@@ -35,9 +42,7 @@ def test_api_cli_and_task_modules_import_no_model_library() -> None:
         f"print(json.dumps({{'loaded': [m for m in {HEAVY!r} if m in sys.modules],\n"
         "                   'tasks': sorted(t for t in celery_app.tasks if not t.startswith('celery.'))}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = fresh_interpreter(code)
     assert result["loaded"] == [], f"model libraries imported by the API/task modules: {result['loaded']}"
     for name in ("asr.transcribe", "rag.embed", "llm.generate", "tts.synthesize"):
         assert name in result["tasks"]
@@ -54,9 +59,7 @@ def test_a_worker_parent_imports_only_the_task_registry() -> None:
         " 'soundfile', 'av', 'jieba', 'wordfreq'}), 'tasks': len([t for t in celery_app.tasks"
         " if not t.startswith('celery.')])}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = fresh_interpreter(code)
     assert result["loaded"] == []
     assert result["tasks"] >= 20
 
@@ -76,7 +79,5 @@ def test_a_pool_child_loads_its_engines_and_stage_by_name() -> None:
         "print(json.dumps({'loaded': list(engines.loaded()), 'stage': 'workers.pipeline.rag' in sys.modules,"
         " 'other': 'workers.engines.tts' in sys.modules or 'workers.pipeline.tts' in sys.modules}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = fresh_interpreter(code)
     assert result == {"loaded": ["rag", "embed"], "stage": True, "other": False}
