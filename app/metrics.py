@@ -2,7 +2,8 @@
 
 - HTTP requests by route template (never the raw path: ids would make a series per turn), method and status,
   with a latency histogram (an SSE stream counts until it ends), from a plain ASGI middleware;
-- live sessions: open, barge-ins, partial-transcript latency, end of speech → first audio of the reply;
+- live sessions: open, refused (limits, a live pool behind), the lag of final transcripts, barge-ins,
+  partial-transcript latency, end of speech → first audio of the reply;
 - read at scrape time: each Celery queue's depth in Redis (its priority lists too), and the knowledge base's
   documents and chunks (`rag.stats` on the rag pool, with a short timeout, reused for metrics_kb_cache_s);
 - what workers/ code running in this process counts (the stalled-turn reaper: medvoice_turns_total).
@@ -40,6 +41,16 @@ HTTP_SECONDS = Histogram(
 )
 LIVE_SESSIONS = Gauge(
     "medvoice_live_sessions_open", "Live voice sessions open (Realtime and FunASR)", multiprocess_mode="livesum"
+)
+LIVE_REFUSED = Counter(
+    "medvoice_live_sessions_refused_total",
+    "Live sessions refused at connection: `limit` (sessions per process or user), `behind` (the live pool's lag)",
+    ["reason"],
+)
+LIVE_FINAL_LAG_SECONDS = Gauge(
+    "medvoice_live_final_lag_seconds",
+    "Age of the oldest final transcript a live session waits for from the live pool (0: none waiting)",
+    multiprocess_mode="livemax",
 )
 BARGE_INS = Counter("medvoice_live_barge_ins_total", "Speech over a reply that stopped it (barge-in)")
 LIVE_FIRST_AUDIO_SECONDS = Histogram(

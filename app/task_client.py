@@ -19,9 +19,11 @@ No model library is imported here: the API process only sends by name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from celery.result import AsyncResult
 
 log = logging.getLogger("medvoice.task_client")
+# Threads for async callers' sends and waits (each blocks in Celery's result wait), made as needed: enough for
+# every live session's finals and partials at once, apart from the routes' thread pool.
+_WAITING = ThreadPoolExecutor(max_workers=256, thread_name_prefix="task-wait")
 
 
 @dataclass
@@ -168,10 +173,23 @@ async def call_async(
     expires_s: float | None = None,
     priority: int | None = None,
     app: Celery | None = None,
+    revoke_on_cancel: bool = False,
 ) -> Any:
-    """`call` from async code: the blocking send and wait run in a worker thread, off the event loop."""
-    from starlette.concurrency import run_in_threadpool
+    """`call` from async code. The blocking send and wait run in the task client's own threads, so callers that
+    wait long for a busy pool (every live session's finals) never take the threads that routes and database
+    calls run in. `revoke_on_cancel`: a caller that stops waiting revokes the task, so no worker starts work nobody
+    will read."""
+    holder: list[Sent] = []
 
-    return await run_in_threadpool(
-        call, name, kwargs, timeout_s=timeout_s, expires_s=expires_s, priority=priority, app=app
-    )
+    def send_and_wait() -> Any:
+        sent = send(name, kwargs, expires_s=timeout_s if expires_s is None else expires_s, priority=priority, app=app)
+        holder.append(sent)
+        return wait(sent, timeout_s)
+
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_WAITING, send_and_wait)
+    except asyncio.CancelledError:
+        if revoke_on_cancel and holder:
+            with contextlib.suppress(Exception):
+                holder[0].result.revoke()
+        raise

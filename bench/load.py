@@ -56,8 +56,16 @@ session waits at most --live-drain-s for what is still owed (FunASR: `is_speakin
   clip, p50 / p95 over all clips, and p95 over the first and the last minute (a backlog shows as growth).
 - memory over time: the same /proc sampling, the sum over the API and the pools every 10 s: at the start, its
   peak, at the end, and the slope (MB/min; a leak shows as a steady climb).
+- admission: every 15 s a new session of each protocol tries to join (and leaves at once), beside the lag the
+  API reports (`medvoice_live_final_lag_seconds`): admitted, or refused with its close code and reason.
 Clips without speech detected at all (VAD) and utterances cut in two (a pause longer than the endpoint) are
 normal speech handling, reported as counts, not failures.
+
+Then the overload run (--overload-minutes, default 2; 0 skips it): the same sessions with --overload-gap-s (2 s)
+of silence after each clip, more speech than one live process transcribes. What it shows: the pool falls behind
+(partials stop above MEDVOICE_LIVE_PARTIAL_MAX_LAG_S), new sessions are refused (1013, the lag in the reason) once
+the lag passes MEDVOICE_LIVE_ADMIT_MAX_LAG_S, and the sessions already open still get every final, late; memory
+over it as for the soak.
 """
 
 from __future__ import annotations
@@ -726,23 +734,33 @@ def analyse(recs: list[dict[str, Any]], plans: list[dict[str, Any]], t_start: fl
             s["finals"] = len(s["finals"])
 
 
-async def soak(base: str, tokens: list[str], plans: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
+async def soak(
+    base: str,
+    tokens: list[str],
+    plans: list[dict[str, Any]],
+    gap_s: float,
+    minutes: float,
+    drain_s: float,
+    probe_token: str | None = None,
+) -> tuple[list[Any], list[dict[str, Any]]]:
     ws = base.replace("http://", "ws://")
-    deadline = time.monotonic() + args.live_minutes * 60
+    deadline = time.monotonic() + minutes * 60
     tasks, scheds, outs = [], [], []
     for p, tok in zip(plans, tokens):
         out: dict[str, Any] = {}  # filled as the session goes: what it got survives its failure
         if p["protocol"] == "realtime":
-            sched = Schedule(p, RT_RATE, CHUNK_S, args.live_gap_s, deadline)
-            coro = realtime_session(ws + "/v1/realtime", tok, p, sched, args.live_drain_s, out)
+            sched = Schedule(p, RT_RATE, CHUNK_S, gap_s, deadline)
+            coro = realtime_session(ws + "/v1/realtime", tok, p, sched, drain_s, out)
         else:
-            sched = Schedule(p, FA_RATE, FRAME_MS / 1000, args.live_gap_s, deadline)
-            coro = funasr_session(ws + "/v1/asr/funasr", tok, p, sched, args.live_drain_s, out)
+            sched = Schedule(p, FA_RATE, FRAME_MS / 1000, gap_s, deadline)
+            coro = funasr_session(ws + "/v1/asr/funasr", tok, p, sched, drain_s, out)
         scheds.append(sched)
         outs.append(out)
         tasks.append(asyncio.create_task(coro))
+    probes: list[dict[str, Any]] = []
+    prober = asyncio.create_task(probe(base, probe_token, deadline, probes)) if probe_token else None
     # Each session ends by itself (deadline, then the drain); this bounds a session that would not.
-    bound = args.live_minutes * 60 + 60 + args.live_drain_s + 30
+    bound = minutes * 60 + 60 + drain_s + 30
     done, pending = await asyncio.wait(tasks, timeout=bound)
     for t in pending:
         t.cancel()
@@ -752,8 +770,59 @@ async def soak(base: str, tokens: list[str], plans: list[dict[str, Any]], args: 
         elif t.exception() is not None:
             out["exception"] = f"{type(t.exception()).__name__}: {t.exception()}"[:300]
     with contextlib.suppress(BaseException):
-        await asyncio.gather(*pending, return_exceptions=True)
-    return [collect(p, s, o) for p, s, o in zip(plans, scheds, outs)]
+        await asyncio.gather(*pending, *([prober] if prober else []), return_exceptions=True)
+    return [collect(p, s, o) for p, s, o in zip(plans, scheds, outs)], probes
+
+
+PROBE_EVERY_S = 15.0
+
+
+def scraped_lag_s(base: str) -> float | None:
+    """The API's medvoice_live_final_lag_seconds (its /metrics answers loopback)."""
+    import httpx
+
+    with contextlib.suppress(Exception):
+        for line in httpx.get(base + "/metrics", timeout=5).text.splitlines():
+            if line.startswith("medvoice_live_final_lag_seconds "):
+                return float(line.split()[-1])
+    return None
+
+
+async def probe(base: str, tok: str, deadline: float, out: list[dict[str, Any]]) -> None:
+    """While the sessions speak: every PROBE_EVERY_S a new session of each protocol tries to join (admitted: it
+    leaves at once; refused: the close code and reason), beside the lag the API reports."""
+    import websockets
+
+    ws = base.replace("http://", "ws://")
+    auth = {"Authorization": f"Bearer {tok}"}
+    t0 = time.monotonic()
+
+    async def one(protocol: str) -> dict[str, Any]:
+        url = ws + ("/v1/realtime" if protocol == "realtime" else "/v1/asr/funasr")
+        extra = {"subprotocols": ["binary"]} if protocol == "funasr" else {}
+        try:
+            async with websockets.connect(url, additional_headers=auth, open_timeout=30, **extra) as conn:
+                if protocol == "funasr":
+                    await conn.send(json.dumps(fc.config("2pass", wav_name="probe", rate=FA_RATE)))
+                try:
+                    first = json.loads(await asyncio.wait_for(conn.recv(), 3.0))
+                except TimeoutError:
+                    return {"admitted": True}  # FunASR says nothing until there is audio
+                return {"admitted": first.get("type") == "session.created", "first": first.get("type") or first}
+        except websockets.ConnectionClosed as exc:
+            return {
+                "admitted": False,
+                "code": exc.rcvd.code if exc.rcvd else None,
+                "reason": exc.rcvd.reason if exc.rcvd else "",
+            }
+        except Exception as exc:  # noqa: BLE001 - recorded, the soak goes on
+            return {"admitted": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+
+    while time.monotonic() + PROBE_EVERY_S < deadline:
+        await asyncio.sleep(PROBE_EVERY_S)
+        lag = await asyncio.to_thread(scraped_lag_s, base)
+        for protocol in ("realtime", "funasr"):
+            out.append({"t_s": time.monotonic() - t0, "protocol": protocol, "lag_s": lag, **await one(protocol)})
 
 
 def slope_mb_per_min(series: list[dict[str, Any]]) -> float:
@@ -768,36 +837,43 @@ def slope_mb_per_min(series: list[dict[str, Any]]) -> float:
 
 
 def live_phase(
-    stack: Stack, base: str, tokens: list[str], data: Path, files: list[dict[str, Any]], args: argparse.Namespace
+    stack: Stack,
+    base: str,
+    tokens: list[str],
+    plans: list[dict[str, Any]],
+    gap_s: float,
+    minutes: float,
+    args: argparse.Namespace,
+    probe_token: str | None = None,
 ) -> dict[str, Any]:
-    log(f"  speaking {args.live_sessions} code-word phrases with the product's voices")
-    codes = make_codes(args.live_sessions, data)
-    plans = plan_sessions(args.live_sessions, files, codes)
     log(
-        f"  {args.live_sessions} live sessions ({sum(p['protocol'] == 'realtime' for p in plans)} Realtime, "
-        f"{sum(p['protocol'] == 'funasr' for p in plans)} FunASR) for {args.live_minutes:g} min"
+        f"  {len(plans)} live sessions ({sum(p['protocol'] == 'realtime' for p in plans)} Realtime, "
+        f"{sum(p['protocol'] == 'funasr' for p in plans)} FunASR) for {minutes:g} min, gap {gap_s:g} s"
     )
     # The offered load: the share of each session's audio that is speech, summed over the sessions.
     shares = []
     for p in plans:
         speech = sum(src["voiced_s"] for src in p["sequence"])
-        audio = sum(len(src["pcm"][FA_RATE]) / 2 / FA_RATE + args.live_gap_s for src in p["sequence"])
+        audio = sum(len(src["pcm"][FA_RATE]) / 2 / FA_RATE + gap_s for src in p["sequence"])
         shares.append(speech / audio)
     sampler = Sampler(stack, series_s=10)
     t_start = time.perf_counter()
-    recs = asyncio.run(soak(base, tokens, plans, args))
+    recs, probes = asyncio.run(soak(base, tokens, plans, gap_s, minutes, args.live_drain_s, probe_token))
     wall = time.perf_counter() - t_start
     mem = sampler.stop()
     analyse(recs, plans, t_start)
     series = mem["series"]
     return {
+        "gap_s": gap_s,
+        "minutes": minutes,
         "sessions": recs,
+        "probes": probes,
         "wall_s": wall,
         "memory": mem,
         "rss_start_mb": series[0]["sum_mb"] if series else float("nan"),
         "rss_end_mb": series[-1]["sum_mb"] if series else float("nan"),
         "rss_slope_mb_per_min": slope_mb_per_min(series),
-        "codewords": len(codes),
+        "codewords": sum(p["codeword"] is not None for p in plans),
         "speech_share": sum(shares) / len(shares),
         "speech_x_realtime": sum(shares),
     }
@@ -861,7 +937,108 @@ def live_summary(recs: list[dict[str, Any]], live_minutes: float) -> list[dict[s
     return rows
 
 
-def report(console: Any, header: list[str], rest: list[dict[str, Any]], live: dict[str, Any] | None, args: Any) -> Any:
+def report_live(console: Any, live: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    from rich.table import Table
+
+    n = len(live["sessions"])
+    rows = live_summary(live["sessions"], live["minutes"])
+    t = Table(
+        title=f"{what}: {n} sessions × {live['minutes']:g} min, real-time pace (gap {live['gap_s']:g} s); "
+        "end → final p50 / p95 s",
+        title_justify="left",
+    )
+    cols = ("protocol", "sessions", "clips", "utterances", "finals", "one final each", "missing / dup")
+    cols += ("clips w/o final", "cut in two", "leaks", "foreign / repeated", "own word heard")
+    cols += ("end → final", "p95 1st / last min", "errors")
+    for col in cols:
+        t.add_column(col, justify="right")
+    for r in rows:
+        heard = r["own_word_heard"]
+        t.add_row(
+            r["protocol"],
+            str(r["sessions"]),
+            str(r["clips"]),
+            str(r["utterances"] if r["utterances"] is not None else "-"),
+            str(r["finals"]),
+            f"{r['one_final']}/{r['utterances']}" if r["one_final"] is not None else "-",
+            f"{r['missing'] if r['missing'] is not None else '-'} / {r['dup']}",
+            str(r["clips_without_final"]),
+            str(r["clips_split"]),
+            str(r["leaks"]),
+            f"{r['foreign']} / {r['repeated']}",
+            f"{heard[0]}/{heard[1]}",
+            f"{fmt(r['end_to_final_p50_s'])} / {fmt(r['end_to_final_p95_s'])}",
+            f"{fmt(r['p95_first_min_s'])} / {fmt(r['p95_last_min_s'])}",
+            ", ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "0",
+        )
+    console.print(t)
+    for r in rows:
+        notes = []
+        if r["protocol"] == "funasr":
+            notes.append(f"wav_name always the session's own: {'yes' if r['wav_names_ok'] else 'NO'}")
+            notes.append(f"is_end reply received: {r['ended']}/{r['sessions']}")
+        notes += r["exceptions"] + r["closed"]
+        if r["silent"]:
+            notes.append(
+                f"[red]sessions that streamed no clip[/red]: {', '.join(r['silent'])} (see api.log with --keep)"
+            )
+        if notes:
+            console.print(f"{r['protocol']}: " + "; ".join(notes), soft_wrap=True)
+    for name, x in [(s["name"], x) for s in live["sessions"] for x in s["repeats"]][:3]:
+        console.print(f"  repeat in {name}: {x['previous']!r} then {x['text']!r}", soft_wrap=True)
+    leaks = [(s["name"], x) for s in live["sessions"] for x in s["leaks"]][:5]
+    foreign = [(s["name"], x) for s in live["sessions"] for x in s["foreign"]][:5]
+    for name, x in leaks:
+        console.print(f"  [red]leak[/red] in {name}: {x['from']}'s word {x['word']!r}: {x['text']!r}", soft_wrap=True)
+    for name, x in foreign:
+        console.print(f"  foreign? {name} on {x['slot']}: reads like {x['best']}: {x['text']!r}", soft_wrap=True)
+    console.print(
+        f"offered load: each session speaks {100 * live['speech_share']:.0f} % of its time (gap "
+        f"{live['gap_s']:g} s); together ≈ {live['speech_x_realtime']:.1f}× real time of speech for the live "
+        f"pool; code-word phrases: {live['codewords']}/{n} sessions",
+        soft_wrap=True,
+    )
+    m = live["memory"]
+    minutes = {}
+    for x in m["series"]:
+        minutes.setdefault(int(x["t_s"] // 60), x["sum_mb"])
+    console.print(
+        f"API + pools RSS at each minute of the {what}, MB: " + ", ".join(f"{k}: {v:.0f}" for k, v in minutes.items()),
+        soft_wrap=True,
+    )
+    console.print(
+        f"memory over the {what}, API + pools RSS: {fmt(live['rss_start_mb'], 0)} MB at the start, peak "
+        f"{m['peak_sum_mb']:.0f} MB (PSS {m['peak_pss_sum_mb']:.0f}), {fmt(live['rss_end_mb'], 0)} MB at the end, "
+        f"slope {fmt(live['rss_slope_mb_per_min'], 1)} MB/min; peak by node: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(m["peak_by_node_mb"].items())),
+        soft_wrap=True,
+    )
+    probes = live.get("probes") or []
+    if probes:
+        admitted = [p for p in probes if p["admitted"]]
+        refused = [p for p in probes if not p["admitted"]]
+        lags = [p["lag_s"] for p in probes if p["lag_s"] is not None]
+        reasons = Counter(f"{p.get('code')} {p.get('reason') or p.get('error') or ''}".strip() for p in refused)
+        first = min((p["lag_s"] for p in refused if p["lag_s"] is not None), default=None)
+        most = max((p["lag_s"] for p in admitted if p["lag_s"] is not None), default=None)
+        console.print(
+            f"new sessions while it ran (every {PROBE_EVERY_S:g} s, both protocols): {len(admitted)} admitted, "
+            f"{len(refused)} refused; lag reported by the API max {fmt(max(lags, default=None))} s; admitted up to "
+            f"lag {fmt(most)} s, refused from lag {fmt(first)} s; "
+            + "; ".join(f"{k!r} ×{v}" for k, v in reasons.most_common(3)),
+            soft_wrap=True,
+        )
+    return rows
+
+
+def report(
+    console: Any,
+    header: list[str],
+    rest: list[dict[str, Any]],
+    live: dict[str, Any] | None,
+    overload: dict[str, Any] | None,
+    args: Any,
+) -> Any:
     from rich.table import Table
 
     for line in header:
@@ -901,82 +1078,9 @@ def report(console: Any, header: list[str], rest: list[dict[str, Any]], live: di
             console.print(
                 f"done turns without an audio event: {no_audio}; SSE streams resumed: {broke}", soft_wrap=True
             )
-    rows = []
-    if live:
-        rows = live_summary(live["sessions"], args.live_minutes)
-        t = Table(
-            title=f"live soak: {args.live_sessions} sessions × {args.live_minutes:g} min, real-time pace "
-            f"(gap {args.live_gap_s:g} s); end → final p50 / p95 s",
-            title_justify="left",
-        )
-        cols = ("protocol", "sessions", "clips", "utterances", "finals", "one final each", "missing / dup")
-        cols += ("clips w/o final", "cut in two", "leaks", "foreign / repeated", "own word heard")
-        cols += ("end → final", "p95 1st / last min", "errors")
-        for col in cols:
-            t.add_column(col, justify="right")
-        for r in rows:
-            heard = r["own_word_heard"]
-            t.add_row(
-                r["protocol"],
-                str(r["sessions"]),
-                str(r["clips"]),
-                str(r["utterances"] if r["utterances"] is not None else "-"),
-                str(r["finals"]),
-                f"{r['one_final']}/{r['utterances']}" if r["one_final"] is not None else "-",
-                f"{r['missing'] if r['missing'] is not None else '-'} / {r['dup']}",
-                str(r["clips_without_final"]),
-                str(r["clips_split"]),
-                str(r["leaks"]),
-                f"{r['foreign']} / {r['repeated']}",
-                f"{heard[0]}/{heard[1]}",
-                f"{fmt(r['end_to_final_p50_s'])} / {fmt(r['end_to_final_p95_s'])}",
-                f"{fmt(r['p95_first_min_s'])} / {fmt(r['p95_last_min_s'])}",
-                ", ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "0",
-            )
-        console.print(t)
-        for r in rows:
-            notes = []
-            if r["protocol"] == "funasr":
-                notes.append(f"wav_name always the session's own: {'yes' if r['wav_names_ok'] else 'NO'}")
-                notes.append(f"is_end reply received: {r['ended']}/{r['sessions']}")
-            notes += r["exceptions"] + r["closed"]
-            if r["silent"]:
-                notes.append(
-                    f"[red]sessions that streamed no clip[/red]: {', '.join(r['silent'])} (see api.log with --keep)"
-                )
-            if notes:
-                console.print(f"{r['protocol']}: " + "; ".join(notes), soft_wrap=True)
-        for name, x in [(s["name"], x) for s in live["sessions"] for x in s["repeats"]][:3]:
-            console.print(f"  repeat in {name}: {x['previous']!r} then {x['text']!r}", soft_wrap=True)
-        leaks = [(s["name"], x) for s in live["sessions"] for x in s["leaks"]][:5]
-        foreign = [(s["name"], x) for s in live["sessions"] for x in s["foreign"]][:5]
-        for name, x in leaks:
-            console.print(
-                f"  [red]leak[/red] in {name}: {x['from']}'s word {x['word']!r}: {x['text']!r}", soft_wrap=True
-            )
-        for name, x in foreign:
-            console.print(f"  foreign? {name} on {x['slot']}: reads like {x['best']}: {x['text']!r}", soft_wrap=True)
-        console.print(
-            f"offered load: each session speaks {100 * live['speech_share']:.0f} % of its time (gap "
-            f"{args.live_gap_s:g} s); together ≈ {live['speech_x_realtime']:.1f}× real time of speech for the live "
-            f"pool; code-word phrases: {live['codewords']}/{args.live_sessions} sessions",
-            soft_wrap=True,
-        )
-        m = live["memory"]
-        minutes = {}
-        for x in m["series"]:
-            minutes.setdefault(int(x["t_s"] // 60), x["sum_mb"])
-        console.print(
-            "API + pools RSS at each minute of the soak, MB: " + ", ".join(f"{k}: {v:.0f}" for k, v in minutes.items()),
-            soft_wrap=True,
-        )
-        console.print(
-            f"memory over the soak, API + pools RSS: {fmt(live['rss_start_mb'], 0)} MB at the start, peak "
-            f"{m['peak_sum_mb']:.0f} MB (PSS {m['peak_pss_sum_mb']:.0f}), {fmt(live['rss_end_mb'], 0)} MB at the end, "
-            f"slope {fmt(live['rss_slope_mb_per_min'], 1)} MB/min; peak by node: "
-            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(m["peak_by_node_mb"].items())),
-            soft_wrap=True,
-        )
+    rows = report_live(console, live, "live soak") if live else []
+    if overload:
+        report_live(console, overload, "overload")
     return rows
 
 
@@ -1016,6 +1120,10 @@ def run() -> None:
     ap.add_argument("--live-gap-s", type=float, default=8.0, help="live: silence after each clip (sets the load)")
     ap.add_argument("--live-drain-s", type=float, default=180.0, help="live: the most a session waits for its finals")
     ap.add_argument("--live-procs", type=int, default=1, help="live: processes per pool during the soak")
+    ap.add_argument(
+        "--overload-minutes", type=float, default=2.0, help="live: then the same sessions overloading the pool (0: no)"
+    )
+    ap.add_argument("--overload-gap-s", type=float, default=2.0, help="live: the gap of the overload run")
     ap.add_argument("--json", type=Path, help="also write every figure and record here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = ap.parse_args()
@@ -1029,8 +1137,8 @@ def run() -> None:
     max_sessions = 2 * min(len(v) for v in CODEWORDS.values())
     if not 1 <= args.live_sessions <= max_sessions:
         ap.error(f"--live-sessions must be 1..{max_sessions} (one code word per session)")
-    if args.live_gap_s < 1.5:
-        ap.error("--live-gap-s below 1.5 s lets the next clip continue the last utterance")
+    if min(args.live_gap_s, args.overload_gap_s) < 1.5:
+        ap.error("a gap below 1.5 s lets the next clip continue the last utterance")
     if not (SPEECH / "transcripts.tsv").exists():
         sys.exit(f"evaluation speech not found at {SPEECH} (../shared/eval-data beside the clone; see its README)")
     clips = load_clips(None)
@@ -1056,7 +1164,7 @@ def run() -> None:
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     try:
         n_users = max([*args.client_levels, 1] if "rest" in phases else [1]) + (
-            args.live_sessions if "live" in phases else 0
+            args.live_sessions + 1 if "live" in phases else 0
         )
         env = {
             **os.environ,
@@ -1099,7 +1207,7 @@ def run() -> None:
                 kb = ingest(base, admin_tok, tmp, args.distractors)
             tokens = [token(base, u) for u in users[: max(args.client_levels)]]  # fresh: JWTs expire
             rest += rest_phase(stack, base, tokens, clips, procs, args)
-        live = None
+        live = overload = None
         if "live" in phases:
             if not stack.workers or procs_levels[-1:] != [args.live_procs]:
                 stack.stop_workers()
@@ -1107,8 +1215,16 @@ def run() -> None:
                 t = time.perf_counter()
                 stack.start_workers("pools", args.live_procs)
                 ready[args.live_procs] = time.perf_counter() - t
-            tokens = [token(base, u) for u in users[-args.live_sessions :]]
-            live = live_phase(stack, base, tokens, data, files, args)
+            log(f"  speaking {args.live_sessions} code-word phrases with the product's voices")
+            codes = make_codes(args.live_sessions, data)
+            plans = plan_sessions(args.live_sessions, files, codes)
+            # Each session its own clinician; one more for the new sessions that try to join while they speak.
+            tokens = [token(base, u) for u in users[-args.live_sessions - 1 :]]
+            live = live_phase(stack, base, tokens[1:], plans, args.live_gap_s, args.live_minutes, args, tokens[0])
+            if args.overload_minutes > 0:
+                tokens = [token(base, u) for u in users[-args.live_sessions - 1 :]]  # fresh: JWTs expire
+                gap, minutes = args.overload_gap_s, args.overload_minutes
+                overload = live_phase(stack, base, tokens[1:], plans, gap, minutes, args, tokens[0])
         load_end = os.getloadavg()
         header = [
             f"[bold]medvoice load benchmark[/bold] — {started}, {time.perf_counter() - t_start:.0f} s; "
@@ -1130,8 +1246,9 @@ def run() -> None:
             if rest
             else "REST: -",
         ]
-        rows = report(console, header, rest, live, args)
-        results.update(header=header, kb=kb, workers_ready_s=ready, rest=rest, live=live, live_summary=rows)
+        rows = report(console, header, rest, live, overload, args)
+        results.update(header=header, kb=kb, workers_ready_s=ready, rest=rest, live=live, overload=overload)
+        results.update(live_summary=rows)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str, ensure_ascii=False))
             log(f"wrote {args.json}")

@@ -3,9 +3,10 @@
 A `LiveAudio` belongs to one session. PCM16 frames at the client's rate are checked, resampled to 16 kHz and
 run through the session's own VAD (app/live/vad.py) in a thread, off the event loop. While the speaker talks,
 the growing utterance is re-transcribed on the `live` queue every `partial_interval_s` of new audio, one partial
-in flight per session and each dropped unstarted after `partial_expire_s` — so on a busy machine partials thin
-out before anything else slows — and only words two hypotheses agree on are released (app/live/agreement.py).
-At the endpoint the utterance goes to the protocol, which makes a turn or a final transcript of it.
+in flight per session, each dropped unstarted after `partial_expire_s` and none sent while the pool is behind on
+finals (app/live/backlog.py) — so on a busy machine partials thin out before anything else slows — and only
+words two hypotheses agree on are released (app/live/agreement.py). At the endpoint the utterance goes to the
+protocol, which makes a turn or a final transcript of it.
 
 Without VAD (push-to-talk, or a protocol that cuts utterances itself) audio is only buffered until `commit()`.
 """
@@ -27,6 +28,7 @@ from app import metrics as app_metrics
 from app import task_client
 from app.live.agreement import LocalAgreement
 from app.live.audio import ASR_RATE, Resampler, pcm16
+from app.live.backlog import BACKLOG, partials_paused
 from app.live.vad import KEEP_SILENCE_MS, Endpointer, VadStream
 from workers.core.errors import InputTooLarge, MedvoiceError
 from workers.core.settings import Settings
@@ -268,22 +270,18 @@ class LiveAudio:
         """The final transcript started at a pause. Not dropped for waiting as a partial is (the endpoint needs
         it, and making it again later is the same work); revoked when speech resumes, so a worker that has not
         started it skips it."""
-        try:
-            sent = await asyncio.to_thread(
-                task_client.send, "live.transcribe", self._task_kwargs(audio, partial=False), expires_s=FINAL_EXPIRE_S
-            )
-        except MedvoiceError as exc:
-            log.info("speculative transcript not sent: %s", exc.code)
-            return None
-        try:
-            out = await asyncio.to_thread(task_client.wait, sent, FINAL_EXPIRE_S + 10)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                sent.result.revoke()
-            raise
-        except MedvoiceError as exc:
-            log.info("speculative transcript skipped: %s", exc.code)
-            return None
+        with BACKLOG.waiting():
+            try:
+                out = await task_client.call_async(
+                    "live.transcribe",
+                    self._task_kwargs(audio, partial=False),
+                    timeout_s=FINAL_EXPIRE_S + 10,
+                    expires_s=FINAL_EXPIRE_S,
+                    revoke_on_cancel=True,  # speech resumed: a worker that has not started it skips it
+                )
+            except MedvoiceError as exc:
+                log.info("speculative transcript skipped: %s", exc.code)
+                return None
         text = ((out or {}).get("text") or "").strip()
         if text:
             with contextlib.suppress(Exception):  # the listener's use of it must not lose the transcript
@@ -328,6 +326,8 @@ class LiveAudio:
             return  # one in flight per session: a slow machine gets fewer partials, never a queue of them
         if self.endpointer.silent_ms > 0 or self._speculation is not None:
             return  # a pause may be the end: the live pool is kept free for the final transcript
+        if partials_paused(self.settings):
+            return  # the pool is behind on finals: they come first
         self._partial_from_ms = self.endpointer.utterance_ms
         audio = self.endpointer.current()
         self._partial_task = asyncio.create_task(self._partial(audio, self._generation))

@@ -61,6 +61,7 @@ from app import task_client
 from app.audio import DEMUXERS
 from app.live.agreement import join, tokens
 from app.live.audio import ASR_RATE
+from app.live.backlog import BACKLOG
 from app.live.core import Listener, LiveAudio, Utterance, VadConfig
 from app.live.vad import WINDOW, VadStream
 from knowledge.text import CJK
@@ -538,19 +539,21 @@ class Stream(Listener):
         return merged
 
     async def _call(self, audio: np.ndarray, words: bool) -> dict[str, Any]:
-        return await task_client.call_async(
-            "live.transcribe",
-            {
-                "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
-                # Each final detects its own language (a clinician may switch mid-session); partials, a quick
-                # preview, follow the last one detected.
-                "language": self.cfg.language,
-                "hotwords": self.cfg.hotwords or None,
-                "words": words,
-                "fit_window": self.settings.live_asr_fit_window,
-            },
-            timeout_s=FINAL_TIMEOUT_S,
-        )
+        with BACKLOG.waiting():  # the live pool's lag (app/live/backlog.py)
+            return await task_client.call_async(
+                "live.transcribe",
+                {
+                    "pcm": base64.b64encode(audio.astype("<i2").tobytes()).decode("ascii"),
+                    # Each final detects its own language (a clinician may switch mid-session); partials, a quick
+                    # preview, follow the last one detected.
+                    "language": self.cfg.language,
+                    "hotwords": self.cfg.hotwords or None,
+                    "words": words,
+                    "fit_window": self.settings.live_asr_fit_window,
+                },
+                timeout_s=FINAL_TIMEOUT_S,
+                revoke_on_cancel=True,  # the session went away: no one reads it
+            )
 
     async def _deliver(self, previous: asyncio.Task | None, job: asyncio.Task, utterance: Utterance, sent: str) -> None:
         if previous is not None:
@@ -655,6 +658,7 @@ class Session:
         self.summary = Summary()
         self.started = time.monotonic()
         self._gone = False
+        self._receiving: asyncio.Future | None = None  # the read in progress (kept across a timeout or a finish)
 
     def max_audio_s(self, cfg: Config) -> float:
         s = self.settings
@@ -689,8 +693,9 @@ class Session:
             raise ProtocolError(
                 "session_too_long", f"the session passed {self.settings.live_max_session_s:g}s", close_code=CLOSE_POLICY
             )
+        reading = self._next_message()
         try:
-            return await asyncio.wait_for(self.conn.receive(), left)
+            await asyncio.wait_for(asyncio.shield(reading), left)
         except TimeoutError:
             if time.monotonic() >= deadline:
                 raise ProtocolError(
@@ -699,6 +704,32 @@ class Session:
                     close_code=CLOSE_POLICY,
                 ) from None
             raise ProtocolError("no_configuration", "no JSON configuration arrived", close_code=CLOSE_POLICY) from None
+        self._receiving = None
+        return reading.result()
+
+    def stop_reading(self) -> None:
+        if self._receiving is not None and not self._receiving.done():
+            self._receiving.cancel()
+
+    def _next_message(self) -> asyncio.Future:
+        """The read in progress, or a new one: one at a time, so a message read while a stream finishes is the
+        receive loop's next."""
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(self.conn.receive())
+        return self._receiving
+
+    async def _finish(self, stream: Stream, is_end: bool) -> None:
+        """The stream's last finals, listening meanwhile: a client that leaves stops the wait (its finals, no
+        longer read, are revoked and leave the pool's backlog); a message that comes is kept for the loop."""
+        finishing = asyncio.ensure_future(stream.finish(is_end))
+        reading = self._next_message()
+        await asyncio.wait({finishing, reading}, return_when=asyncio.FIRST_COMPLETED)
+        if not finishing.done() and reading.done() and (reading.exception() or reading.result() is None):
+            self._gone = True
+            finishing.cancel()
+            await asyncio.wait({finishing})
+            return
+        await finishing
 
     async def run(self) -> Summary:
         """Serve the connection; the summary says how it ended (close_code None: the client left)."""
@@ -773,7 +804,7 @@ class Session:
                     continue
                 if data.get("is_speaking") is False:
                     ended, is_end = True, bool(data.get("is_end"))
-            await stream.finish(is_end)
+            await self._finish(stream, is_end)
             return not self._gone
         finally:
             await stream.close()
@@ -790,7 +821,10 @@ class Session:
 async def serve(settings: Settings, conn: Connection, session_id: str) -> Summary:
     session = Session(settings, conn, session_id)
     t0 = time.monotonic()
-    summary = await session.run()
+    try:
+        summary = await session.run()
+    finally:
+        session.stop_reading()
     log.info(
         "funasr session=%s modes=%s streams=%d utterances=%d audio=%.1fs wall=%.1fs close=%s",
         session_id,

@@ -23,9 +23,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
+from app import metrics as app_metrics
 from app.audit import audit
 from app.deps import AuthError, authenticate
-from app.live import funasr
+from app.live import backlog, funasr
 from workers.core.db import new_session
 from workers.core.records import User
 from workers.core.settings import Settings, get_settings
@@ -137,12 +138,17 @@ async def handle(ws: WebSocket, settings: Settings, port: str, require_token: bo
     elif not allowed(address, settings.funasr_allow):
         reason = "this address may not connect without a JWT"
         return await _refuse(ws, "address_not_allowed", reason, subprotocol=subprotocol)
+    limit = None
     if _open["*"] >= settings.live_max_sessions:
-        reason = "too many live sessions; try again later"
-        return await _refuse(ws, "too_many_sessions", reason, code=1013, subprotocol=subprotocol)
-    if user_id and _open[user_id] >= settings.live_max_sessions_per_user:
-        reason = "too many live sessions for this user"
-        return await _refuse(ws, "too_many_sessions", reason, code=1013, subprotocol=subprotocol)
+        limit = "too many live sessions; try again later"
+    elif user_id and _open[user_id] >= settings.live_max_sessions_per_user:
+        limit = "too many live sessions for this user"
+    if limit is not None:
+        app_metrics.LIVE_REFUSED.labels(reason="limit").inc()
+        return await _refuse(ws, "too_many_sessions", limit, code=1013, subprotocol=subprotocol)
+    behind = backlog.refusal(settings)
+    if behind is not None:
+        return await _refuse(ws, "pool_behind", behind, code=1013, subprotocol=subprotocol)
 
     session_id = str(uuid.uuid4())
     started = datetime.now(UTC)

@@ -10,7 +10,8 @@ POST /v1/realtime/client_secrets    (GA) the same, in the GA shape
 
 A refused connection is accepted and closed at once with a code and a reason, before any audio is taken:
 4401 credentials, 4403 not allowed, 4404 consultation unknown, 4409 consultation closed, 4429 too many sessions,
-4408 session time limit.
+1013 the live pool too far behind to take another speaker (app/live/backlog.py; try again later), 4408 session
+time limit.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from fastapi import APIRouter, Body, HTTPException, WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app import metrics as app_metrics
 from app import tickets
 from app.deps import AppSettings, AuthError, CurrentUser, authenticate
-from app.live import records
+from app.live import backlog, records
 from app.live.realtime import (
     ClientError,
     Config,
@@ -85,11 +87,16 @@ def _authenticate(settings: Settings, credential: str | None) -> tuple[str, dict
 
 def _limits(settings: Settings, user_id: str) -> None:
     if len(_open) >= settings.live_max_sessions:
+        app_metrics.LIVE_REFUSED.labels(reason="limit").inc()
         raise records.SessionRefused(4429, f"this server holds its limit of {settings.live_max_sessions} live sessions")
     if sum(u == user_id for u in _open.values()) >= settings.live_max_sessions_per_user:
+        app_metrics.LIVE_REFUSED.labels(reason="limit").inc()
         raise records.SessionRefused(
             4429, f"you already hold {settings.live_max_sessions_per_user} live sessions; close one first"
         )
+    behind = backlog.refusal(settings)
+    if behind is not None:
+        raise records.SessionRefused(1013, behind)
 
 
 async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
