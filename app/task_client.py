@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,6 @@ if TYPE_CHECKING:
     from celery.result import AsyncResult
 
 log = logging.getLogger("medvoice.task_client")
-# Threads for async callers' sends and waits (each blocks in Celery's result wait), made as needed: enough for
-# every live session's finals and partials at once, apart from the routes' thread pool.
-_WAITING = ThreadPoolExecutor(max_workers=256, thread_name_prefix="task-wait")
 
 
 @dataclass
@@ -187,9 +185,36 @@ async def call_async(
         return wait(sent, timeout_s)
 
     try:
-        return await asyncio.get_running_loop().run_in_executor(_WAITING, send_and_wait)
+        return await _in_own_thread(send_and_wait)
     except asyncio.CancelledError:
         if revoke_on_cancel and holder:
             with contextlib.suppress(Exception):
                 holder[0].result.revoke()
         raise
+
+
+async def _in_own_thread(fn: Callable[[], Any]) -> Any:
+    """fn() in a daemon thread of its own. Not the routes' thread pool (a busy pool's waiters would fill it), and
+    not a concurrent.futures pool either: the interpreter joins those at exit, so `medvoice serve` would not stop
+    before every wait ran out. A caller that is cancelled stops awaiting at once; the thread ends with its wait."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if exc is None:
+            done.set_result(result)
+        else:
+            done.set_exception(exc)
+
+    def run() -> None:
+        try:
+            result, exc = fn(), None
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting coroutine
+            result, exc = None, error
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: no one awaits it
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=run, name="task-wait", daemon=True).start()
+    return await done

@@ -3,6 +3,9 @@ how the routes answer it — {"detail": {"code", "message", "details"}} on ours,
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import pytest
 import typer
 
@@ -106,6 +109,41 @@ def test_no_reply_in_time_is_504(client, headers, settings):
     r = client.post("/v1/audio/speech", headers=headers, json={"model": "tts-1", "input": "Hello."})
     assert r.status_code == 504 and r.json()["error"]["code"] == "worker_timeout"
     assert r.json()["error"]["type"] == "server_error"
+
+
+def test_async_waits_leave_the_routes_thread_pool_free() -> None:
+    """Sixty async callers waiting for a pool that does not answer (no worker here: as live sessions wait for a
+    busy live pool) take none of the threads that sync routes and database calls run in (anyio's, 40)."""
+    from starlette.concurrency import run_in_threadpool
+
+    async def main() -> list:
+        waits = [asyncio.create_task(task_client.call_async("llm.ping", timeout_s=3, expires_s=3)) for _ in range(60)]
+        await asyncio.sleep(0.5)
+        # Answered now, not once the waits give up (a thread pool they filled would hold it 2.5 s more).
+        assert await asyncio.wait_for(run_in_threadpool(lambda: 42), 2.0) == 42
+        return await asyncio.gather(*waits, return_exceptions=True)
+
+    outs = asyncio.run(main())
+    assert all(isinstance(o, WorkerTimeout) for o in outs), {type(o).__name__ for o in outs}
+
+
+def test_a_cancelled_wait_does_not_keep_the_process_from_exiting(redis_url: str) -> None:
+    """The API stops when told to, though a live final it gave up on would wait a minute more for its reply."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio\n"
+        "from app import task_client\n"
+        "async def main():\n"
+        "    t = asyncio.create_task(task_client.call_async('llm.ping', timeout_s=120, revoke_on_cancel=True))\n"
+        "    await asyncio.sleep(0.5)\n"
+        "    t.cancel()\n"
+        "    await asyncio.gather(t, return_exceptions=True)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "MEDVOICE_REDIS_URL": redis_url}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
 
 
 @pytest.mark.slow
