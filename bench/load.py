@@ -808,7 +808,11 @@ async def probe(base: str, tok: str, deadline: float, out: list[dict[str, Any]])
                     first = json.loads(await asyncio.wait_for(conn.recv(), 3.0))
                 except TimeoutError:
                     return {"admitted": True}  # FunASR says nothing until there is audio
-                return {"admitted": first.get("type") == "session.created", "first": first.get("type") or first}
+                if first.get("type") == "session.created":
+                    return {"admitted": True}
+                with contextlib.suppress(TimeoutError):  # a refusal: FunASR's error reply, then the close
+                    await asyncio.wait_for(conn.wait_closed(), 3.0)
+                return {"admitted": False, "code": conn.close_code, "reason": conn.close_reason or str(first)[:200]}
         except websockets.ConnectionClosed as exc:
             return {
                 "admitted": False,

@@ -41,7 +41,7 @@ FLOOD_BURST_S = 15.0  # ...after a burst of this much (a client sending a file f
 PARTIAL_PRIORITY = 9  # Redis: 0 first, 9 last
 MIN_PARTIAL_MS = 1000  # shorter (pre-roll included) is mostly not speech yet: Whisper guesses
 SPECULATE_MS = KEEP_SILENCE_MS  # a pause this long starts the final transcript
-FINAL_EXPIRE_S = 30.0  # ...which a live worker must start within this (then the turn's asr stage makes it)
+FINAL_EXPIRE_S = 120.0  # ...which a live worker must start within this (then the turn's asr stage makes it)
 
 
 @dataclass

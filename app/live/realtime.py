@@ -575,13 +575,7 @@ class RealtimeSession(Listener):
         }
         # The transcript made at the speaker's first pause is of this very audio: the turn records it (asr.turn_heard)
         # instead of transcribing again, which is most of the wait after an endpoint.
-        # Waited for as long as a busy live pool may take (asr.turn would only queue the same work again behind
-        # it, in the full window: under load that doubled the backlog), but not past the wait that says the pools
-        # are down.
-        try:
-            heard = await asyncio.wait_for(utterance.heard(), self.settings.live_reply_idle_s)
-        except TimeoutError:
-            heard = None
+        heard = await self._heard(utterance)
         prefills = self.prefiller.endpoint(heard["text"] if heard else None)
         first = "asr.turn_heard" if heard else STAGES[0]
         stages = (first, *STAGES[1:]) if self.config.create_response else (first,)
@@ -613,6 +607,19 @@ class RealtimeSession(Listener):
                 await self._cancel(reply, "turn_detected", continued=True)
         else:
             self._spawn(self._transcript_only(user))
+
+    async def _heard(self, utterance: Utterance) -> dict[str, Any] | None:
+        """The transcript started at the speaker's pause, waited for as long as a busy live pool takes while every
+        pool is up (asr.turn would only queue the same work again behind it, in the full window: under load that
+        doubled the backlog); None when there is none, or a pool is down (the turn's own stages then say so)."""
+        waiting = asyncio.ensure_future(utterance.heard())
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=self.settings.live_reply_idle_s)
+            if done:
+                return waiting.result()
+            if not await self._pools_alive():
+                waiting.cancel()  # revokes it: asr.turn makes the transcript when a worker is back
+                return None
 
     # ---- turns and replies -----------------------------------------------------------------------------------
     def _open_replies(self) -> list[Reply]:

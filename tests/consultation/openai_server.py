@@ -3,30 +3,21 @@ async) with one of our JWTs as the API key. Each test module wraps these in its 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import openai
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import serve_in_thread
 from workers.core.settings import Settings
 
 
 @contextmanager
 def serve(settings: Settings) -> Iterator[str]:
     """A real HTTP server (uvicorn in a thread) serving the app on a free port: the openai client needs one."""
-    import uvicorn
-
     from app.main import create_app
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "uvicorn")
+    server, thread, port = serve_in_thread(create_app(settings))
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:

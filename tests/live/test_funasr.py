@@ -9,7 +9,6 @@ import asyncio
 import io
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from tests.conftest import eval_data, free_port, wait_for
+from tests.conftest import eval_data, serve_in_thread, wait_for
 from tests.consultation.shared import worker_env
 from tests.live import funasr_client as fc
 from workers.core.settings import Settings
@@ -67,17 +66,6 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
-def _serve(app) -> tuple[object, threading.Thread, int]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "uvicorn")
-    return server, thread, port
-
-
 @pytest.fixture(scope="module")
 def servers(settings: Settings) -> Iterator[dict[str, str]]:
     """The API (its /v1/asr/funasr), the dedicated FunASR app, and a strict one (tiny limits, a foreign allow-list)."""
@@ -87,7 +75,11 @@ def servers(settings: Settings) -> Iterator[dict[str, str]]:
     strict = settings.model_copy(
         update={"funasr_allow": "10.255.255.0/24", "live_max_frame_bytes": 4096, "live_max_session_s": 4.0}
     )
-    running = [_serve(create_app(settings)), _serve(create_funasr_app(settings)), _serve(create_funasr_app(strict))]
+    running = [
+        serve_in_thread(create_app(settings)),
+        serve_in_thread(create_funasr_app(settings)),
+        serve_in_thread(create_funasr_app(strict)),
+    ]
     yield {
         "api": f"ws://127.0.0.1:{running[0][2]}/v1/asr/funasr",
         "http": f"http://127.0.0.1:{running[0][2]}",

@@ -9,7 +9,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import soundfile as sf
 import soxr
 
 from app.live import backlog
-from tests.conftest import free_port, wait_for
+from tests.conftest import serve_in_thread
 from tests.live import funasr_client as fc
 from workers.core.settings import Settings
 
@@ -78,17 +77,6 @@ def test_the_bounds_and_zero_for_never(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---- over real servers ---------------------------------------------------------------------------------------------
-def _serve(app) -> tuple[object, threading.Thread, int]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "uvicorn")
-    return server, thread, port
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The API and the dedicated FunASR port, a clinician's JWT, and the live queue emptied afterwards (the final
@@ -114,7 +102,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     )
     with session_scope(settings.resolved_database_url) as db:
         svc.create_user(db, "lee", PASSWORD, Role.clinician)
-    running = [_serve(create_app(settings)), _serve(create_funasr_app(settings))]
+    running = [serve_in_thread(create_app(settings)), serve_in_thread(create_funasr_app(settings))]
     http = f"http://127.0.0.1:{running[0][2]}"
     r = httpx.post(f"{http}/v1/auth/token", data={"username": "lee", "password": PASSWORD}, timeout=30)
     assert r.status_code == 200, r.text
