@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import metrics as app_metrics
 from app.deps import AppSettings, AuthError, authenticate
+from app.live import backlog
 from app.readiness import readiness
 from workers.core.db import session_scope
 from workers.core.records import Role
@@ -39,4 +40,5 @@ def metrics(request: Request, settings: AppSettings) -> Response:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
         if not admin:
             raise HTTPException(403, "admin role required")
+    backlog.BACKLOG.lag_s()  # the lag gauge as of now (it is otherwise set when sessions look at it)
     return Response(app_metrics.render(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -170,6 +170,7 @@ def test_a_pool_behind_refuses_new_sessions_and_keeps_the_open_one(stack: dict[s
         while backlog.BACKLOG.waiting_count:
             assert time.monotonic() - t0 < 10, "a closed session's final is still counted"
             await asyncio.sleep(0.05)
+        out["metrics_after"] = (await asyncio.to_thread(httpx.get, f"{stack['http']}/metrics", timeout=10)).text
         frames = fc.pcm_frames(fc.as_pcm(np.zeros(16000, np.int16)), 16000, 60)
         out["after"] = await fc.run(stack["funasr"], fc.config("offline", wav_name="after"), frames, timeout_s=30)
         return out
@@ -187,7 +188,9 @@ def test_a_pool_behind_refuses_new_sessions_and_keeps_the_open_one(stack: dict[s
         if ln.startswith('medvoice_live_sessions_refused_total{reason="behind"}')
     ]
     assert refused and float(refused[0].split()[-1]) >= 2, refused
-    assert "medvoice_live_final_lag_seconds" in out["metrics"]
+    lag = [ln for ln in out["metrics"].splitlines() if ln.startswith("medvoice_live_final_lag_seconds ")]
+    assert lag and float(lag[0].split()[-1]) > ADMIT_LAG_S, lag
+    assert "medvoice_live_final_lag_seconds 0.0" in out["metrics_after"].splitlines()  # read as of the scrape
     after = out["after"]
     assert after.close_code in (None, 1000) and not after.errors, (after.close_code, after.messages)
     assert after.final is not None and after.final["wav_name"] == "after"
