@@ -63,9 +63,9 @@ normal speech handling, reported as counts, not failures.
 
 Then the overload run (--overload-minutes, default 2; 0 skips it): the same sessions with --overload-gap-s (2 s)
 of silence after each clip, more speech than one live process transcribes. What it shows: the pool falls behind
-(partials stop above MEDVOICE_LIVE_PARTIAL_MAX_LAG_S), new sessions are refused (1013, the lag in the reason) once
-the lag passes MEDVOICE_LIVE_ADMIT_MAX_LAG_S, and the sessions already open still get every final, late; memory
-over it as for the soak.
+(partials stop and finals are decoded once above MEDVOICE_LIVE_BEHIND_LAG_S), new sessions are refused (1013, the
+lag in the reason) once the lag passes MEDVOICE_LIVE_ADMIT_MAX_LAG_S, and the sessions already open still get
+every final, late; memory over it as for the soak.
 """
 
 from __future__ import annotations

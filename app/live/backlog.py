@@ -5,7 +5,8 @@ started at the speaker's pause) is tracked from sent to answered. The age of the
 the lag: on an idle pool it is the time a final takes (well under a second for a spoken sentence), on a pool
 offered more speech than it transcribes it grows for as long as the overload lasts. Two things follow:
 
-- above `live_partial_max_lag_s` sessions send no partial transcripts: the pool spends its time on finals;
+- above `live_behind_lag_s` sessions send no partial transcripts, and their finals are decoded in one pass
+  (no retries at Whisper's fallback temperatures): the pool spends its time on finals, each at its least cost;
 - above `live_admit_max_lag_s` a new live session is refused (close 1013, try again later, with the lag in the
   reason): the sessions already open keep every final, and one more speaker would make each of them wait longer.
 
@@ -55,9 +56,10 @@ class Backlog:
 BACKLOG = Backlog()
 
 
-def partials_paused(settings: Settings) -> bool:
-    """Partial transcripts wait while the pool is behind on finals (0 in the setting: never)."""
-    limit = settings.live_partial_max_lag_s
+def behind(settings: Settings) -> bool:
+    """The pool is behind on finals (0 in the setting: never said): partial transcripts wait, and finals are
+    decoded once, without the fallback temperatures' retries."""
+    limit = settings.live_behind_lag_s
     return bool(limit) and BACKLOG.lag_s() > limit
 
 

@@ -28,7 +28,7 @@ from app import metrics as app_metrics
 from app import task_client
 from app.live.agreement import LocalAgreement
 from app.live.audio import ASR_RATE, Resampler, pcm16
-from app.live.backlog import BACKLOG, partials_paused
+from app.live.backlog import BACKLOG, behind
 from app.live.vad import KEEP_SILENCE_MS, Endpointer, VadStream
 from workers.core.errors import InputTooLarge, MedvoiceError
 from workers.core.settings import Settings
@@ -295,6 +295,7 @@ class LiveAudio:
             "hotwords": self.hotwords,
             "partial": partial,
             "fit_window": self.settings.live_asr_fit_window,
+            "busy": not partial and behind(self.settings),
         }
 
     async def _transcribe_partial(self, audio: np.ndarray) -> dict | None:
@@ -326,7 +327,7 @@ class LiveAudio:
             return  # one in flight per session: a slow machine gets fewer partials, never a queue of them
         if self.endpointer.silent_ms > 0 or self._speculation is not None:
             return  # a pause may be the end: the live pool is kept free for the final transcript
-        if partials_paused(self.settings):
+        if behind(self.settings):
             return  # the pool is behind on finals: they come first
         self._partial_from_ms = self.endpointer.utterance_ms
         audio = self.endpointer.current()

@@ -61,7 +61,7 @@ from app import task_client
 from app.audio import DEMUXERS
 from app.live.agreement import join, tokens
 from app.live.audio import ASR_RATE
-from app.live.backlog import BACKLOG
+from app.live.backlog import BACKLOG, behind
 from app.live.core import Listener, LiveAudio, Utterance, VadConfig
 from app.live.vad import WINDOW, VadStream
 from knowledge.text import CJK
@@ -550,6 +550,7 @@ class Stream(Listener):
                     "hotwords": self.cfg.hotwords or None,
                     "words": words,
                     "fit_window": self.settings.live_asr_fit_window,
+                    "busy": behind(self.settings),
                 },
                 timeout_s=FINAL_TIMEOUT_S,
                 revoke_on_cancel=True,  # the session went away: no one reads it

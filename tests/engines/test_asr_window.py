@@ -81,3 +81,42 @@ def test_the_real_model_hears_the_same_with_a_fitted_window(tmp_path: Path) -> N
     rec.frames.clear()
     engine.transcribe(audio, language="en", vad_filter=False)  # the switch is per call, not left on
     assert set(rec.frames) == {3000}
+
+
+class _Generations(_Recorder):
+    """…and the decoding passes it ran (one per temperature tried)."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.passes = 0
+
+    def generate(self, *args, **kw):
+        self.passes += 1
+        return self._model.generate(*args, **kw)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng makes the test speech")
+def test_a_busy_live_final_is_decoded_once(tmp_path: Path) -> None:
+    """Sixteen times "la": at temperature 0 Whisper loops on it (its text repeats until the token budget), so a
+    live final tries the fallback temperatures; while the live pool is behind (`busy`) it keeps its one pass."""
+    s = Settings()
+    try:
+        model_dir = modelfiles.resolve_asr(s)
+    except errors.ModelError as exc:
+        pytest.skip(f"Whisper weights not prepared ({exc}); run `medvoice models prepare` (make test does)")
+    from faster_whisper.audio import decode_audio
+
+    from workers.engines.asr import AsrEngine
+
+    wav = tmp_path / "zh.wav"
+    subprocess.run(
+        ["espeak-ng", "-v", "cmn", "-w", str(wav), "本次会话的口令是巧克力。我再说一遍，巧克力。"], check=True
+    )
+    audio = decode_audio(str(wav), sampling_rate=16000)
+    engine = AsrEngine(s, model_dir)
+    engine.model.model = rec = _Generations(engine.model.model)
+    options = {"language": "en", "vad_filter": False, "fit_window": True, "bounded": True}
+    engine.transcribe(audio, **options)
+    retried, rec.passes = rec.passes, 0
+    engine.transcribe(audio, busy=True, **options)
+    assert retried > 1 and rec.passes == 1, (retried, rec.passes)

@@ -64,16 +64,16 @@ def test_a_failed_or_cancelled_wait_leaves_the_backlog() -> None:
 def test_the_bounds_and_zero_for_never(monkeypatch: pytest.MonkeyPatch) -> None:
     b = backlog.Backlog()
     monkeypatch.setattr(backlog, "BACKLOG", b)
-    s = Settings(live_partial_max_lag_s=0.1, live_admit_max_lag_s=0.3)
-    off = Settings(live_partial_max_lag_s=0, live_admit_max_lag_s=0)
+    s = Settings(live_behind_lag_s=0.1, live_admit_max_lag_s=0.3)
+    off = Settings(live_behind_lag_s=0, live_admit_max_lag_s=0)
     with b.waiting():
-        assert not backlog.partials_paused(s) and backlog.refusal(s) is None
+        assert not backlog.behind(s) and backlog.refusal(s) is None
         time.sleep(0.15)
-        assert backlog.partials_paused(s) and backlog.refusal(s) is None
+        assert backlog.behind(s) and backlog.refusal(s) is None
         time.sleep(0.2)
         reason = backlog.refusal(s)
         assert reason is not None and "behind" in reason and "try again later" in reason
-        assert not backlog.partials_paused(off) and backlog.refusal(off) is None
+        assert not backlog.behind(off) and backlog.refusal(off) is None
 
 
 # ---- over real servers ---------------------------------------------------------------------------------------------

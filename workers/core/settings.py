@@ -231,8 +231,9 @@ class Settings(BaseSettings):
     # reply to its first part is cancelled and the turn takes the whole utterance (a pause mid-question).
     live_continuation_ms: int = Field(default=1500, ge=0, le=5000)
     # The live pool behind (app/live/backlog.py: the oldest final transcript still waited for is this old):
-    # sessions send no partial transcripts above the first, new sessions are refused above the second (0: never).
-    live_partial_max_lag_s: float = Field(default=3.0, ge=0)
+    # above the first, sessions send no partial transcripts and finals are decoded once (no fallback retries);
+    # above the second, new live sessions are refused (0: never).
+    live_behind_lag_s: float = Field(default=3.0, ge=0)
     live_admit_max_lag_s: float = Field(default=10.0, ge=0)
     live_reply_idle_s: float = Field(default=30.0, gt=0)  # no stage event this long: the pools are down, say so
     live_max_session_s: float = Field(default=3600.0, gt=0)

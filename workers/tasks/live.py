@@ -6,7 +6,8 @@ live pool runs the asr pool's Whisper engine in processes of its own, so a long 
 queue never delays them. The caller's hotwords (ranked) come first, then the knowledge base's vocabulary in the
 speech's language, bounded as for uploads. Partials skip language detection: a session names its language, or
 the partial is transcribed without the vocabulary. `fit_window` (the API's `MEDVOICE_LIVE_ASR_FIT_WINDOW`) gives
-Whisper's encoder the utterance plus a margin instead of a 30 s window (workers/engines/asr.py).
+Whisper's encoder the utterance plus a margin instead of a 30 s window (workers/engines/asr.py); `busy` (the
+session saw the live pool behind) decodes a final once, without the fallback temperatures' retries.
 """
 
 from __future__ import annotations
@@ -72,13 +73,14 @@ def transcribe(
     words: bool = False,
     partial: bool = False,
     fit_window: bool = False,
+    busy: bool = False,
 ) -> dict[str, Any]:
     s = get_settings()
     check_options(language, None, None, words)
     audio = pcm_audio(pcm, sample_rate, s.live_max_utterance_s + 5)
     engine = engines.get("asr")
     # The session's VAD already cut the speech out; a fitted window is what a short utterance needs.
-    options: dict[str, Any] = {"vad_filter": False, "fit_window": bool(fit_window), "bounded": True}
+    options: dict[str, Any] = {"vad_filter": False, "fit_window": bool(fit_window), "bounded": True, "busy": bool(busy)}
     if words:
         options["word_timestamps"] = True
     if not language and not partial and s.asr_kb_vocabulary and kb_terms(s):
