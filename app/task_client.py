@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from workers.core import memory
 from workers.core.errors import (
     ERRORS_BY_NAME,
     BrokerUnavailable,
@@ -191,6 +192,10 @@ async def call_async(
             with contextlib.suppress(Exception):
                 holder[0].result.revoke()
         raise
+    finally:
+        # Live sessions pass audio through here many times a second (base64 out, results back), from many
+        # threads: glibc keeps what they freed in per-thread arenas unless told to give it back (throttled).
+        memory.trim()
 
 
 async def _in_own_thread(fn: Callable[[], Any]) -> Any:
