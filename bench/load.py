@@ -3,7 +3,7 @@ concurrent live sessions over both WebSocket protocols, on a private stack this 
 connection is to 127.0.0.1; every loop is bounded in count and time, and the run stops by itself. Prints figures;
 asserts none.
 
-    python bench/load.py                                  # the whole run (about 20 min on 2 cores, at most ~25)
+    python bench/load.py                                  # the whole run (about 30 min on 2 cores, at most ~40)
     python bench/load.py --clients 1,4 --procs 1 --live-minutes 1 --live-sessions 4   # a quick subset (~4 min)
     python bench/load.py --phases live --live-minutes 10 --json /tmp/load.json           # the soak alone
 
@@ -1121,7 +1121,7 @@ def run() -> None:
     ap.add_argument("--turn-timeout-s", type=float, default=240.0, help="a turn's SSE stream ends (timeout) after this")
     ap.add_argument("--live-sessions", type=int, default=20, help="live: concurrent sessions (half each protocol)")
     ap.add_argument("--live-minutes", type=float, default=10.0, help="live: no new clip starts after this")
-    ap.add_argument("--live-gap-s", type=float, default=8.0, help="live: silence after each clip (sets the load)")
+    ap.add_argument("--live-gap-s", type=float, default=16.0, help="live: silence after each clip (sets the load)")
     ap.add_argument("--live-drain-s", type=float, default=180.0, help="live: the most a session waits for its finals")
     ap.add_argument("--live-procs", type=int, default=1, help="live: processes per pool during the soak")
     ap.add_argument(
