@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -198,10 +199,48 @@ async def call_async(
         memory.trim()
 
 
+class _Waiters:
+    """Daemon threads for async callers' blocking sends and waits. Reused: each keeps its own Celery result
+    backend and Redis connections (a thread per call opened two connections a call); one more is made whenever
+    all are busy (a wait blocks until its reply, so there is no queue); one unused for IDLE_S ends. Daemon, and
+    not a concurrent.futures pool, which the interpreter joins at exit: a wait given up on never keeps
+    `medvoice serve` from stopping."""
+
+    IDLE_S = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue] = []
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="task-wait", daemon=True).start()
+        inbox.put(job)
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        while True:
+            try:
+                job = inbox.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                continue  # taken off the idle list just now: its job is on the way
+            job()
+            with self._lock:
+                self._idle.append(inbox)
+
+
+_WAITERS = _Waiters()
+
+
 async def _in_own_thread(fn: Callable[[], Any]) -> Any:
-    """fn() in a daemon thread of its own. Not the routes' thread pool (a busy pool's waiters would fill it), and
-    not a concurrent.futures pool either: the interpreter joins those at exit, so `medvoice serve` would not stop
-    before every wait ran out. A caller that is cancelled stops awaiting at once; the thread ends with its wait."""
+    """fn() on one of the waiter threads (not the routes' thread pool, which a busy pool's waiters would fill).
+    A caller that is cancelled stops awaiting at once; the thread is free again when its wait ends."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
 
@@ -221,5 +260,5 @@ async def _in_own_thread(fn: Callable[[], Any]) -> Any:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: no one awaits it
             loop.call_soon_threadsafe(settle, result, exc)
 
-    threading.Thread(target=run, name="task-wait", daemon=True).start()
+    _WAITERS.run(run)
     return await done

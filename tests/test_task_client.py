@@ -127,6 +127,25 @@ def test_async_waits_leave_the_routes_thread_pool_free() -> None:
     assert all(isinstance(o, WorkerTimeout) for o in outs), {type(o).__name__ for o in outs}
 
 
+def test_async_callers_reuse_the_waiter_threads(redis_url: str) -> None:
+    """One call after another runs on a waiter thread that keeps its Celery backend and Redis connections: a
+    thread per call opened two new connections each time."""
+    import redis
+
+    def connections() -> int:
+        return int(redis.Redis.from_url(redis_url).info("stats")["total_connections_received"])
+
+    async def main() -> None:
+        for _ in range(6):
+            with pytest.raises(WorkerTimeout):
+                await task_client.call_async("llm.ping", timeout_s=0.05)
+
+    before = connections()
+    asyncio.run(main())
+    # This check's own two, and one waiter's (broker, result store, its pub/sub): a thread per call made 12 or more.
+    assert connections() - before <= 8
+
+
 def test_a_cancelled_wait_does_not_keep_the_process_from_exiting(redis_url: str) -> None:
     """The API stops when told to, though a live final it gave up on would wait a minute more for its reply."""
     import subprocess

@@ -260,7 +260,9 @@ class UserItem:
     id: str
     turn_id: str
     kind: str  # audio | text
-    utterance: Utterance | None = None
+    # When the speech ended (audio items): the utterance's audio itself is not kept, it is in the turn's record and
+    # a long session remembers its last 50 items.
+    stopped_at: float | None = None
     answered: bool = False
     transcript: str | None = None
     transcribed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -596,7 +598,7 @@ class RealtimeSession(Listener):
         turn_id = await self._add_turn(body, stages, item_id, live, state)
         if turn_id is None:
             return
-        user = UserItem(item_id, turn_id, "audio", utterance=utterance)
+        user = UserItem(item_id, turn_id, "audio", stopped_at=utterance.stopped_at)
         user.made_s = round(time.perf_counter() - utterance.stopped_at, 3)
         self._remember(user)
         await self._item_added(_user_item(item_id, {"type": "input_audio", "transcript": None}), previous)
@@ -879,8 +881,8 @@ class RealtimeSession(Listener):
             reply.sent_s += chunk.shape[0] / OUT_RATE
 
     def _since_endpoint(self, reply: Reply) -> float:
-        u = reply.user.utterance
-        return round(time.perf_counter() - (u.stopped_at if u else reply.started), 3)
+        stopped = reply.user.stopped_at
+        return round(time.perf_counter() - (stopped if stopped is not None else reply.started), 3)
 
     def _assistant_item(self, reply: Reply, status: str) -> dict[str, Any]:
         text = "".join(reply.text)
