@@ -47,8 +47,9 @@ class _Recorder:
         return getattr(self._model, name)
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng makes the test speech")
-def test_the_real_model_hears_the_same_with_a_fitted_window(tmp_path: Path) -> None:
+def _engine_and_speech(tmp_path: Path, espeak: list[str]) -> tuple:
+    """The real Whisper engine (skipped without its weights) and espeak-ng's speech for `espeak` (its options
+    and text), at 16 kHz."""
     s = Settings()
     try:
         model_dir = modelfiles.resolve_asr(s)
@@ -58,12 +59,14 @@ def test_the_real_model_hears_the_same_with_a_fitted_window(tmp_path: Path) -> N
 
     from workers.engines.asr import AsrEngine
 
-    wav = tmp_path / "q.wav"
-    subprocess.run(
-        ["espeak-ng", "-s", "150", "-w", str(wav), "What is the dose of amoxicillin for a child?"], check=True
-    )
-    audio = decode_audio(str(wav), sampling_rate=16000)
-    engine = AsrEngine(s, model_dir)
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), *espeak], check=True)
+    return AsrEngine(s, model_dir), decode_audio(str(wav), sampling_rate=16000)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng makes the test speech")
+def test_the_real_model_hears_the_same_with_a_fitted_window(tmp_path: Path) -> None:
+    engine, audio = _engine_and_speech(tmp_path, ["-s", "150", "What is the dose of amoxicillin for a child?"])
     engine.model.model = rec = _Recorder(engine.model.model)
 
     full = engine.transcribe(audio, language="en", vad_filter=False)
@@ -99,21 +102,7 @@ class _Generations(_Recorder):
 def test_a_busy_live_final_is_decoded_once(tmp_path: Path) -> None:
     """Sixteen times "la": at temperature 0 Whisper loops on it (its text repeats until the token budget), so a
     live final tries the fallback temperatures; while the live pool is behind (`busy`) it keeps its one pass."""
-    s = Settings()
-    try:
-        model_dir = modelfiles.resolve_asr(s)
-    except errors.ModelError as exc:
-        pytest.skip(f"Whisper weights not prepared ({exc}); run `medvoice models prepare` (make test does)")
-    from faster_whisper.audio import decode_audio
-
-    from workers.engines.asr import AsrEngine
-
-    wav = tmp_path / "zh.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", "cmn", "-w", str(wav), "本次会话的口令是巧克力。我再说一遍，巧克力。"], check=True
-    )
-    audio = decode_audio(str(wav), sampling_rate=16000)
-    engine = AsrEngine(s, model_dir)
+    engine, audio = _engine_and_speech(tmp_path, [" ".join(["la"] * 16)])
     engine.model.model = rec = _Generations(engine.model.model)
     options = {"language": "en", "vad_filter": False, "fit_window": True, "bounded": True}
     engine.transcribe(audio, **options)
