@@ -13,8 +13,9 @@ What the caller gets instead of a reply:
 - the task failed any other way                                      → WorkerFailed (502)
 
 A task left waiting in the queue expires when its caller stops waiting (`expires_s` defaults to the wait),
-so no worker picks up work nobody reads. Only task names, ids and error classes are logged, never arguments.
-No model library is imported here: the API process only sends by name.
+so no worker picks up work nobody reads; a reply read (or failed) is deleted from the result store at once, so
+Redis holds no transcript or answer longer than its caller needs it. Only task names, ids and error classes are
+logged, never arguments. No model library is imported here: the API process only sends by name.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def wait(sent: Sent, timeout_s: float) -> Any:
 
     details = {"task": sent.name, "pool": sent.pool}
     try:
-        return sent.result.get(timeout=timeout_s)
+        reply = sent.result.get(timeout=timeout_s)
     except CeleryTimeout:
         _forget(sent.result)
         raise WorkerTimeout(
@@ -135,6 +136,7 @@ def wait(sent: Sent, timeout_s: float) -> Any:
         ) from None
     except Exception as exc:  # noqa: BLE001 - typed errors keep their status; anything else is the worker's fault
         if isinstance(exc, MedvoiceError) or type(exc).__name__ in ERRORS_BY_NAME:
+            _forget(sent.result)
             raise from_exception(exc) from None
         if _reply_lost(exc, sent.result):
             log.warning("%s task=%s: reply lost: %s", sent.name, sent.result.id, type(exc).__name__)
@@ -142,9 +144,13 @@ def wait(sent: Sent, timeout_s: float) -> Any:
                 f"the {sent.pool} queue became unavailable while waiting for the reply", details
             ) from None
         log.warning("%s task=%s failed: %s", sent.name, sent.result.id, type(exc).__name__)
+        _forget(sent.result)
         raise WorkerFailed(
             f"the {sent.pool} worker failed ({type(exc).__name__})", {**details, "type": type(exc).__name__}
         ) from None
+    # Read once: the reply (a transcript, an answer) leaves the result store now rather than after an hour.
+    _forget(sent.result)
+    return reply
 
 
 def _forget(result: AsyncResult) -> None:

@@ -8,6 +8,7 @@ so a lexical match can be compared across queries and against the relevance floo
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -97,8 +98,7 @@ class LexicalBuilder:
         self.dates.extend(int(d or 0) for d in dates)
 
     def finish(self) -> LexicalIndex:
-        import bm25s
-
+        bm25s = _bm25s()
         idx = LexicalIndex(
             ids=self.ids,
             sources=np.array(self.sources, dtype=object),
@@ -120,3 +120,19 @@ class LexicalBuilder:
         idx.built_s = time.perf_counter() - self.t0
         log.info("bm25 index: %d chunks, %d terms in %.2fs", len(idx.ids), len(self.vocab), idx.built_s)
         return idx
+
+
+def _bm25s():  # noqa: ANN202 - the bm25s module
+    """bm25s, imported without numba: it imports numba and LLVM (~60 MB resident in every rag process) for a
+    `retrieve` backend this index never calls (it scores with `get_scores_from_ids`, in numpy either way), and
+    falls back without them. A process that already has numba (Coqui's librosa) keeps it."""
+    if "bm25s" in sys.modules or "numba" in sys.modules:
+        import bm25s
+
+        return bm25s
+    sys.modules["numba"] = None  # type: ignore[assignment] - makes `import numba` raise ImportError
+    try:
+        import bm25s
+    finally:
+        del sys.modules["numba"]
+    return bm25s

@@ -21,6 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from knowledge import frequencies
 from knowledge.quantities import is_child, question_bands
 from knowledge.text import CJK_RUN, EN_STOP, ZH_STOP
 from knowledge.vocabulary import NAME_ENDINGS
@@ -255,12 +256,7 @@ def stem(word: str) -> str:
 
 @lru_cache(maxsize=20000)
 def zipf(word: str, language: str) -> float:
-    from wordfreq import zipf_frequency
-
-    try:
-        return float(zipf_frequency(word, language))
-    except Exception:  # noqa: BLE001 - an unknown script or tokenizer trouble: treat as rare
-        return 0.0
+    return frequencies.zipf(word, language)
 
 
 def _lemmas(word: str) -> set[str]:

@@ -205,6 +205,23 @@ def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker,
     assert pools["rag"]["ok"] and pools["rag"]["worker"] == worker.name
     assert not pools["llm"]["ok"] and pools["llm"]["error"] == "worker_timeout: the llm pool did not answer in 1s"
 
+    # Every reply read, or failed, is deleted from the result store, which keeps no task's arguments (a live
+    # final's are the speaker's audio): nothing of a consultation waits in Redis for result_expires. (What is left
+    # is the bare state of tasks that expired in the queue, written by the worker that dropped them.)
+    import json
+
+    import redis
+
+    sent: list[task_client.Sent] = []
+    assert "hits" in task_client.call("rag.search", {"query": "gout"}, timeout_s=60, on_sent=sent.append)
+    with pytest.raises(EmptyInput):
+        task_client.call("rag.search", {"query": " "}, timeout_s=60, on_sent=sent.append)
+    store = redis.Redis.from_url(settings.redis_url)
+    assert [store.exists(f"celery-task-meta-{s.result.id}") for s in sent] == [0, 0]
+    for key in store.keys("celery-task-meta-*"):
+        meta = json.loads(store.get(key))
+        assert meta["status"] == "REVOKED" and "args" not in meta and "kwargs" not in meta, meta
+
 
 def test_a_turn_that_cannot_be_queued_is_503_in_the_one_shape_and_kept(
     down_app, client, headers, monkeypatch, settings

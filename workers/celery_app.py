@@ -69,8 +69,9 @@ def make_celery() -> Celery:
         task_time_limit=s.task_time_limit_s,
         task_soft_time_limit=s.task_soft_time_limit_s,
         task_track_started=True,
+        # A result is the reply only: a live final's arguments carry the speaker's audio, which the result store
+        # (and Redis's append-only file) must not keep for result_expires. Callers delete a reply once read.
         result_expires=3600,
-        result_extended=True,
         # Flower sees workers and tasks through these events.
         worker_send_task_events=True,
         task_send_sent_event=True,
