@@ -115,9 +115,11 @@ def _load_engines(**_: object) -> None:
 
     pools = engines.served_pools()
     engines.load_for_pools(pools)
-    for pool in pools:  # what the pool's tasks import on first use, imported before the child reports ready
+    for pool in pools:  # what the pool's tasks import (and read) on first use, before the child reports ready
         if pool in STAGE_MODULES:
-            import_module(STAGE_MODULES[pool])
+            stage = import_module(STAGE_MODULES[pool])
+            if hasattr(stage, "prepare"):
+                stage.prepare()
     memory.trim(force=True)  # what loading read and threw away
     metrics.models_loaded(engines.loaded())
     node = os.environ.get("MEDVOICE_WORKER_NAME")

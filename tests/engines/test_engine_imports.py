@@ -65,8 +65,11 @@ def test_a_pool_child_loads_its_engines_and_stage_by_name() -> None:
         "import workers.celery_app as c\n"
         "os.environ['MEDVOICE_WORKER_POOLS'] = 'rag'; os.environ.pop('MEDVOICE_WORKER_NAME', None)\n"
         "c._load_engines()\n"
+        "from knowledge import frequencies\n"
         "print(json.dumps({'loaded': list(engines.loaded()), 'stage': 'workers.pipeline.rag' in sys.modules,"
-        " 'other': 'workers.engines.tts' in sys.modules or 'workers.pipeline.tts' in sys.modules}))\n"
+        " 'other': 'workers.engines.tts' in sys.modules or 'workers.pipeline.tts' in sys.modules,"
+        " 'prepared': 'jieba' in sys.modules and bool(frequencies._installed)}))\n"
     )
     result = fresh_interpreter(code)
-    assert result == {"loaded": ["rag", "embed"], "stage": True, "other": False}
+    # ...and reads what judging terms needs (jieba, the word lists) before it reports ready, not on a first question
+    assert result == {"loaded": ["rag", "embed"], "stage": True, "other": False, "prepared": True}

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from knowledge import terms
 from knowledge.focus import focus_passages
 from workers import answering, engines
 from workers.celery_app import celery_app
@@ -43,6 +44,11 @@ from workers.tasks import llm as llm_tasks
 
 log = logging.getLogger("medvoice.tasks.turns")
 Emit = Callable[[str], None]
+
+
+def prepare() -> None:
+    """Run by the pool's child before it reports ready (workers/celery_app.py)."""
+    terms.prepare()
 
 
 def answer(turn: Turn, retrieved: Retrieved, ctx: Context) -> Answered:

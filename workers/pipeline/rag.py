@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from knowledge import terms
 from knowledge.terms import other_script_words
 from knowledge.text import detect_language
 from workers import answering, engines
@@ -29,6 +30,11 @@ from workers.pipeline.contracts import Retrieved, TurnRef
 from workers.pipeline.stage import Context, db_url
 
 log = logging.getLogger("medvoice.tasks.turns")
+
+
+def prepare() -> None:
+    """Run by the pool's child before it reports ready (workers/celery_app.py)."""
+    terms.prepare()
 
 
 def find(question: str, language: str) -> tuple[answering.Selection, list[dict], Any]:
