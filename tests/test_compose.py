@@ -21,7 +21,7 @@ def compose_cmd() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("profile", [None, "postgres", "chroma"])
+@pytest.mark.parametrize("profile", [None, "postgres", "chroma", "monitoring"])
 def test_compose_client_validates(profile):
     cmd = compose_cmd()
     if cmd is None:
@@ -55,3 +55,9 @@ def test_compose_shape():
         assert "medvoice-data:/data" in svc["volumes"]
     assert "medvoice-data:/data" in services["api"]["volumes"]
     assert {"medvoice-data", "redis-data", "postgres-data"} <= set(spec["volumes"])
+    # The monitoring profile: Prometheus with the scrape config deploy/ ships (test_metrics_prometheus runs it).
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"] and "healthcheck" in prometheus
+    mount = next(v for v in prometheus["volumes"] if v.endswith(":/etc/prometheus/prometheus.yml:ro"))
+    assert (ROOT / mount.split(":")[0]).resolve() == ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    assert (ROOT / "deploy" / "prometheus" / "prometheus.yml").is_file()
