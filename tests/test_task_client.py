@@ -206,8 +206,8 @@ def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker,
     assert not pools["llm"]["ok"] and pools["llm"]["error"] == "worker_timeout: the llm pool did not answer in 1s"
 
     # Every reply read, or failed, is deleted from the result store, which keeps no task's arguments (a live
-    # final's are the speaker's audio): nothing of a consultation waits in Redis for result_expires. (What is left
-    # is the bare state of tasks that expired in the queue, written by the worker that dropped them.)
+    # final's are the speaker's audio). (A reply stored after its caller gave up waiting stays until result_expires:
+    # other tests share this Redis.)
     import json
 
     import redis
@@ -220,7 +220,7 @@ def test_typed_errors_keep_their_status_and_other_failures_are_502(start_worker,
     assert [store.exists(f"celery-task-meta-{s.result.id}") for s in sent] == [0, 0]
     for key in store.keys("celery-task-meta-*"):
         meta = json.loads(store.get(key))
-        assert meta["status"] == "REVOKED" and "args" not in meta and "kwargs" not in meta, meta
+        assert "args" not in meta and "kwargs" not in meta, meta
 
 
 def test_a_turn_that_cannot_be_queued_is_503_in_the_one_shape_and_kept(
