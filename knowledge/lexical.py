@@ -126,13 +126,12 @@ def _bm25s():  # noqa: ANN202 - the bm25s module
     """bm25s, imported without numba: it imports numba and LLVM (~60 MB resident in every rag process) for a
     `retrieve` backend this index never calls (it scores with `get_scores_from_ids`, in numpy either way), and
     falls back without them. A process that already has numba (Coqui's librosa) keeps it."""
-    if "bm25s" in sys.modules or "numba" in sys.modules:
-        import bm25s
-
-        return bm25s
-    sys.modules["numba"] = None  # type: ignore[assignment] - makes `import numba` raise ImportError
+    hide = "bm25s" not in sys.modules and "numba" not in sys.modules
+    if hide:
+        sys.modules["numba"] = None  # type: ignore[assignment] - makes `import numba` raise ImportError
     try:
         import bm25s
     finally:
-        del sys.modules["numba"]
+        if hide:
+            del sys.modules["numba"]
     return bm25s
